@@ -1,0 +1,176 @@
+# SPDX-License-Identifier: MIT
+"""
+Run a transport's host and guest as two spawned Python processes.
+
+Every Python transport uses the ``spawn`` start method: each peer is a
+fresh interpreter, whatever the runner has imported or started (threads,
+cffi libraries) before. The parent only orchestrates. It builds the
+endpoints, starts both peers, waits for their results up to the job's
+timeout, and kills both when anything goes wrong. Each child also has two
+safety nets of its own: ``PR_SET_PDEATHSIG`` (it dies with the parent) and
+``alarm(timeout)``. A child that fails reports its traceback and exits
+without closing its channel, because closing might wait for a dead peer.
+"""
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import math
+import multiprocessing as mp
+import os
+import signal
+import time
+import traceback
+from abc import abstractmethod
+from multiprocessing import reduction
+from multiprocessing.connection import Connection, wait
+from typing import Any, Callable, ClassVar, ContextManager, Optional
+
+from .base import (DEFAULT_TIMEOUT, DEFAULT_WARMUP, Direction, Job,
+                   StreamResult, Transport)
+from .channel import Channel, rtt_client, rtt_server, stream_recv, stream_send
+
+#: Opens one peer's channel from its endpoint (runs in the child).
+Opener = Callable[[Any, Job], Channel]
+#: One of the loops in :mod:`.channel`.
+Loop = Callable[[Channel, Job], Any]
+
+_CTX = mp.get_context("spawn")
+#: Seconds a peer may take to exit after reporting success.
+_EXIT_GRACE = 5.0
+_PR_SET_PDEATHSIG = 1
+
+
+class PassedFd:
+    """A file descriptor that a ``spawn`` child receives under the same
+    number (multiprocessing passes it with ``pass_fds``). Only picklable
+    while a process is being started."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+
+    def __reduce__(self) -> tuple[Callable[[Any], "PassedFd"], tuple[Any]]:
+        return _rebuild_fd, (reduction.DupFd(self.fd),)
+
+
+def _rebuild_fd(dup: Any) -> PassedFd:
+    return PassedFd(dup.detach())
+
+
+def _loops(job: Job) -> tuple[Loop, Loop]:
+    """The (host, guest) loops of a job."""
+    if job.kind == "rtt":
+        return rtt_server, rtt_client
+    if job.direction == "g2h":
+        return stream_recv, stream_send
+    return stream_send, stream_recv
+
+
+class PeerTransport(Transport):
+    """A transport whose host and guest are spawned Python processes.
+
+    A subclass gives ``endpoints(job)``, a context manager that yields the
+    picklable ``(host_end, guest_end)`` and frees them on exit, and two
+    module-level functions, ``open_host`` and ``open_guest``, that turn an
+    end into a :class:`Channel` inside the child (wrap them in
+    ``staticmethod``).
+    """
+
+    open_host: ClassVar[Opener]
+    open_guest: ClassVar[Opener]
+
+    @abstractmethod
+    def endpoints(self, job: Job) -> ContextManager[tuple[Any, Any]]:
+        """Create the connection's shared objects for one job."""
+
+    def stream(self, direction: Direction, size: int, *,
+               seconds: Optional[float] = 0.5, count: Optional[int] = None,
+               timeout: float = DEFAULT_TIMEOUT) -> StreamResult:
+        job = Job("stream", direction, size, seconds, count, timeout=timeout)
+        host, guest = self.run(job)
+        return host if direction == "g2h" else guest
+
+    def rtt(self, size: int = 64, count: int = 2000, *,
+            seconds: Optional[float] = None, warmup: int = DEFAULT_WARMUP,
+            timeout: float = DEFAULT_TIMEOUT) -> list[float]:
+        job = Job("rtt", "g2h", size, seconds, count, warmup, timeout)
+        return self.run(job)[1]
+
+    def run(self, job: Job) -> tuple[Any, Any]:
+        """Run one job in two fresh processes; return (host, guest) results."""
+        deadline = time.monotonic() + job.timeout
+        host_loop, guest_loop = _loops(job)
+        procs: list[mp.process.BaseProcess] = []
+        conns: dict[Connection, str] = {}
+        ok = False
+        with self.endpoints(job) as (host_end, guest_end):
+            try:
+                for role, opener, loop, end in (
+                        ("host", type(self).open_host, host_loop, host_end),
+                        ("guest", type(self).open_guest, guest_loop, guest_end)):
+                    rx, tx = _CTX.Pipe(duplex=False)
+                    proc = _CTX.Process(
+                        target=_child, name=f"{self.name}-{role}", daemon=True,
+                        args=(opener, loop, end, job, tx, os.getpid()))
+                    conns[rx] = role
+                    proc.start()
+                    procs.append(proc)
+                    tx.close()
+                results = _collect(dict(conns), procs, deadline)
+                ok = True
+            finally:
+                _reap(procs, _EXIT_GRACE if ok else 0.0)
+                for rx in conns:
+                    rx.close()
+        return results["host"], results["guest"]
+
+
+def _collect(conns: dict[Connection, str], procs: list[mp.process.BaseProcess],
+             deadline: float) -> dict[str, Any]:
+    """Each role's result; raises on the first failure, death or timeout."""
+    results: dict[str, Any] = {}
+    while conns:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError(f"peers {sorted(conns.values())} did not finish in time")
+        for rx in wait(list(conns), left):
+            role = conns.pop(rx)
+            try:
+                status, value = rx.recv()
+            except EOFError:
+                codes = {p.name: p.exitcode for p in procs}
+                raise RuntimeError(f"{role} peer died without a result {codes}") from None
+            if status != "ok":
+                raise RuntimeError(f"{role} peer failed:\n{value}")
+            results[role] = value
+    return results
+
+
+def _reap(procs: list[mp.process.BaseProcess], grace: float) -> None:
+    """Join every child, killing any still alive after ``grace`` seconds."""
+    end = time.monotonic() + grace
+    for proc in procs:
+        proc.join(max(0.0, end - time.monotonic()))
+        if proc.is_alive():
+            proc.kill()
+            proc.join()
+        proc.close()
+
+
+def _child(opener: Opener, loop: Loop, end: Any, job: Job, tx: Connection,
+           parent: int) -> None:
+    """A peer's body: open the channel, run the loop, report the result."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
+    if os.getppid() != parent:
+        os._exit(1)
+    signal.alarm(math.ceil(job.timeout) + 1)
+    try:
+        chan = opener(end, job)
+        result = loop(chan, job)
+        chan.close()
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tx.send(("err", traceback.format_exc()))
+        os._exit(1)
+    tx.send(("ok", result))

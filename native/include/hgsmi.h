@@ -1,0 +1,413 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * hgsmi.h - the public C API of libhgsmi.
+ *
+ * A host process and a guest process share one POSIX shared-memory segment
+ * (the "VRAM").  Buffers live in it; only offsets cross.  The guest rings a
+ * doorbell, the host raises an IRQ; both are eventfds (or POSIX semaphores).
+ *
+ * Conventions, as in liburing:
+ *  - every function returns >= 0 on success (a count, an offset, a size or 0)
+ *    and -errno on failure.  The meanings are fixed:
+ *      -ENOMEM     heap exhausted           -EAGAIN     ring full / nothing yet
+ *      -ETIMEDOUT  the wait timed out       -EBADMSG    checksum mismatch
+ *      -EPROTO     bad magic, ABI or index  -ERANGE     offset/size outside
+ *      -EINVAL     misuse by the caller     -EPIPE      the peer is gone
+ *      -ENOENT     channel not registered   -EACCES     uid not allowed
+ *  - timeouts are `int timeout_ms`: -1 blocks, 0 only tries, as poll(2).
+ *  - "Blocks:" in each comment says whether a call can sleep.
+ *  - objects owned by the library are opaque; wire structs are in hgsmi/defs.h.
+ *  - no function is thread-safe on the same object unless it says so; each
+ *    side of a segment is one single-producer, single-consumer endpoint.
+ */
+#ifndef HGSMI_H
+#define HGSMI_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "hgsmi/defs.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define HGSMI_VERSION_MAJOR 0
+#define HGSMI_VERSION_MINOR 1
+#define HGSMI_VERSION_PATCH 0
+
+#ifndef HGSMI_API
+#define HGSMI_API __attribute__((visibility("default")))
+#endif
+
+struct hgsmi_heap;  /* a private-metadata allocator over a range of offsets */
+struct hgsmi_host;  /* a listening host: socket, channel table, its guests */
+struct hgsmi_conn;  /* the host's view of one attached guest */
+struct hgsmi_guest; /* an attached guest */
+
+/*
+ * One buffer as the receiver sees it after verification, or one completion as
+ * its owner sees it.  Every field is a private copy: nothing is re-read from
+ * shared memory after verification.
+ */
+struct hgsmi_msg {
+	uint32_t offset;   /* buffer header offset: the handle */
+	uint32_t data;     /* offset of the data from the segment base */
+	uint32_t size;     /* request bytes; in a completion, the reply length */
+	uint32_t capacity; /* bytes the reply may use, >= size */
+	uint8_t channel;
+	uint8_t flags;
+	uint16_t info;
+	int32_t status; /* completions: 0 or -errno */
+};
+
+/*
+ * A channel handler in C.  `data` points at the buffer's data in the segment
+ * (msg->size request bytes, room for msg->capacity).  Set *reply_len to the
+ * bytes of reply left in place (default: msg->size).  Return 0, or -errno to
+ * complete the buffer with that status.  The peer may rewrite `data` while
+ * the handler runs: copy a field once before checking it.
+ */
+typedef int (*hgsmi_handler_fn)(void *ctx, const struct hgsmi_msg *msg,
+				void *data, uint32_t *reply_len);
+
+/* ==== Checksum and buffers (no I/O, never block) ========================= */
+
+/* One-at-a-time hash over LE32(offset), the 16 header bytes, tail.reserved. */
+HGSMI_API uint32_t hgsmi_checksum(uint32_t offset,
+				  const struct hgsmi_buffer_header *header,
+				  const struct hgsmi_buffer_tail *tail);
+
+/*
+ * Write a single (SEQ_SINGLE) buffer's header and tail at `offset` of `base`
+ * and seal it with the checksum.  reply_cap > data_size sets F_REPLY_CAP.
+ * The caller guarantees the block [offset, offset + 24 + max(data_size,
+ * reply_cap)) lies in its own heap.  Returns 0 or -EINVAL.
+ */
+HGSMI_API int hgsmi_buffer_init(void *base, uint32_t offset, uint32_t data_size,
+				uint8_t channel, uint16_t info, uint32_t reply_cap);
+
+/*
+ * Verify the buffer at `offset`, which must lie in the area [area_off,
+ * area_off + area_size) of the segment at `base`.  Header and tail are copied
+ * out first and only the copies are checked, in this order: alignment,
+ * offset in area, data size (no overflow), flags and reserved bytes,
+ * checksum.  On success fills *out (status 0) and returns 0.
+ * Returns -EINVAL (misaligned), -ERANGE, -EPROTO (reserved/flags), -EBADMSG.
+ */
+HGSMI_API int hgsmi_buffer_verify(const void *base, uint32_t area_off,
+				  uint32_t area_size, uint32_t offset,
+				  struct hgsmi_msg *out);
+
+/* ==== Heap: one owner, metadata in private memory ======================== */
+
+#define HGSMI_HEAP_ALIGN 64 /* every block starts on a cache line */
+
+struct hgsmi_heap_stats {
+	uint64_t capacity;     /* bytes managed */
+	uint64_t used;         /* bytes in allocated blocks */
+	uint64_t peak;         /* high-water mark of used */
+	uint64_t largest_free; /* largest block an allocation could get */
+	uint64_t free_bytes;   /* capacity - used */
+	uint64_t allocs;
+	uint64_t frees;
+	uint64_t failures; /* allocations refused */
+	uint32_t used_blocks;
+	uint32_t free_blocks;
+};
+
+/*
+ * Manage offsets [base, base + size) (TLSF: O(1) alloc and free, good fit).
+ * The heap never touches the memory it manages.  Blocks: base must be
+ * HGSMI_HEAP_ALIGN-aligned.  Returns 0, -EINVAL or -ENOMEM (private memory).
+ */
+HGSMI_API int hgsmi_heap_create(uint32_t base, uint32_t size,
+				struct hgsmi_heap **out);
+HGSMI_API void hgsmi_heap_destroy(struct hgsmi_heap *heap);
+/* Allocate >= size bytes; *offset gets the block start.  0, -ENOMEM, -EINVAL. */
+HGSMI_API int hgsmi_heap_alloc(struct hgsmi_heap *heap, uint32_t size,
+			       uint32_t *offset);
+/* Free a block returned by alloc.  -EINVAL if it is not a live block. */
+HGSMI_API int hgsmi_heap_free(struct hgsmi_heap *heap, uint32_t offset);
+/* Usable bytes of the live block at offset, or -EINVAL. */
+HGSMI_API int64_t hgsmi_heap_block_size(const struct hgsmi_heap *heap,
+					uint32_t offset);
+/* Largest size that one allocation can ever get (an empty heap's). */
+HGSMI_API uint32_t hgsmi_heap_max_alloc(const struct hgsmi_heap *heap);
+HGSMI_API void hgsmi_heap_stats(const struct hgsmi_heap *heap,
+				struct hgsmi_heap_stats *out);
+/* Walk every structure; 0 if consistent, -EFAULT (and a line on stderr) if not. */
+HGSMI_API int hgsmi_heap_check(const struct hgsmi_heap *heap);
+/* Free everything at once (reset after the peer died). */
+HGSMI_API void hgsmi_heap_reset(struct hgsmi_heap *heap);
+
+/* ==== Host =============================================================== */
+
+struct hgsmi_host_config {
+	const char *name;       /* instance, [A-Za-z0-9_.-]{1,20} */
+	const char *runtime_dir; /* socket directory; NULL: $HGSMI_RUNTIME_DIR,
+				    $XDG_RUNTIME_DIR/hgsmi, /tmp/hgsmi-<uid> */
+	uint32_t segment_size;  /* bytes per guest segment; 0: 16 MiB */
+	uint32_t ring_entries;  /* power of two; 0: 1024 */
+	uint32_t guest_heap_percent; /* share of the heaps for the guest; 0: 50 */
+	uint32_t backend;       /* HGSMI_BACKEND_*; 0: eventfd */
+	uint32_t max_guests;    /* 0: 64 */
+	uint32_t max_inflight;  /* per guest; 0: ring_entries */
+	uint32_t spin_us;       /* adaptive spin before sleeping; 0: none */
+	uint32_t socket_mode;   /* 0: 0600 */
+	const uint32_t *allowed_uids; /* NULL: only the host's own uid */
+	uint32_t n_allowed_uids;
+};
+
+struct hgsmi_conn_stats {
+	uint64_t msgs_in, bytes_in;   /* guest buffers served */
+	uint64_t msgs_out, bytes_out; /* host buffers posted */
+	uint64_t doorbells;       /* wake-ups taken on the doorbell */
+	uint64_t irqs;            /* IRQs raised (eventfd writes) */
+	uint64_t irqs_suppressed; /* IRQs skipped: the guest was awake */
+	uint64_t errors_offset;   /* bad offset, alignment or size */
+	uint64_t errors_checksum;
+	uint64_t errors_protocol; /* reserved bytes, flags, ring indices */
+	uint64_t errors_channel;  /* unregistered channel */
+	uint64_t errors_handler;  /* handlers that returned an error */
+	uint64_t errors_full;     /* completions that found the ring full */
+	uint32_t guest_id;
+	uint32_t epoch;
+	uint32_t inflight_host; /* host buffers posted and not yet acked */
+	uint32_t submit_depth;  /* entries waiting in the submit ring */
+	struct hgsmi_heap_stats host_heap;
+};
+
+/*
+ * Create the listening socket (mode 0600) for `cfg->name`.  A stale socket
+ * or segment whose owner is dead is removed; a live host of the same name
+ * gives -EADDRINUSE.  Blocks: no.
+ */
+HGSMI_API int hgsmi_host_create(const struct hgsmi_host_config *cfg,
+				struct hgsmi_host **out);
+/* Fail every guest (they see -EPIPE), unlink segments and socket, free. */
+HGSMI_API void hgsmi_host_destroy(struct hgsmi_host *host);
+/* Path of the control socket. */
+HGSMI_API const char *hgsmi_host_socket_path(const struct hgsmi_host *host);
+/* An fd that becomes readable when hgsmi_host_wait would return (epoll). */
+HGSMI_API int hgsmi_host_fileno(const struct hgsmi_host *host);
+
+/*
+ * Register a channel.  fn != NULL: the library runs fn inside
+ * hgsmi_host_poll/hgsmi_conn_recv for every verified buffer of the channel.
+ * fn == NULL: the buffers are returned by hgsmi_conn_recv to the caller, who
+ * completes them with hgsmi_conn_complete.  -EINVAL for channel 0 or 1,
+ * -EEXIST if registered.  Unregistered channels are completed with -ENOENT.
+ */
+HGSMI_API int hgsmi_host_register(struct hgsmi_host *host, uint8_t channel,
+				  hgsmi_handler_fn fn, void *ctx);
+HGSMI_API int hgsmi_host_unregister(struct hgsmi_host *host, uint8_t channel);
+
+#define HGSMI_EV_ACCEPT 0x1 /* a guest is waiting to attach */
+#define HGSMI_EV_WORK 0x2   /* some guest may have work: drain them */
+#define HGSMI_EV_HANGUP 0x4 /* some guest's socket closed: reap them */
+/*
+ * Wait for any guest: spin (cfg spin_us), then announce sleep in every
+ * guest's segment, re-check the rings, and sleep on the doorbells and
+ * sockets.  Returns a mask of HGSMI_EV_*, 0 on timeout, or -errno.
+ * Blocks: up to timeout_ms.
+ */
+HGSMI_API int hgsmi_host_wait(struct hgsmi_host *host, int timeout_ms);
+/*
+ * Accept and handshake one guest (SO_PEERCRED, ABI, features), create its
+ * segment, heaps, rings and doorbells, and pass them.  Blocks: up to about
+ * one second for the guest's hello.  -EAGAIN if nobody is knocking.
+ * A refused guest (-EACCES, -EPROTO, -EUSERS) is told why and closed.
+ * *out is NULL for a served stat request (see hgsmi_host_set_stat_reply).
+ */
+HGSMI_API int hgsmi_host_accept(struct hgsmi_host *host, struct hgsmi_conn **out);
+/* Guests attached now, and the i-th of them (0 <= i < count). */
+HGSMI_API int hgsmi_host_conn_count(const struct hgsmi_host *host);
+HGSMI_API struct hgsmi_conn *hgsmi_host_conn(const struct hgsmi_host *host, int i);
+/*
+ * One pass of the whole host: wait, accept, reap dead guests, and serve every
+ * guest's buffers through the registered C handlers.  Returns the number of
+ * buffers served, 0 on timeout, or -errno.  Blocks: up to timeout_ms.
+ */
+HGSMI_API int hgsmi_host_poll(struct hgsmi_host *host, int timeout_ms);
+/* Stat requests are answered with these bytes (JSON by convention). */
+HGSMI_API int hgsmi_host_set_stat_reply(struct hgsmi_host *host,
+					const void *data, size_t len);
+
+/* ---- one attached guest -------------------------------------------------- */
+
+/* 1 while the guest's socket is open and the guest in good standing. */
+HGSMI_API int hgsmi_conn_alive(const struct hgsmi_conn *conn);
+HGSMI_API uint32_t hgsmi_conn_id(const struct hgsmi_conn *conn);
+/* Base address of the guest's segment in this process, and its size. */
+HGSMI_API void *hgsmi_conn_base(const struct hgsmi_conn *conn);
+HGSMI_API uint32_t hgsmi_conn_size(const struct hgsmi_conn *conn);
+/*
+ * Drain and verify up to `max` buffers from the submit ring, and every host
+ * ack.  Setup-channel buffers and channels with a C handler are served and
+ * completed here; buffers that fail verification are counted and, where it
+ * is safe, completed with their error.  Buffers for fn == NULL channels are
+ * returned in out[] for the caller to complete.  Returns how many are in
+ * out[], or -EPIPE if the guest is gone or was disconnected.  Blocks: no.
+ */
+HGSMI_API int hgsmi_conn_recv(struct hgsmi_conn *conn, struct hgsmi_msg *out,
+			      unsigned max);
+/*
+ * Complete buffers: for each, write status and reply length (msg.size) into
+ * the header and push the offset on the completion ring; one IRQ at the end,
+ * unless the guest is awake.  Returns n, or -errno.  Blocks: no.
+ */
+HGSMI_API int hgsmi_conn_complete(struct hgsmi_conn *conn,
+				  const struct hgsmi_msg *msgs, unsigned n);
+/*
+ * Post a host command: allocate in the host heap, copy, seal, queue on the
+ * host FIFO, raise the IRQ.  Returns the buffer offset, -ENOMEM (host heap
+ * full; acks free it), -EAGAIN (FIFO full) or -EMSGSIZE.  Blocks: no.
+ */
+HGSMI_API int64_t hgsmi_conn_post(struct hgsmi_conn *conn, uint8_t channel,
+				  uint16_t info, const void *data, uint32_t len);
+/* Zero-copy post: alloc (fill the data at base + msg.data), then submit. */
+HGSMI_API int hgsmi_conn_alloc(struct hgsmi_conn *conn, uint32_t size,
+			       uint8_t channel, uint16_t info,
+			       struct hgsmi_msg *out);
+HGSMI_API int hgsmi_conn_submit(struct hgsmi_conn *conn, uint32_t offset);
+/* Post many buffers with one IRQ.  Returns how many were queued. */
+HGSMI_API int hgsmi_conn_submit_many(struct hgsmi_conn *conn,
+				     const uint32_t *offsets, unsigned n);
+/* Free a host buffer that was allocated and never submitted. */
+HGSMI_API int hgsmi_conn_free(struct hgsmi_conn *conn, uint32_t offset);
+HGSMI_API void hgsmi_conn_stats(const struct hgsmi_conn *conn,
+				struct hgsmi_conn_stats *out);
+/*
+ * Disconnect a guest (it sees -EPIPE): close its socket and doorbells,
+ * unlink its segment, reclaim its host buffers.  Host-owned; the conn is
+ * freed by the next hgsmi_host_wait/poll or by hgsmi_host_destroy.
+ */
+HGSMI_API void hgsmi_conn_close(struct hgsmi_conn *conn);
+
+/* ==== Guest ============================================================== */
+
+struct hgsmi_guest_config {
+	const char *runtime_dir; /* as for the host; NULL: the same defaults */
+	uint32_t spin_us;        /* adaptive spin before sleeping; 0: none */
+	int connect_timeout_ms;  /* 0: 2000 */
+};
+
+struct hgsmi_guest_stats {
+	uint64_t calls, msgs_out, bytes_out; /* guest buffers submitted */
+	uint64_t msgs_in, bytes_in;          /* host commands served */
+	uint64_t doorbells;                  /* doorbells rung (writes) */
+	uint64_t doorbells_suppressed;       /* skipped: the host was awake */
+	uint64_t irqs;                       /* wake-ups taken on the IRQ */
+	uint64_t errors;                     /* host buffers that failed verify */
+	uint32_t guest_id;
+	uint32_t epoch;
+	uint32_t inflight; /* guest buffers submitted and not yet reaped */
+	uint32_t backend;
+	struct hgsmi_heap_stats guest_heap;
+};
+
+/*
+ * Attach to the host `name` (or a socket path containing '/'): connect,
+ * handshake, map the segment, check its header.  Returns 0, -ENOENT (no such
+ * host), -EACCES, -EPROTO (ABI major differs), -ETIMEDOUT.  Blocks: up to
+ * connect_timeout_ms.
+ */
+HGSMI_API int hgsmi_guest_attach(const char *name,
+				 const struct hgsmi_guest_config *cfg,
+				 struct hgsmi_guest **out);
+HGSMI_API void hgsmi_guest_detach(struct hgsmi_guest *guest);
+HGSMI_API void *hgsmi_guest_base(const struct hgsmi_guest *guest);
+HGSMI_API uint32_t hgsmi_guest_size(const struct hgsmi_guest *guest);
+/* The IRQ eventfd (pollable), or -EOPNOTSUPP for the semaphore backend. */
+HGSMI_API int hgsmi_guest_fileno(const struct hgsmi_guest *guest);
+/* The control socket; readable with EOF when the host is gone. */
+HGSMI_API int hgsmi_guest_sockfd(const struct hgsmi_guest *guest);
+/* Register a handler for host commands (fn == NULL: returned by recv). */
+HGSMI_API int hgsmi_guest_register(struct hgsmi_guest *guest, uint8_t channel,
+				   hgsmi_handler_fn fn, void *ctx);
+HGSMI_API int hgsmi_guest_unregister(struct hgsmi_guest *guest, uint8_t channel);
+
+/*
+ * Allocate a buffer of `size` request bytes with room for a reply of
+ * `reply_cap` (0: size) in the guest heap.  Fill base + out->data, then
+ * submit or call.  -ENOMEM (heap full), -EMSGSIZE (never fits).  Blocks: no.
+ */
+HGSMI_API int hgsmi_guest_alloc(struct hgsmi_guest *guest, uint32_t size,
+				uint32_t reply_cap, uint8_t channel,
+				uint16_t info, struct hgsmi_msg *out);
+/* Free a guest buffer that is not in flight. */
+HGSMI_API int hgsmi_guest_free(struct hgsmi_guest *guest, uint32_t offset);
+/*
+ * Seal and queue buffers on the submit ring with one doorbell (skipped when
+ * the host is awake).  Returns how many were queued (fewer if the ring is
+ * full), or -EPIPE.  Blocks: no.
+ */
+HGSMI_API int hgsmi_guest_submit(struct hgsmi_guest *guest,
+				 const uint32_t *offsets, unsigned n);
+/*
+ * Copy mode in one call: alloc + copy + seal + queue for each of n messages
+ * of one channel, one doorbell.  Returns how many were queued; stops early
+ * on -ENOMEM or a full ring.  Blocks: no.
+ */
+HGSMI_API int hgsmi_guest_send(struct hgsmi_guest *guest, uint8_t channel,
+			       uint16_t info, const void *const *datas,
+			       const uint32_t *lens, unsigned n);
+/*
+ * Pop up to max completions (offset, status, reply length in size).  The
+ * buffers are the caller's again: read the reply, then hgsmi_guest_free.
+ * Returns the count, or -EPIPE.  Blocks: no.
+ */
+HGSMI_API int hgsmi_guest_reap(struct hgsmi_guest *guest, struct hgsmi_msg *out,
+			       unsigned max);
+/*
+ * Submit one buffer and wait for its completion (other completions that
+ * arrive meanwhile are kept for hgsmi_guest_reap).  Fills *out and returns
+ * the reply length, or the handler's -errno, -ETIMEDOUT, -EPIPE.  The buffer
+ * is still the caller's to free.  Blocks: up to timeout_ms.
+ */
+HGSMI_API int hgsmi_guest_call_buffer(struct hgsmi_guest *guest, uint32_t offset,
+				      int timeout_ms, struct hgsmi_msg *out);
+/*
+ * Synchronous call, copy mode: alloc, copy `len` bytes, submit, wait, copy
+ * up to reply_cap bytes of reply to `reply`, free.  Returns the reply length
+ * or -errno.  Blocks: up to timeout_ms.
+ */
+HGSMI_API int hgsmi_guest_call(struct hgsmi_guest *guest, uint8_t channel,
+			       uint16_t info, const void *data, uint32_t len,
+			       void *reply, uint32_t reply_cap, int timeout_ms);
+/*
+ * Host commands: drain and verify up to max from the host FIFO.  Channels
+ * with a C handler are served and acked here; unregistered channels and bad
+ * buffers are acked with an error.  The rest are returned in out[]; ack them
+ * with hgsmi_guest_ack.  Returns the count, or -EPIPE.  Blocks: no.
+ */
+HGSMI_API int hgsmi_guest_recv(struct hgsmi_guest *guest, struct hgsmi_msg *out,
+			       unsigned max);
+/* Hand host buffers back (status in msg.status); one doorbell.  Returns n. */
+HGSMI_API int hgsmi_guest_ack(struct hgsmi_guest *guest,
+			      const struct hgsmi_msg *msgs, unsigned n);
+/*
+ * Wait for the IRQ: spin, then announce sleep, re-check completions and the
+ * host FIFO, sleep, and ack the IRQ.  Returns 1 if there is work, 0 on
+ * timeout, -EPIPE if the host is gone.  Blocks: up to timeout_ms.
+ */
+HGSMI_API int hgsmi_guest_wait(struct hgsmi_guest *guest, int timeout_ms);
+/* Serve host commands through the C handlers until timeout; count served. */
+HGSMI_API int hgsmi_guest_poll(struct hgsmi_guest *guest, int timeout_ms);
+/* Ask the host's setup channel (QUERY_CONF); *value gets the answer. */
+HGSMI_API int hgsmi_guest_query_conf(struct hgsmi_guest *guest, uint32_t index,
+				     uint32_t *value);
+HGSMI_API void hgsmi_guest_stats(const struct hgsmi_guest *guest,
+				 struct hgsmi_guest_stats *out);
+
+/* ==== Misc =============================================================== */
+/* A static string for an -errno of this API (strerror with our meanings). */
+HGSMI_API const char *hgsmi_strerror(int err);
+/* "major.minor.patch" of the library. */
+HGSMI_API const char *hgsmi_version(void);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* HGSMI_H */

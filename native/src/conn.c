@@ -1,0 +1,427 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * conn.c - the host's side of one attached guest: serve its submit ring,
+ * complete its buffers, post host commands on the FIFO, take its acks, and
+ * raise the IRQ.  Everything read from the segment is hostile.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <unistd.h>
+
+#include "internal.h"
+
+static const struct hgsmi_region *area(const struct hgsmi_conn *c, int id)
+{
+	return &c->seg.regions[id];
+}
+
+/*
+ * Level-triggered IRQ, as VBVARaiseIrq does it: the reason and IRQ bits go
+ * into the host flags; the line is only pulsed (eventfd written) when IRQ
+ * was not already raised and the guest said it is going to sleep.  The
+ * seq_cst RMW is also the full barrier between publishing the ring index and
+ * reading guest_waiting (the guest does the mirror image).
+ */
+static void raise_irq(struct hgsmi_conn *c, uint32_t reason)
+{
+	struct hgsmi_segment_header *h = hgsmi_int_seg_hdr(&c->seg);
+	uint32_t old = __atomic_fetch_or(&h->host_flags.value,
+					 reason | HGSMI_HOSTFLAGS_IRQ, __ATOMIC_SEQ_CST);
+
+	if (!(old & HGSMI_HOSTFLAGS_IRQ) && READ_ONCE(h->guest_waiting.value)) {
+		hgsmi_int_notify_signal(&c->irq);
+		c->st.irqs++;
+	} else {
+		c->st.irqs_suppressed++;
+	}
+}
+
+bool hgsmi_int_conn_pending(const struct hgsmi_conn *c)
+{
+	return c->alive && (hgsmi_int_ring_pending(&c->submit) ||
+			    hgsmi_int_ring_pending(&c->hostack));
+}
+
+int hgsmi_int_conn_create(struct hgsmi_host *host, int sock, uint32_t features,
+			  struct hgsmi_conn **out, struct hgsmi_welcome *w,
+			  int *fds, int *nfds)
+{
+	const struct hgsmi_host_config *cfg = &host->cfg;
+	struct hgsmi_conn *c = calloc(1, sizeof(*c));
+	const struct hgsmi_region *hh;
+	char name[64]; /* checked against HGSMI_NAME_MAX by the segment */
+	uint32_t e = cfg->ring_entries;
+	int rc = -EEXIST;
+
+	if (!c)
+		return -ENOMEM;
+	c->host = host;
+	c->sock = sock;
+	c->doorbell.fd = c->irq.fd = -1;
+	/* Ids wrap at 100000 so names stay within 30 bytes; a clash with a
+	 * segment still in use is skipped by O_EXCL. */
+	for (int tries = 0; tries < 8 && rc == -EEXIST; tries++) {
+		c->id = host->next_id;
+		host->next_id = host->next_id % 99999 + 1;
+		snprintf(name, sizeof(name), "/hgsmi-%s.%u", host->name, c->id);
+		c->epoch = ++host->epoch;
+		rc = hgsmi_int_segment_create(&c->seg, name, cfg->segment_size, e,
+					      cfg->guest_heap_percent, c->id,
+					      c->epoch, features);
+	}
+	if (rc < 0)
+		goto fail;
+	hh = area(c, HGSMI_REGION_HOST_HEAP);
+	if ((rc = hgsmi_heap_create(hh->offset, hh->size, &c->host_heap)) < 0 ||
+	    (rc = hgsmi_int_inflight_init(&c->posted, hh->offset, hh->size)) < 0)
+		goto fail;
+	hgsmi_int_ring_init(&c->submit, c->seg.base, area(c, HGSMI_REGION_SUBMIT), e, false);
+	hgsmi_int_ring_init(&c->gcomplete, c->seg.base, area(c, HGSMI_REGION_GCOMPLETE), e, true);
+	hgsmi_int_ring_init(&c->hostfifo, c->seg.base, area(c, HGSMI_REGION_HOSTFIFO), e, true);
+	hgsmi_int_ring_init(&c->hostack, c->seg.base, area(c, HGSMI_REGION_HOSTACK), e, false);
+
+	memset(w, 0, sizeof(*w));
+	if (cfg->backend == HGSMI_BACKEND_SEMAPHORE) {
+		char irq[64];
+
+		snprintf(irq, sizeof(irq), "/hgsmi-%s.%ui", host->name, c->id);
+		if ((rc = hgsmi_int_notify_sem(&c->irq, irq, true, 0600)) < 0)
+			goto fail;
+		c->doorbell = host->sem_doorbell; /* shared: all guests ring one */
+		strcpy(w->sem_doorbell, host->sem_doorbell.name);
+		strcpy(w->sem_irq, irq);
+		*nfds = 0;
+	} else {
+		if ((rc = hgsmi_int_notify_create_eventfd(&c->doorbell)) < 0 ||
+		    (rc = hgsmi_int_notify_create_eventfd(&c->irq)) < 0)
+			goto fail;
+		c->own_doorbell = true;
+		fds[0] = c->doorbell.fd;
+		fds[1] = c->irq.fd;
+		*nfds = 2;
+	}
+	w->features = features;
+	w->guest_id = c->id;
+	w->epoch = c->epoch;
+	w->segment_size = cfg->segment_size;
+	w->backend = cfg->backend;
+	w->nfds = (uint32_t)*nfds;
+	strcpy(w->segment, c->seg.name);
+	c->alive = true;
+	c->st.guest_id = c->id;
+	c->st.epoch = c->epoch;
+	*out = c;
+	return 0;
+fail:
+	c->sock = -1; /* the caller still owns the socket */
+	hgsmi_int_conn_destroy(c);
+	return rc;
+}
+
+void hgsmi_int_conn_destroy(struct hgsmi_conn *c)
+{
+	if (c->seg.base) {
+		/* A guest that still maps the segment sees the epoch move. */
+		__atomic_add_fetch(&hgsmi_int_seg_hdr(&c->seg)->epoch, 1, __ATOMIC_SEQ_CST);
+	}
+	if (c->sock >= 0)
+		close(c->sock);
+	if (c->own_doorbell)
+		hgsmi_int_notify_close(&c->doorbell, true);
+	hgsmi_int_notify_close(&c->irq, true);
+	hgsmi_int_segment_close(&c->seg, true);
+	hgsmi_heap_destroy(c->host_heap);
+	hgsmi_int_inflight_free(&c->posted);
+	free(c);
+}
+
+/* A protocol error from the guest: count it, and past the limit cut it off. */
+static void guest_error(struct hgsmi_conn *c, uint64_t *counter)
+{
+	(*counter)++;
+	if (++c->errors_since_reset > HGSMI_ERROR_LIMIT)
+		c->alive = false;
+}
+
+static void drain_acks(struct hgsmi_conn *c)
+{
+	uint32_t offs[HGSMI_BATCH];
+	int n;
+
+	while ((n = hgsmi_int_ring_pop(&c->hostack, offs, HGSMI_BATCH)) > 0) {
+		for (int i = 0; i < n; i++) {
+			const struct hgsmi_buffer_header *h;
+
+			/* Only a buffer we posted and that is not yet back may be
+			 * freed; anything else the guest names is ignored. */
+			if (!hgsmi_int_inflight_take(&c->posted, offs[i])) {
+				guest_error(c, &c->st.errors_protocol);
+				continue;
+			}
+			h = (const void *)(c->seg.base + offs[i]);
+			if ((int32_t)READ_ONCE(h->u0) < 0)
+				c->st.errors_handler++;
+			hgsmi_heap_free(c->host_heap, offs[i]);
+		}
+	}
+	if (n < 0) /* a hostile ring index: nothing on this ring is usable */
+		guest_error(c, &c->st.errors_protocol), c->alive = false;
+}
+
+static void setup_channel(struct hgsmi_conn *c, struct hgsmi_msg *m)
+{
+	struct hgsmi_host *host = c->host;
+	uint8_t *data = c->seg.base + m->data;
+	struct hgsmi_conf32 q;
+
+	m->status = 0;
+	if (m->info == HGSMI_CC_HOST_FLAGS_LOCATION && m->capacity >= 8) {
+		struct hgsmi_buffer_location loc = {
+			offsetof(struct hgsmi_segment_header, host_flags), 4};
+		memcpy(data, &loc, sizeof(loc));
+		m->size = sizeof(loc);
+	} else if (m->info == HGSMI_CC_QUERY_CONF && m->size >= sizeof(q)) {
+		memcpy(&q, data, sizeof(q)); /* one copy of the guest's bytes */
+		switch (q.index) {
+		case HGSMI_CONF_GUEST_HEAP_SIZE:
+			q.value = area(c, HGSMI_REGION_GUEST_HEAP)->size;
+			break;
+		case HGSMI_CONF_HOST_HEAP_SIZE:
+			q.value = area(c, HGSMI_REGION_HOST_HEAP)->size;
+			break;
+		case HGSMI_CONF_MAX_MESSAGE:
+			q.value = hgsmi_heap_max_alloc(c->host_heap) - (uint32_t)HGSMI_BUFFER_OVERHEAD;
+			break;
+		case HGSMI_CONF_RING_ENTRIES:
+			q.value = c->seg.ring_entries;
+			break;
+		case HGSMI_CONF_ABI_VERSION:
+			q.value = HGSMI_ABI_MAJOR << 16 | HGSMI_ABI_MINOR;
+			break;
+		case HGSMI_CONF_MAX_INFLIGHT:
+			q.value = host->cfg.max_inflight;
+			break;
+		case HGSMI_CONF_ECHO:
+			q.value = HGSMI_CONF_ECHO;
+			break;
+		default:
+			q.value = UINT32_MAX;
+		}
+		memcpy(data, &q, sizeof(q));
+		m->size = sizeof(q);
+	} else {
+		m->status = -EINVAL;
+		m->size = 0;
+	}
+}
+
+/* Is `off` a place where a completion status may be written? */
+static bool writable_header(const struct hgsmi_conn *c, uint32_t off)
+{
+	const struct hgsmi_region *g = area(c, HGSMI_REGION_GUEST_HEAP);
+
+	return off % HGSMI_HEAP_ALIGN == 0 && off >= g->offset &&
+	       off - g->offset <= g->size - HGSMI_BUFFER_OVERHEAD;
+}
+
+int hgsmi_conn_recv(struct hgsmi_conn *c, struct hgsmi_msg *out, unsigned max)
+{
+	const struct hgsmi_region *g = area(c, HGSMI_REGION_GUEST_HEAP);
+	struct hgsmi_msg done[HGSMI_BATCH];
+	uint32_t offs[HGSMI_BATCH];
+	unsigned n_out = 0, n_done = 0;
+	int n;
+
+	if (!c->alive)
+		return -EPIPE;
+	drain_acks(c);
+	while (n_out < max && c->alive) {
+		unsigned want = max - n_out;
+
+		n = hgsmi_int_ring_pop(&c->submit, offs, want < HGSMI_BATCH ? want : HGSMI_BATCH);
+		if (n < 0) {
+			guest_error(c, &c->st.errors_protocol);
+			c->alive = false;
+			break;
+		}
+		if (n == 0)
+			break;
+		for (int i = 0; i < n; i++) {
+			struct hgsmi_msg m;
+			const struct hgsmi_channel *ch;
+			int rc = hgsmi_buffer_verify(c->seg.base, g->offset, g->size, offs[i], &m);
+
+			if (rc < 0) {
+				guest_error(c, rc == -EBADMSG ? &c->st.errors_checksum
+					       : rc == -EPROTO ? &c->st.errors_protocol
+							       : &c->st.errors_offset);
+				if (!writable_header(c, offs[i]))
+					continue;
+				m = (struct hgsmi_msg){.offset = offs[i], .status = rc};
+				goto complete;
+			}
+			c->st.msgs_in++;
+			c->st.bytes_in += m.size;
+			ch = &c->host->channels[m.channel];
+			if (m.channel == HGSMI_CH_SETUP) {
+				setup_channel(c, &m);
+			} else if (!ch->registered) {
+				c->st.errors_channel++;
+				m.status = -ENOENT;
+				m.size = 0;
+			} else if (ch->fn) {
+				hgsmi_int_channel_run(ch, c->seg.base, &m);
+				if (m.status < 0)
+					c->st.errors_handler++;
+			} else {
+				out[n_out++] = m;
+				continue;
+			}
+complete:
+			done[n_done++] = m;
+			if (n_done == HGSMI_BATCH) {
+				hgsmi_conn_complete(c, done, n_done);
+				n_done = 0;
+			}
+		}
+	}
+	if (n_done)
+		hgsmi_conn_complete(c, done, n_done);
+	if (!c->alive && n_out == 0)
+		return -EPIPE;
+	return (int)n_out;
+}
+
+int hgsmi_conn_complete(struct hgsmi_conn *c, const struct hgsmi_msg *msgs,
+			unsigned n)
+{
+	uint32_t offs[HGSMI_BATCH];
+	unsigned done = 0;
+
+	if (!c->alive)
+		return -EPIPE;
+	while (done < n) {
+		unsigned k = 0;
+		int pushed;
+
+		while (k < HGSMI_BATCH && done + k < n) {
+			const struct hgsmi_msg *m = &msgs[done + k];
+
+			if (!writable_header(c, m->offset))
+				return -EINVAL;
+			hgsmi_int_buffer_result(c->seg.base, m);
+			offs[k++] = m->offset;
+		}
+		pushed = hgsmi_int_ring_push(&c->gcomplete, offs, k);
+		if (pushed < 0) {
+			guest_error(c, &c->st.errors_protocol);
+			c->alive = false;
+			return -EPIPE;
+		}
+		/* Only a guest that never reaps can fill its completion ring
+		 * (it may not have more in flight than the ring holds): its
+		 * own buffers are what it loses. */
+		c->st.errors_full += k - (unsigned)pushed;
+		done += k;
+	}
+	raise_irq(c, HGSMI_HOSTFLAGS_GCOMMAND_COMPLETED);
+	return (int)n;
+}
+
+int hgsmi_conn_alloc(struct hgsmi_conn *c, uint32_t size, uint8_t channel,
+		     uint16_t info, struct hgsmi_msg *out)
+{
+	uint32_t off;
+	int rc;
+
+	if (!c->alive)
+		return -EPIPE;
+	if (channel == HGSMI_CH_RESERVED)
+		return -EINVAL;
+	if (size > hgsmi_heap_max_alloc(c->host_heap) - HGSMI_BUFFER_OVERHEAD)
+		return -EMSGSIZE;
+	if ((rc = hgsmi_heap_alloc(c->host_heap, size + (uint32_t)HGSMI_BUFFER_OVERHEAD, &off)) < 0)
+		return rc;
+	hgsmi_buffer_init(c->seg.base, off, size, channel, info, 0);
+	*out = (struct hgsmi_msg){.offset = off, .data = off + 16, .size = size,
+				  .capacity = size, .channel = channel, .info = info};
+	return 0;
+}
+
+int hgsmi_conn_free(struct hgsmi_conn *c, uint32_t offset)
+{
+	if (hgsmi_int_inflight_take(&c->posted, offset)) {
+		hgsmi_int_inflight_set(&c->posted, offset);
+		return -EBUSY; /* the guest has it */
+	}
+	return hgsmi_heap_free(c->host_heap, offset);
+}
+
+int hgsmi_conn_submit_many(struct hgsmi_conn *c, const uint32_t *offsets,
+			   unsigned n)
+{
+	int pushed;
+
+	if (!c->alive)
+		return -EPIPE;
+	for (unsigned i = 0; i < n; i++)
+		if (hgsmi_heap_block_size(c->host_heap, offsets[i]) < 0)
+			return -EINVAL;
+	pushed = hgsmi_int_ring_push(&c->hostfifo, offsets, n);
+	if (pushed < 0) {
+		c->alive = false;
+		return -EPIPE;
+	}
+	for (int i = 0; i < pushed; i++) {
+		const struct hgsmi_buffer_header *h = (const void *)(c->seg.base + offsets[i]);
+
+		hgsmi_int_inflight_set(&c->posted, offsets[i]);
+		c->st.msgs_out++;
+		c->st.bytes_out += h->data_size;
+	}
+	if (pushed > 0)
+		raise_irq(c, HGSMI_HOSTFLAGS_COMMANDS_PENDING);
+	return pushed;
+}
+
+int hgsmi_conn_submit(struct hgsmi_conn *c, uint32_t offset)
+{
+	int rc = hgsmi_conn_submit_many(c, &offset, 1);
+
+	return rc == 0 ? -EAGAIN : rc < 0 ? rc : 0;
+}
+
+int64_t hgsmi_conn_post(struct hgsmi_conn *c, uint8_t channel, uint16_t info,
+			const void *data, uint32_t len)
+{
+	struct hgsmi_msg m;
+	int rc;
+
+	/* Acks free host buffers: take them first so the heap has room. */
+	drain_acks(c);
+	if ((rc = hgsmi_conn_alloc(c, len, channel, info, &m)) < 0)
+		return rc;
+	memcpy(c->seg.base + m.data, data, len);
+	if ((rc = hgsmi_conn_submit(c, m.offset)) < 0) {
+		hgsmi_heap_free(c->host_heap, m.offset);
+		return rc;
+	}
+	return m.offset;
+}
+
+void hgsmi_conn_stats(const struct hgsmi_conn *c, struct hgsmi_conn_stats *out)
+{
+	*out = c->st;
+	out->inflight_host = c->posted.count;
+	out->submit_depth = hgsmi_int_ring_pending(&c->submit);
+	hgsmi_heap_stats(c->host_heap, &out->host_heap);
+}
+
+int hgsmi_conn_alive(const struct hgsmi_conn *c) { return c->alive; }
+uint32_t hgsmi_conn_id(const struct hgsmi_conn *c) { return c->id; }
+void *hgsmi_conn_base(const struct hgsmi_conn *c) { return c->seg.base; }
+uint32_t hgsmi_conn_size(const struct hgsmi_conn *c) { return c->seg.size; }

@@ -1,0 +1,631 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * guest.c - an attached guest: its heap, submissions and completions, the
+ * host FIFO, the doorbell it rings and the IRQ it sleeps on.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <sched.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "internal.h"
+
+#define ACK_RETRY_MS 2000 /* how long an ack waits for room in a full ring */
+
+struct hgsmi_guest {
+	struct hgsmi_segment seg;
+	struct hgsmi_heap *heap;
+	struct hgsmi_inflight sent;    /* guest buffers the host holds */
+	struct hgsmi_inflight orphans; /* of those, ones whose caller gave up */
+	struct hgsmi_ring submit, gcomplete, hostfifo, hostack;
+	struct hgsmi_notify doorbell, irq;
+	struct hgsmi_channel channels[HGSMI_NUMBER_OF_CHANNELS];
+	struct hgsmi_msg *stash; /* completions reaped by a call, not yet returned */
+	uint32_t stash_head, stash_count;
+	struct hgsmi_region gheap, hheap;
+	int sock;
+	uint32_t epoch, spin_us;
+	bool gone;
+	struct hgsmi_guest_stats st;
+};
+
+static bool host_gone(struct hgsmi_guest *g)
+{
+	/* The host bumps the epoch when it resets us. */
+	if (!g->gone && READ_ONCE(hgsmi_int_seg_hdr(&g->seg)->epoch) != g->epoch)
+		g->gone = true;
+	return g->gone;
+}
+
+static int connect_host(const char *name, const struct hgsmi_guest_config *cfg)
+{
+	struct sockaddr_un sa = {.sun_family = AF_UNIX};
+	char dir[sizeof(sa.sun_path)];
+	int fd, rc;
+
+	if (strchr(name, '/')) {
+		if (strlen(name) >= sizeof(sa.sun_path))
+			return -ENAMETOOLONG;
+		strcpy(sa.sun_path, name);
+	} else {
+		if ((rc = hgsmi_int_check_name(name)) < 0 ||
+		    (rc = hgsmi_int_runtime_dir(cfg->runtime_dir, dir, sizeof(dir) - 24)) < 0)
+			return rc;
+		strcpy(sa.sun_path, dir);
+		strcat(sa.sun_path, "/");
+		strcat(sa.sun_path, name);
+		strcat(sa.sun_path, ".sock");
+	}
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return -errno;
+	if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
+		rc = (errno == ENOENT || errno == ECONNREFUSED) ? -ENOENT : -errno;
+		close(fd);
+		return rc;
+	}
+	return fd;
+}
+
+static int setup(struct hgsmi_guest *g, const struct hgsmi_welcome *w,
+		 const int *fds, int nfds)
+{
+	const struct hgsmi_region *r;
+	uint32_t e;
+	int rc;
+
+	if ((rc = hgsmi_int_segment_open(&g->seg, w->segment, w->segment_size)) < 0)
+		return rc;
+	g->epoch = w->epoch;
+	if (READ_ONCE(hgsmi_int_seg_hdr(&g->seg)->epoch) != g->epoch)
+		return -EPROTO;
+	r = g->seg.regions;
+	e = g->seg.ring_entries;
+	g->gheap = r[HGSMI_REGION_GUEST_HEAP];
+	g->hheap = r[HGSMI_REGION_HOST_HEAP];
+	if ((rc = hgsmi_heap_create(g->gheap.offset, g->gheap.size, &g->heap)) < 0 ||
+	    (rc = hgsmi_int_inflight_init(&g->sent, g->gheap.offset, g->gheap.size)) < 0 ||
+	    (rc = hgsmi_int_inflight_init(&g->orphans, g->gheap.offset, g->gheap.size)) < 0)
+		return rc;
+	if (!(g->stash = calloc(e, sizeof(*g->stash))))
+		return -ENOMEM;
+	hgsmi_int_ring_init(&g->submit, g->seg.base, &r[HGSMI_REGION_SUBMIT], e, true);
+	hgsmi_int_ring_init(&g->gcomplete, g->seg.base, &r[HGSMI_REGION_GCOMPLETE], e, false);
+	hgsmi_int_ring_init(&g->hostfifo, g->seg.base, &r[HGSMI_REGION_HOSTFIFO], e, false);
+	hgsmi_int_ring_init(&g->hostack, g->seg.base, &r[HGSMI_REGION_HOSTACK], e, true);
+	g->st.backend = w->backend;
+	if (w->backend == HGSMI_BACKEND_EVENTFD) {
+		if (nfds != 2)
+			return -EPROTO;
+		g->doorbell = (struct hgsmi_notify){.backend = w->backend, .fd = fds[0]};
+		g->irq = (struct hgsmi_notify){.backend = w->backend, .fd = fds[1]};
+		return 0;
+	}
+	if (w->backend != HGSMI_BACKEND_SEMAPHORE || nfds != 0 ||
+	    !memchr(w->sem_doorbell, 0, HGSMI_NAME_MAX) || !memchr(w->sem_irq, 0, HGSMI_NAME_MAX))
+		return -EPROTO;
+	if ((rc = hgsmi_int_notify_sem(&g->doorbell, w->sem_doorbell, false, 0)) < 0)
+		return rc;
+	return hgsmi_int_notify_sem(&g->irq, w->sem_irq, false, 0);
+}
+
+int hgsmi_guest_attach(const char *name, const struct hgsmi_guest_config *cfg,
+		       struct hgsmi_guest **out)
+{
+	static const struct hgsmi_guest_config defaults;
+	struct hgsmi_hello hello = {.magic = HGSMI_CTL_MAGIC, .abi_major = HGSMI_ABI_MAJOR,
+				    .abi_minor = HGSMI_ABI_MINOR, .kind = HGSMI_HELLO_ATTACH,
+				    .features = HGSMI_F_ALL};
+	struct hgsmi_welcome w;
+	struct hgsmi_guest *g;
+	int fds[2], nfds = 0, rc;
+
+	if (!name || !out)
+		return -EINVAL;
+	if (!cfg)
+		cfg = &defaults;
+	if (!(g = calloc(1, sizeof(*g))))
+		return -ENOMEM;
+	g->doorbell.fd = g->irq.fd = -1;
+	g->spin_us = cfg->spin_us;
+	g->sock = connect_host(name, cfg);
+	if (g->sock < 0) {
+		rc = g->sock;
+		goto fail;
+	}
+	if ((rc = hgsmi_int_send_fds(g->sock, &hello, sizeof(hello), NULL, 0)) < 0)
+		goto fail;
+	rc = hgsmi_int_recv_fds(g->sock, &w, sizeof(w), fds, 2, &nfds,
+				cfg->connect_timeout_ms ? cfg->connect_timeout_ms : 2000);
+	if (rc < 0)
+		goto fail;
+	/* Adopt the fds at once so every exit path closes them. */
+	if (nfds == 2) {
+		g->doorbell.fd = fds[0];
+		g->irq.fd = fds[1];
+	} else if (nfds == 1) {
+		close(fds[0]);
+	}
+	if (w.magic != HGSMI_CTL_MAGIC || w.abi_major != HGSMI_ABI_MAJOR)
+		rc = -EPROTO;
+	else if (w.status < 0)
+		rc = w.status;
+	else
+		rc = setup(g, &w, fds, nfds);
+	if (rc < 0)
+		goto fail;
+	g->st.guest_id = w.guest_id;
+	g->st.epoch = w.epoch;
+	*out = g;
+	return 0;
+fail:
+	hgsmi_guest_detach(g);
+	return rc;
+}
+
+void hgsmi_guest_detach(struct hgsmi_guest *g)
+{
+	if (!g)
+		return;
+	if (g->sock >= 0)
+		close(g->sock);
+	hgsmi_int_notify_close(&g->doorbell, false);
+	hgsmi_int_notify_close(&g->irq, false);
+	hgsmi_int_segment_close(&g->seg, false); /* only the host unlinks */
+	hgsmi_heap_destroy(g->heap);
+	hgsmi_int_inflight_free(&g->sent);
+	hgsmi_int_inflight_free(&g->orphans);
+	free(g->stash);
+	free(g);
+}
+
+void *hgsmi_guest_base(const struct hgsmi_guest *g) { return g->seg.base; }
+uint32_t hgsmi_guest_size(const struct hgsmi_guest *g) { return g->seg.size; }
+int hgsmi_guest_sockfd(const struct hgsmi_guest *g) { return g->sock; }
+
+int hgsmi_guest_fileno(const struct hgsmi_guest *g)
+{
+	return g->irq.backend == HGSMI_BACKEND_EVENTFD ? g->irq.fd : -EOPNOTSUPP;
+}
+
+int hgsmi_guest_register(struct hgsmi_guest *g, uint8_t ch, hgsmi_handler_fn fn, void *ctx)
+{
+	return hgsmi_int_channel_set(g->channels, ch, fn, ctx);
+}
+
+int hgsmi_guest_unregister(struct hgsmi_guest *g, uint8_t ch)
+{
+	if (!g->channels[ch].registered)
+		return -ENOENT;
+	g->channels[ch] = (struct hgsmi_channel){0};
+	return 0;
+}
+
+/*
+ * Ring the doorbell only if the host announced that it sleeps.  The full
+ * fence orders our ring-index store before the host_waiting load; the host
+ * stores host_waiting, fences, then re-reads our index (Dekker).  The
+ * exchange means one ring per sleep, however many guests' pushes see it.
+ */
+static void doorbell(struct hgsmi_guest *g)
+{
+	uint32_t *w = &hgsmi_int_seg_hdr(&g->seg)->host_waiting.value;
+
+	full_fence();
+	if (READ_ONCE(*w) && __atomic_exchange_n(w, 0, __ATOMIC_SEQ_CST)) {
+		hgsmi_int_notify_signal(&g->doorbell);
+		g->st.doorbells++;
+	} else {
+		g->st.doorbells_suppressed++;
+	}
+}
+
+int hgsmi_guest_alloc(struct hgsmi_guest *g, uint32_t size, uint32_t reply_cap,
+		      uint8_t channel, uint16_t info, struct hgsmi_msg *out)
+{
+	uint32_t need = size > reply_cap ? size : reply_cap, off;
+	int rc;
+
+	if (channel == HGSMI_CH_RESERVED)
+		return -EINVAL;
+	if (need > hgsmi_heap_max_alloc(g->heap) - HGSMI_BUFFER_OVERHEAD)
+		return -EMSGSIZE;
+	if ((rc = hgsmi_heap_alloc(g->heap, need + (uint32_t)HGSMI_BUFFER_OVERHEAD, &off)) < 0)
+		return rc;
+	hgsmi_buffer_init(g->seg.base, off, size, channel, info, reply_cap);
+	*out = (struct hgsmi_msg){.offset = off, .data = off + 16, .size = size,
+				  .capacity = need, .channel = channel, .info = info};
+	return 0;
+}
+
+int hgsmi_guest_free(struct hgsmi_guest *g, uint32_t offset)
+{
+	if (hgsmi_int_inflight_take(&g->sent, offset)) {
+		hgsmi_int_inflight_set(&g->sent, offset);
+		return -EBUSY; /* the host has it */
+	}
+	return hgsmi_heap_free(g->heap, offset);
+}
+
+/* Queue already-sealed buffers; the caller rings the doorbell. */
+static int queue(struct hgsmi_guest *g, const uint32_t *offs, unsigned n)
+{
+	unsigned room = g->seg.ring_entries - g->sent.count;
+	int pushed;
+
+	if (host_gone(g))
+		return -EPIPE;
+	/* No more in flight than the completion ring can hold. */
+	pushed = hgsmi_int_ring_push(&g->submit, offs, n < room ? n : room);
+	if (pushed < 0)
+		return -EPROTO;
+	for (int i = 0; i < pushed; i++)
+		hgsmi_int_inflight_set(&g->sent, offs[i]);
+	g->st.msgs_out += (unsigned)pushed;
+	return pushed;
+}
+
+int hgsmi_guest_submit(struct hgsmi_guest *g, const uint32_t *offs, unsigned n)
+{
+	int pushed;
+
+	for (unsigned i = 0; i < n; i++) {
+		int64_t bs = hgsmi_heap_block_size(g->heap, offs[i]);
+		const struct hgsmi_buffer_header *h = (const void *)(g->seg.base + offs[i]);
+
+		if (bs < 0 || hgsmi_int_inflight_take(&g->sent, offs[i]))
+			return bs < 0 ? -EINVAL : (hgsmi_int_inflight_set(&g->sent, offs[i]), -EBUSY);
+		g->st.bytes_out += h->data_size;
+	}
+	pushed = queue(g, offs, n);
+	if (pushed > 0)
+		doorbell(g);
+	return pushed;
+}
+
+int hgsmi_guest_send(struct hgsmi_guest *g, uint8_t channel, uint16_t info,
+		     const void *const *datas, const uint32_t *lens, unsigned n)
+{
+	uint32_t offs[HGSMI_BATCH];
+	unsigned done = 0;
+	int rc = 0;
+
+	while (done < n) {
+		unsigned k = 0;
+		int pushed;
+
+		for (; k < HGSMI_BATCH && done + k < n; k++) {
+			struct hgsmi_msg m;
+
+			if ((rc = hgsmi_guest_alloc(g, lens[done + k], 0, channel, info, &m)) < 0)
+				break;
+			memcpy(g->seg.base + m.data, datas[done + k], lens[done + k]);
+			g->st.bytes_out += lens[done + k];
+			offs[k] = m.offset;
+		}
+		pushed = k ? queue(g, offs, k) : 0;
+		for (unsigned i = pushed < 0 ? 0 : (unsigned)pushed; i < k; i++) {
+			hgsmi_heap_free(g->heap, offs[i]);
+			g->st.bytes_out -= lens[done + i];
+		}
+		if (pushed < 0) {
+			rc = pushed;
+			break;
+		}
+		done += (unsigned)pushed;
+		if ((unsigned)pushed < k || rc < 0)
+			break;
+	}
+	if (done)
+		doorbell(g);
+	return done ? (int)done : (rc < 0 ? rc : -EAGAIN);
+}
+
+/* Pop completions into the stash; orphans and unknown offsets are dropped. */
+static int collect(struct hgsmi_guest *g)
+{
+	uint32_t offs[HGSMI_BATCH], cap = g->seg.ring_entries;
+	int n, got = 0;
+
+	while ((n = hgsmi_int_ring_pop(&g->gcomplete, offs, HGSMI_BATCH)) > 0) {
+		for (int i = 0; i < n; i++) {
+			const struct hgsmi_buffer_header *h = (const void *)(g->seg.base + offs[i]);
+			struct hgsmi_msg m = {.offset = offs[i], .data = offs[i] + 16};
+			int64_t bs;
+
+			/* Only our own buffers, and each once, come back. */
+			if (!hgsmi_int_inflight_take(&g->sent, offs[i])) {
+				g->st.errors++;
+				continue;
+			}
+			if (hgsmi_int_inflight_take(&g->orphans, offs[i])) {
+				hgsmi_heap_free(g->heap, offs[i]);
+				continue;
+			}
+			bs = hgsmi_heap_block_size(g->heap, offs[i]);
+			m.capacity = (uint32_t)bs - (uint32_t)HGSMI_BUFFER_OVERHEAD;
+			m.status = (int32_t)READ_ONCE(h->u0);
+			m.size = READ_ONCE(h->u1);
+			m.channel = READ_ONCE(h->channel);
+			m.info = READ_ONCE(h->channel_info);
+			if (m.status > 0 || m.size > m.capacity)
+				m.status = -EPROTO, m.size = 0;
+			g->stash[(g->stash_head + g->stash_count++) % cap] = m;
+			got++;
+		}
+	}
+	return n < 0 ? -EPROTO : got;
+}
+
+int hgsmi_guest_reap(struct hgsmi_guest *g, struct hgsmi_msg *out, unsigned max)
+{
+	unsigned k = 0, cap = g->seg.ring_entries;
+	int rc = collect(g);
+
+	if (rc < 0)
+		return rc;
+	while (k < max && g->stash_count) {
+		out[k++] = g->stash[g->stash_head];
+		g->stash_head = (g->stash_head + 1) % cap;
+		g->stash_count--;
+	}
+	if (k == 0 && host_gone(g))
+		return -EPIPE;
+	return (int)k;
+}
+
+/* Take the stashed completion of `off`, if it has come. */
+static bool take_stashed(struct hgsmi_guest *g, uint32_t off, struct hgsmi_msg *out)
+{
+	unsigned cap = g->seg.ring_entries;
+
+	for (uint32_t i = 0; i < g->stash_count; i++) {
+		uint32_t at = (g->stash_head + i) % cap;
+
+		if (g->stash[at].offset != off)
+			continue;
+		*out = g->stash[at];
+		/* Close the gap: shift the later entries down by one. */
+		for (uint32_t j = i; j + 1 < g->stash_count; j++)
+			g->stash[(g->stash_head + j) % cap] = g->stash[(g->stash_head + j + 1) % cap];
+		g->stash_count--;
+		return true;
+	}
+	return false;
+}
+
+static bool work_ready(struct hgsmi_guest *g)
+{
+	return g->stash_count || hgsmi_int_ring_pending(&g->gcomplete) ||
+	       hgsmi_int_ring_pending(&g->hostfifo);
+}
+
+int hgsmi_guest_wait(struct hgsmi_guest *g, int timeout_ms)
+{
+	struct hgsmi_segment_header *h = hgsmi_int_seg_hdr(&g->seg);
+	uint64_t start = hgsmi_int_now_ns();
+	int rc;
+
+	for (;;) {
+		if (host_gone(g))
+			return -EPIPE;
+		if (work_ready(g))
+			return 1;
+		while (g->spin_us && hgsmi_int_now_ns() - start < g->spin_us * 1000ull) {
+			if (work_ready(g))
+				return 1;
+			__builtin_ia32_pause();
+		}
+		/* Announce the sleep, full barrier, then look again (the host
+		 * does the mirror image in raise_irq).  An IRQ still raised
+		 * means the host skipped the eventfd: ack it and re-check. */
+		WRITE_ONCE(h->guest_waiting.value, 1);
+		full_fence();
+		if (READ_ONCE(h->host_flags.value) & HGSMI_HOSTFLAGS_IRQ) {
+			WRITE_ONCE(h->guest_waiting.value, 0);
+			__atomic_fetch_and(&h->host_flags.value, ~HGSMI_HOSTFLAGS_IRQ, __ATOMIC_SEQ_CST);
+			if (work_ready(g))
+				return 1;
+			continue;
+		}
+		if (work_ready(g)) {
+			WRITE_ONCE(h->guest_waiting.value, 0);
+			return 1;
+		}
+		rc = hgsmi_int_notify_wait(&g->irq, g->sock, hgsmi_int_remaining_ms(timeout_ms, start));
+		WRITE_ONCE(h->guest_waiting.value, 0);
+		if (rc == -EPIPE)
+			g->gone = true;
+		if (rc < 0)
+			return rc;
+		if (rc == 0)
+			return work_ready(g) ? 1 : 0;
+		g->st.irqs++;
+		/* Ack: lower the line; anything raised after this re-raises. */
+		__atomic_fetch_and(&h->host_flags.value, ~HGSMI_HOSTFLAGS_IRQ, __ATOMIC_SEQ_CST);
+	}
+}
+
+int hgsmi_guest_call_buffer(struct hgsmi_guest *g, uint32_t offset, int timeout_ms,
+			    struct hgsmi_msg *out)
+{
+	uint64_t start = hgsmi_int_now_ns();
+	int rc = hgsmi_guest_submit(g, &offset, 1);
+
+	if (rc == 0)
+		return -EAGAIN; /* as many in flight as the rings hold */
+	if (rc < 0)
+		return rc;
+	g->st.calls++;
+	for (;;) {
+		if ((rc = collect(g)) < 0)
+			return rc;
+		if (take_stashed(g, offset, out))
+			return out->status < 0 ? out->status : (int)out->size;
+		rc = hgsmi_guest_wait(g, hgsmi_int_remaining_ms(timeout_ms, start));
+		if (rc < 0)
+			return rc;
+		if (rc == 0 && hgsmi_int_remaining_ms(timeout_ms, start) == 0)
+			return -ETIMEDOUT;
+	}
+}
+
+int hgsmi_guest_call(struct hgsmi_guest *g, uint8_t channel, uint16_t info,
+		     const void *data, uint32_t len, void *reply, uint32_t reply_cap,
+		     int timeout_ms)
+{
+	struct hgsmi_msg m, r;
+	int rc;
+
+	if ((rc = hgsmi_guest_alloc(g, len, reply_cap, channel, info, &m)) < 0)
+		return rc;
+	memcpy(g->seg.base + m.data, data, len);
+	rc = hgsmi_guest_call_buffer(g, m.offset, timeout_ms, &r);
+	if (rc == -ETIMEDOUT) {
+		/* The host still has it: free it when it comes back. */
+		hgsmi_int_inflight_set(&g->orphans, m.offset);
+		return rc;
+	}
+	if (rc >= 0)
+		memcpy(reply, g->seg.base + r.data, r.size < reply_cap ? r.size : reply_cap);
+	if (hgsmi_guest_free(g, m.offset) == -EBUSY)
+		hgsmi_int_inflight_set(&g->orphans, m.offset);
+	return rc;
+}
+
+static bool writable_host_header(const struct hgsmi_guest *g, uint32_t off)
+{
+	return off % HGSMI_HEAP_ALIGN == 0 && off >= g->hheap.offset &&
+	       off - g->hheap.offset <= g->hheap.size - HGSMI_BUFFER_OVERHEAD;
+}
+
+int hgsmi_guest_ack(struct hgsmi_guest *g, const struct hgsmi_msg *msgs, unsigned n)
+{
+	uint32_t offs[HGSMI_BATCH];
+	uint64_t start = hgsmi_int_now_ns();
+	unsigned done = 0;
+
+	while (done < n) {
+		unsigned k = 0, sent = 0;
+
+		for (; k < HGSMI_BATCH && done + k < n; k++) {
+			if (!writable_host_header(g, msgs[done + k].offset))
+				return -EINVAL;
+			hgsmi_int_buffer_result(g->seg.base, &msgs[done + k]);
+			offs[k] = msgs[done + k].offset;
+		}
+		while (sent < k) {
+			int p = hgsmi_int_ring_push(&g->hostack, offs + sent, k - sent);
+
+			if (p < 0)
+				return -EPROTO;
+			sent += (unsigned)p;
+			if (sent < k) {
+				/* The host drains acks on every pass: let it. */
+				doorbell(g);
+				if (host_gone(g) || hgsmi_int_remaining_ms(ACK_RETRY_MS, start) == 0)
+					return -EPIPE;
+				sched_yield();
+			}
+		}
+		done += k;
+	}
+	if (n)
+		doorbell(g);
+	return (int)n;
+}
+
+int hgsmi_guest_recv(struct hgsmi_guest *g, struct hgsmi_msg *out, unsigned max)
+{
+	struct hgsmi_msg done[HGSMI_BATCH];
+	uint32_t offs[HGSMI_BATCH];
+	unsigned n_out = 0, n_done = 0;
+	int n, rc;
+
+	if (host_gone(g))
+		return -EPIPE;
+	while (n_out < max) {
+		unsigned want = max - n_out;
+
+		n = hgsmi_int_ring_pop(&g->hostfifo, offs, want < HGSMI_BATCH ? want : HGSMI_BATCH);
+		if (n < 0)
+			return -EPROTO;
+		if (n == 0)
+			break;
+		for (int i = 0; i < n; i++) {
+			struct hgsmi_msg m;
+			const struct hgsmi_channel *ch;
+
+			rc = hgsmi_buffer_verify(g->seg.base, g->hheap.offset, g->hheap.size, offs[i], &m);
+			if (rc < 0) {
+				g->st.errors++;
+				if (!writable_host_header(g, offs[i]))
+					continue;
+				m = (struct hgsmi_msg){.offset = offs[i], .status = rc};
+			} else {
+				g->st.msgs_in++;
+				g->st.bytes_in += m.size;
+				ch = &g->channels[m.channel];
+				if (!ch->registered) {
+					m.status = -ENOENT;
+					m.size = 0;
+				} else if (ch->fn) {
+					hgsmi_int_channel_run(ch, g->seg.base, &m);
+				} else {
+					out[n_out++] = m;
+					continue;
+				}
+			}
+			done[n_done++] = m;
+			if (n_done == HGSMI_BATCH) {
+				if ((rc = hgsmi_guest_ack(g, done, n_done)) < 0)
+					return rc;
+				n_done = 0;
+			}
+		}
+	}
+	if (n_done && (rc = hgsmi_guest_ack(g, done, n_done)) < 0)
+		return rc;
+	return (int)n_out;
+}
+
+int hgsmi_guest_poll(struct hgsmi_guest *g, int timeout_ms)
+{
+	struct hgsmi_msg msgs[HGSMI_BATCH];
+	uint64_t before = g->st.msgs_in;
+	int rc = hgsmi_guest_wait(g, timeout_ms), n;
+
+	if (rc < 0)
+		return rc;
+	while ((n = hgsmi_guest_recv(g, msgs, HGSMI_BATCH)) > 0) {
+		for (int i = 0; i < n; i++)
+			msgs[i].status = -ENOSYS, msgs[i].size = 0;
+		hgsmi_guest_ack(g, msgs, (unsigned)n);
+	}
+	return n < 0 ? n : (int)(g->st.msgs_in - before);
+}
+
+int hgsmi_guest_query_conf(struct hgsmi_guest *g, uint32_t index, uint32_t *value)
+{
+	struct hgsmi_conf32 q = {.index = index};
+	int rc = hgsmi_guest_call(g, HGSMI_CH_SETUP, HGSMI_CC_QUERY_CONF, &q, sizeof(q),
+				  &q, sizeof(q), 5000);
+
+	if (rc < 0)
+		return rc;
+	if (rc != sizeof(q))
+		return -EPROTO;
+	*value = q.value;
+	return 0;
+}
+
+void hgsmi_guest_stats(const struct hgsmi_guest *g, struct hgsmi_guest_stats *out)
+{
+	*out = g->st;
+	out->inflight = g->sent.count;
+	hgsmi_heap_stats(g->heap, &out->guest_heap);
+}

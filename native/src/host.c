@@ -1,0 +1,427 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * host.c - the listening host: the control socket, the handshake, one epoll
+ * loop over every guest's doorbell and socket, and the channel table.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "internal.h"
+
+#define HELLO_TIMEOUT_MS 1000
+/* Under load the doorbell fds are checked only every this many busy passes. */
+#define BUSY_PASSES_PER_EPOLL 64
+#define TAG_SOCK 1u /* low bit of a conn pointer in epoll data: its socket */
+
+static int fill_defaults(struct hgsmi_host *h, const struct hgsmi_host_config *cfg)
+{
+	struct hgsmi_host_config *c = &h->cfg;
+	int rc;
+
+	*c = *cfg;
+	if ((rc = hgsmi_int_check_name(cfg->name)) < 0)
+		return rc;
+	strcpy(h->name, cfg->name);
+	c->name = h->name;
+	c->runtime_dir = NULL; /* resolved into sock_path below */
+	if (!c->segment_size)
+		c->segment_size = 16u << 20;
+	if (!c->ring_entries)
+		c->ring_entries = 1024;
+	if (!c->guest_heap_percent)
+		c->guest_heap_percent = 50;
+	if (!c->backend)
+		c->backend = HGSMI_BACKEND_EVENTFD;
+	if (!c->max_guests)
+		c->max_guests = 64;
+	if (!c->max_inflight || c->max_inflight > c->ring_entries)
+		c->max_inflight = c->ring_entries;
+	if (!c->socket_mode)
+		c->socket_mode = 0600;
+	if (c->backend != HGSMI_BACKEND_EVENTFD && c->backend != HGSMI_BACKEND_SEMAPHORE)
+		return -EINVAL;
+	if (c->ring_entries < 2 || (c->ring_entries & (c->ring_entries - 1)))
+		return -EINVAL;
+	h->n_uids = cfg->n_allowed_uids ? cfg->n_allowed_uids : 1;
+	h->uids = calloc(h->n_uids, sizeof(uint32_t));
+	if (!h->uids)
+		return -ENOMEM;
+	if (cfg->n_allowed_uids)
+		memcpy(h->uids, cfg->allowed_uids, h->n_uids * sizeof(uint32_t));
+	else
+		h->uids[0] = (uint32_t)geteuid();
+	c->allowed_uids = h->uids;
+	c->n_allowed_uids = h->n_uids;
+	return 0;
+}
+
+/* Is a live host answering on this path? */
+static bool socket_live(const struct sockaddr_un *sa)
+{
+	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	bool live = fd >= 0 && connect(fd, (const struct sockaddr *)sa, sizeof(*sa)) == 0;
+
+	if (fd >= 0)
+		close(fd);
+	return live;
+}
+
+static int epoll_add(int epfd, int fd, uint64_t data)
+{
+	struct epoll_event ev = {.events = EPOLLIN, .data.u64 = data};
+
+	return epoll_ctl(epfd, EPOLL_CTL_ADD, fd, &ev) < 0 ? -errno : 0;
+}
+
+int hgsmi_host_create(const struct hgsmi_host_config *cfg, struct hgsmi_host **out)
+{
+	struct hgsmi_host *h;
+	struct sockaddr_un sa = {.sun_family = AF_UNIX};
+	char dir[sizeof(sa.sun_path)];
+	int rc;
+
+	if (!cfg || !out)
+		return -EINVAL;
+	if (!(h = calloc(1, sizeof(*h))))
+		return -ENOMEM;
+	h->listen_fd = h->epfd = -1;
+	h->sem_doorbell.fd = -1;
+	h->next_id = 1;
+	if ((rc = fill_defaults(h, cfg)) < 0 ||
+	    (rc = hgsmi_int_runtime_dir(cfg->runtime_dir, dir, sizeof(dir) - 24)) < 0)
+		goto fail;
+	if (strlen(dir) + strlen(h->name) + 7 > sizeof(h->sock_path)) {
+		rc = -ENAMETOOLONG;
+		goto fail;
+	}
+	strcpy(h->sock_path, dir);
+	strcat(h->sock_path, "/");
+	strcat(h->sock_path, h->name);
+	strcat(h->sock_path, ".sock");
+	strcpy(sa.sun_path, h->sock_path);
+	if (socket_live(&sa)) {
+		rc = -EADDRINUSE;
+		goto fail;
+	}
+	/* Nobody answers: whatever carries this name is a dead host's. */
+	unlink(h->sock_path);
+	hgsmi_int_segment_cleanup(h->name, true);
+
+	h->listen_fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+	if (h->listen_fd < 0 || bind(h->listen_fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
+		rc = -errno;
+		goto fail;
+	}
+	if (chmod(h->sock_path, h->cfg.socket_mode) < 0 || listen(h->listen_fd, 64) < 0) {
+		rc = -errno;
+		goto fail_unlink;
+	}
+	h->epfd = epoll_create1(EPOLL_CLOEXEC);
+	if (h->epfd < 0 || (rc = epoll_add(h->epfd, h->listen_fd, 0)) < 0) {
+		rc = h->epfd < 0 ? -errno : rc;
+		goto fail_unlink;
+	}
+	if (h->cfg.backend == HGSMI_BACKEND_SEMAPHORE) {
+		char name[64];
+
+		snprintf(name, sizeof(name), "/hgsmi-%s.db", h->name);
+		if ((rc = hgsmi_int_notify_sem(&h->sem_doorbell, name, true, 0600)) < 0)
+			goto fail_unlink;
+	}
+	*out = h;
+	return 0;
+fail_unlink:
+	unlink(h->sock_path);
+fail:
+	hgsmi_host_destroy(h);
+	return rc;
+}
+
+void hgsmi_host_destroy(struct hgsmi_host *h)
+{
+	if (!h)
+		return;
+	while (h->conns)
+		hgsmi_conn_close(h->conns);
+	if (h->listen_fd >= 0) {
+		close(h->listen_fd);
+		unlink(h->sock_path);
+	}
+	if (h->epfd >= 0)
+		close(h->epfd);
+	hgsmi_int_notify_close(&h->sem_doorbell, true);
+	free(h->uids);
+	free(h->stat_reply);
+	free(h);
+}
+
+const char *hgsmi_host_socket_path(const struct hgsmi_host *h) { return h->sock_path; }
+int hgsmi_host_fileno(const struct hgsmi_host *h) { return h->epfd; }
+
+int hgsmi_host_register(struct hgsmi_host *h, uint8_t ch, hgsmi_handler_fn fn, void *ctx)
+{
+	return hgsmi_int_channel_set(h->channels, ch, fn, ctx);
+}
+
+int hgsmi_host_unregister(struct hgsmi_host *h, uint8_t ch)
+{
+	if (!h->channels[ch].registered)
+		return -ENOENT;
+	h->channels[ch] = (struct hgsmi_channel){0};
+	return 0;
+}
+
+int hgsmi_host_set_stat_reply(struct hgsmi_host *h, const void *data, size_t len)
+{
+	void *copy = malloc(len ? len : 1);
+
+	if (!copy || len > UINT32_MAX) {
+		free(copy);
+		return -ENOMEM;
+	}
+	memcpy(copy, data, len);
+	free(h->stat_reply);
+	h->stat_reply = copy;
+	h->stat_len = len;
+	return 0;
+}
+
+int hgsmi_host_conn_count(const struct hgsmi_host *h) { return h->n_conns; }
+
+struct hgsmi_conn *hgsmi_host_conn(const struct hgsmi_host *h, int i)
+{
+	struct hgsmi_conn *c = h->conns;
+
+	while (c && i-- > 0)
+		c = c->next;
+	return c;
+}
+
+void hgsmi_conn_close(struct hgsmi_conn *c)
+{
+	struct hgsmi_host *h = c->host;
+
+	for (struct hgsmi_conn **p = &h->conns; *p; p = &(*p)->next) {
+		if (*p == c) {
+			*p = c->next;
+			h->n_conns--;
+			break;
+		}
+	}
+	/* Closing the fds removes them from the epoll set. */
+	hgsmi_int_conn_destroy(c);
+}
+
+static bool any_pending(const struct hgsmi_host *h)
+{
+	for (const struct hgsmi_conn *c = h->conns; c; c = c->next)
+		if (hgsmi_int_conn_pending(c))
+			return true;
+	return false;
+}
+
+/* Announce (1) or withdraw (0) the host's sleep in every guest's segment. */
+static void set_waiting(struct hgsmi_host *h, uint32_t v)
+{
+	for (struct hgsmi_conn *c = h->conns; c; c = c->next)
+		if (c->alive)
+			WRITE_ONCE(hgsmi_int_seg_hdr(&c->seg)->host_waiting.value, v);
+}
+
+static int handle_events(struct hgsmi_host *h, struct epoll_event *evs, int n)
+{
+	int mask = 0;
+
+	for (int i = 0; i < n; i++) {
+		uint64_t d = evs[i].data.u64;
+		struct hgsmi_conn *c = (struct hgsmi_conn *)(uintptr_t)(d & ~(uint64_t)TAG_SOCK);
+
+		if (d == 0) {
+			mask |= HGSMI_EV_ACCEPT;
+		} else if (d & TAG_SOCK) {
+			if (hgsmi_int_sock_closed(c->sock)) {
+				/* Stop watching it: level-triggered EOF would spin. */
+				epoll_ctl(h->epfd, EPOLL_CTL_DEL, c->sock, NULL);
+				c->alive = false;
+				mask |= HGSMI_EV_HANGUP;
+			}
+		} else {
+			hgsmi_int_notify_drain(&c->doorbell);
+			c->st.doorbells++;
+			mask |= HGSMI_EV_WORK;
+		}
+	}
+	return mask;
+}
+
+static int wait_sem(struct hgsmi_host *h, int timeout_ms)
+{
+	struct epoll_event evs[64];
+	int n = epoll_wait(h->epfd, evs, 64, 0);
+
+	if (n > 0)
+		return handle_events(h, evs, n);
+	n = hgsmi_int_notify_wait(&h->sem_doorbell, -1, timeout_ms);
+	if (n <= 0)
+		return n;
+	for (struct hgsmi_conn *c = h->conns; c; c = c->next)
+		c->st.doorbells++;
+	return HGSMI_EV_WORK;
+}
+
+int hgsmi_host_wait(struct hgsmi_host *h, int timeout_ms)
+{
+	static __thread unsigned busy;
+	struct epoll_event evs[64];
+	uint64_t start = hgsmi_int_now_ns();
+	int n, mask = 0;
+
+	if (any_pending(h)) {
+		/* Busy: still look at sockets now and then, so a busy guest
+		 * cannot starve attaches and hang-ups. */
+		if (++busy % BUSY_PASSES_PER_EPOLL == 0 &&
+		    (n = epoll_wait(h->epfd, evs, 64, 0)) > 0)
+			mask = handle_events(h, evs, n);
+		return mask | HGSMI_EV_WORK;
+	}
+	while (h->cfg.spin_us && hgsmi_int_now_ns() - start < h->cfg.spin_us * 1000ull) {
+		if (any_pending(h))
+			return HGSMI_EV_WORK;
+		__builtin_ia32_pause();
+	}
+	/*
+	 * Announce the sleep, then a full barrier, then look once more: a
+	 * guest that published before it could see host_waiting is caught by
+	 * the re-check, one that publishes after will see it and ring.
+	 */
+	set_waiting(h, 1);
+	full_fence();
+	if (any_pending(h)) {
+		set_waiting(h, 0);
+		return HGSMI_EV_WORK;
+	}
+	timeout_ms = hgsmi_int_remaining_ms(timeout_ms, start);
+	if (h->cfg.backend == HGSMI_BACKEND_SEMAPHORE) {
+		mask = wait_sem(h, timeout_ms);
+	} else {
+		n = epoll_wait(h->epfd, evs, 64, timeout_ms);
+		mask = n < 0 ? (errno == EINTR ? 0 : -errno) : handle_events(h, evs, n);
+	}
+	set_waiting(h, 0);
+	return mask;
+}
+
+static bool uid_allowed(const struct hgsmi_host *h, uint32_t uid)
+{
+	for (uint32_t i = 0; i < h->n_uids; i++)
+		if (h->uids[i] == uid)
+			return true;
+	return false;
+}
+
+static int refuse(int fd, struct hgsmi_welcome *w, int status)
+{
+	w->status = status;
+	hgsmi_int_send_fds(fd, w, sizeof(*w), NULL, 0);
+	close(fd);
+	return status;
+}
+
+int hgsmi_host_accept(struct hgsmi_host *h, struct hgsmi_conn **out)
+{
+	struct hgsmi_welcome w = {.magic = HGSMI_CTL_MAGIC, .abi_major = HGSMI_ABI_MAJOR,
+				  .abi_minor = HGSMI_ABI_MINOR};
+	struct hgsmi_hello hello;
+	struct ucred cred;
+	socklen_t clen = sizeof(cred);
+	struct hgsmi_conn *c;
+	int fd, fds[2], nfds, rc;
+
+	*out = NULL;
+	fd = accept4(h->listen_fd, NULL, NULL, SOCK_CLOEXEC);
+	if (fd < 0)
+		return errno == EWOULDBLOCK ? -EAGAIN : -errno;
+	if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &clen) < 0)
+		return refuse(fd, &w, -EACCES);
+	rc = hgsmi_int_recv_fds(fd, &hello, sizeof(hello), fds, 0, &nfds, HELLO_TIMEOUT_MS);
+	if (rc < 0) {
+		close(fd);
+		return rc;
+	}
+	if (hello.magic != HGSMI_CTL_MAGIC || hello.abi_major != HGSMI_ABI_MAJOR)
+		return refuse(fd, &w, -EPROTO);
+	if (!uid_allowed(h, cred.uid))
+		return refuse(fd, &w, -EACCES);
+	if (hello.kind == HGSMI_HELLO_STAT) {
+		uint32_t len = (uint32_t)h->stat_len;
+
+		hgsmi_int_send_fds(fd, &w, sizeof(w), NULL, 0);
+		hgsmi_int_send_fds(fd, &len, sizeof(len), NULL, 0);
+		if (len)
+			hgsmi_int_send_fds(fd, h->stat_reply, len, NULL, 0);
+		close(fd);
+		return 0;
+	}
+	if (hello.kind != HGSMI_HELLO_ATTACH)
+		return refuse(fd, &w, -EPROTO);
+	if ((uint32_t)h->n_conns >= h->cfg.max_guests)
+		return refuse(fd, &w, -EUSERS);
+	/* The features both sides understand. */
+	rc = hgsmi_int_conn_create(h, fd, hello.features & HGSMI_F_ALL, &c, &w, fds, &nfds);
+	if (rc < 0)
+		return refuse(fd, &w, rc);
+	w.magic = HGSMI_CTL_MAGIC;
+	w.abi_major = HGSMI_ABI_MAJOR;
+	w.abi_minor = HGSMI_ABI_MINOR;
+	if ((rc = hgsmi_int_send_fds(fd, &w, sizeof(w), fds, nfds)) < 0 ||
+	    (c->own_doorbell && (rc = epoll_add(h->epfd, c->doorbell.fd, (uintptr_t)c)) < 0) ||
+	    (rc = epoll_add(h->epfd, fd, (uintptr_t)c | TAG_SOCK)) < 0) {
+		hgsmi_int_conn_destroy(c);
+		return rc;
+	}
+	c->next = h->conns;
+	h->conns = c;
+	h->n_conns++;
+	*out = c;
+	return 0;
+}
+
+int hgsmi_host_poll(struct hgsmi_host *h, int timeout_ms)
+{
+	struct hgsmi_msg msgs[HGSMI_BATCH];
+	struct hgsmi_conn *c, *next;
+	int ev = hgsmi_host_wait(h, timeout_ms), served = 0;
+
+	if (ev < 0)
+		return ev;
+	if (ev & HGSMI_EV_ACCEPT) {
+		struct hgsmi_conn *nc;
+		while (hgsmi_host_accept(h, &nc) != -EAGAIN)
+			;
+	}
+	for (c = h->conns; c; c = next) {
+		uint64_t before = c->st.msgs_in;
+		int n;
+
+		next = c->next;
+		while ((n = hgsmi_conn_recv(c, msgs, HGSMI_BATCH)) > 0) {
+			/* Channels registered without a handler have nobody to
+			 * serve them in a pure C loop. */
+			for (int i = 0; i < n; i++)
+				msgs[i].status = -ENOSYS, msgs[i].size = 0;
+			hgsmi_conn_complete(c, msgs, (unsigned)n);
+		}
+		served += (int)(c->st.msgs_in - before);
+		if (!c->alive)
+			hgsmi_conn_close(c);
+	}
+	return served;
+}

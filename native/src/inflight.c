@@ -1,0 +1,52 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * inflight.c - which buffers of a heap are in the peer's hands.  A returned
+ * offset is honoured only if it is here: an owner never frees or reuses a
+ * buffer because the peer named it, which is what the original's host FIFO
+ * lists guard against ("ignored invalid write to the host FIFO").
+ */
+#include <errno.h>
+#include <stdlib.h>
+
+#include "internal.h"
+
+int hgsmi_int_inflight_init(struct hgsmi_inflight *f, uint32_t base, uint32_t size)
+{
+	uint32_t granules = size / HGSMI_HEAP_ALIGN + 1;
+
+	f->bits = calloc((granules + 63) / 64, sizeof(uint64_t));
+	f->base = base;
+	f->size = size;
+	f->count = 0;
+	return f->bits ? 0 : -ENOMEM;
+}
+
+void hgsmi_int_inflight_free(struct hgsmi_inflight *f)
+{
+	free(f->bits);
+	f->bits = NULL;
+}
+
+void hgsmi_int_inflight_set(struct hgsmi_inflight *f, uint32_t off)
+{
+	uint32_t g = (off - f->base) / HGSMI_HEAP_ALIGN;
+
+	if (!(f->bits[g / 64] & (1ull << (g % 64)))) {
+		f->bits[g / 64] |= 1ull << (g % 64);
+		f->count++;
+	}
+}
+
+bool hgsmi_int_inflight_take(struct hgsmi_inflight *f, uint32_t off)
+{
+	uint32_t g;
+
+	if (off < f->base || off - f->base >= f->size || (off - f->base) % HGSMI_HEAP_ALIGN)
+		return false;
+	g = (off - f->base) / HGSMI_HEAP_ALIGN;
+	if (!(f->bits[g / 64] & (1ull << (g % 64))))
+		return false;
+	f->bits[g / 64] &= ~(1ull << (g % 64));
+	f->count--;
+	return true;
+}

@@ -1,0 +1,197 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * internal.h - what the core's files share and nobody else sees: barriers,
+ * the ring and notifier objects, the segment mapping, and the private
+ * structs behind the opaque handles.  Cross-file functions are hgsmi_int_*
+ * and hidden by the version script.
+ */
+#ifndef HGSMI_INTERNAL_H
+#define HGSMI_INTERNAL_H
+
+#include <semaphore.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "hgsmi.h"
+
+#define HGSMI_INT __attribute__((visibility("hidden")))
+#define likely(x) __builtin_expect(!!(x), 1)
+#define unlikely(x) __builtin_expect(!!(x), 0)
+
+/*
+ * Shared-memory access.  The peer may change any of these words at any time,
+ * so each is read exactly once into a local (READ_ONCE) and checked there.
+ * The __atomic builtins on plain uint32_t are what liburing uses; TSan
+ * understands them.
+ */
+#define READ_ONCE(x) __atomic_load_n(&(x), __ATOMIC_RELAXED)
+#define WRITE_ONCE(x, v) __atomic_store_n(&(x), (v), __ATOMIC_RELAXED)
+#define load_acquire(p) __atomic_load_n((p), __ATOMIC_ACQUIRE)
+#define store_release(p, v) __atomic_store_n((p), (v), __ATOMIC_RELEASE)
+#define full_fence() __atomic_thread_fence(__ATOMIC_SEQ_CST)
+
+/* ---- rings: SPSC, u32 offsets, free-running indices ---------------------- */
+struct hgsmi_ring {
+	struct hgsmi_ring_header *hdr; /* in the segment */
+	uint32_t *slots;               /* in the segment */
+	uint32_t mask;  /* private copy: never re-read from the segment */
+	uint32_t index; /* private: our tail (producer) or head (consumer) */
+};
+
+HGSMI_INT void hgsmi_int_ring_init(struct hgsmi_ring *r, void *base,
+				   const struct hgsmi_region *region,
+				   uint32_t entries, bool producer);
+/* Producer: queue up to n; returns how many, or -EPROTO (hostile head). */
+HGSMI_INT int hgsmi_int_ring_push(struct hgsmi_ring *r, const uint32_t *v,
+				  unsigned n);
+/* Consumer: take up to max; returns how many, or -EPROTO (hostile tail). */
+HGSMI_INT int hgsmi_int_ring_pop(struct hgsmi_ring *r, uint32_t *out,
+				 unsigned max);
+/* Consumer: entries waiting (0 if the producer's index is hostile). */
+HGSMI_INT uint32_t hgsmi_int_ring_pending(const struct hgsmi_ring *r);
+/* Bytes a ring of `entries` needs in the segment. */
+HGSMI_INT uint32_t hgsmi_int_ring_bytes(uint32_t entries);
+
+/* ---- notifiers: the doorbell and the IRQ line ----------------------------- */
+struct hgsmi_notify {
+	uint32_t backend; /* HGSMI_BACKEND_* */
+	int fd;           /* eventfd (non-blocking), or -1 */
+	sem_t *sem;       /* named semaphore, or NULL */
+	char name[HGSMI_NAME_MAX]; /* semaphore name, for the owner's unlink */
+};
+
+HGSMI_INT int hgsmi_int_notify_create_eventfd(struct hgsmi_notify *n);
+/* Create (owner: O_EXCL, mode) or open a named semaphore. */
+HGSMI_INT int hgsmi_int_notify_sem(struct hgsmi_notify *n, const char *name,
+				   bool create, unsigned mode);
+HGSMI_INT int hgsmi_int_notify_signal(struct hgsmi_notify *n);
+/*
+ * Sleep until signalled, the socket `sockfd` hangs up (-EPIPE), or the
+ * timeout (0).  Returns 1 when signalled; the notifier is drained.
+ */
+HGSMI_INT int hgsmi_int_notify_wait(struct hgsmi_notify *n, int sockfd,
+				    int timeout_ms);
+HGSMI_INT void hgsmi_int_notify_drain(struct hgsmi_notify *n);
+/* Close; the owner also unlinks a named semaphore. */
+HGSMI_INT void hgsmi_int_notify_close(struct hgsmi_notify *n, bool unlink);
+
+/* ---- sockets and time ------------------------------------------------------ */
+/* 1 if the peer closed the socket, 0 if it is open, <0 on error. */
+HGSMI_INT int hgsmi_int_sock_closed(int fd);
+HGSMI_INT int hgsmi_int_runtime_dir(const char *given, char *out, size_t len);
+HGSMI_INT int hgsmi_int_check_name(const char *name);
+HGSMI_INT uint64_t hgsmi_int_now_ns(void);
+/* Remaining ms of a deadline (-1 forever); 0 once passed. */
+HGSMI_INT int hgsmi_int_remaining_ms(int timeout_ms, uint64_t start_ns);
+HGSMI_INT int hgsmi_int_send_fds(int sock, const void *buf, size_t len,
+				 const int *fds, int nfds);
+HGSMI_INT int hgsmi_int_recv_fds(int sock, void *buf, size_t len, int *fds,
+				 int maxfds, int *nfds, int timeout_ms);
+
+/* ---- segment -------------------------------------------------------------- */
+struct hgsmi_segment {
+	uint8_t *base;
+	uint32_t size;
+	char name[HGSMI_NAME_MAX];
+	/* validated private copies of the header's layout fields */
+	struct hgsmi_region regions[HGSMI_REGION_COUNT];
+	uint32_t ring_entries;
+};
+
+HGSMI_INT int hgsmi_int_segment_create(struct hgsmi_segment *seg,
+				       const char *name, uint32_t size,
+				       uint32_t ring_entries,
+				       uint32_t guest_heap_percent,
+				       uint32_t guest_id, uint32_t epoch,
+				       uint32_t features);
+/* Map an existing segment and validate its header against `size`. */
+HGSMI_INT int hgsmi_int_segment_open(struct hgsmi_segment *seg,
+				     const char *name, uint32_t size);
+HGSMI_INT void hgsmi_int_segment_close(struct hgsmi_segment *seg, bool unlink);
+/* Check a header's layout fields (also the fuzzers' entry point). */
+HGSMI_INT int hgsmi_int_segment_validate(const struct hgsmi_segment_header *h,
+					 uint32_t size,
+					 struct hgsmi_segment *out);
+/* Remove stale segments/semaphores of instance `name` whose owner is dead. */
+HGSMI_INT int hgsmi_int_segment_cleanup(const char *name, bool all_stale);
+
+static inline struct hgsmi_segment_header *
+hgsmi_int_seg_hdr(const struct hgsmi_segment *seg)
+{
+	return (struct hgsmi_segment_header *)(void *)seg->base;
+}
+
+/* ---- offset bookkeeping: which buffers are in flight ---------------------- */
+struct hgsmi_inflight {
+	uint64_t *bits; /* one bit per HGSMI_HEAP_ALIGN granule of the heap */
+	uint32_t base, size;
+	uint32_t count;
+};
+HGSMI_INT int hgsmi_int_inflight_init(struct hgsmi_inflight *f, uint32_t base,
+				      uint32_t size);
+HGSMI_INT void hgsmi_int_inflight_free(struct hgsmi_inflight *f);
+/* Mark / unmark; unmark returns false for an offset that is not in flight. */
+HGSMI_INT void hgsmi_int_inflight_set(struct hgsmi_inflight *f, uint32_t off);
+HGSMI_INT bool hgsmi_int_inflight_take(struct hgsmi_inflight *f, uint32_t off);
+
+/* ---- channel tables -------------------------------------------------------- */
+struct hgsmi_channel {
+	hgsmi_handler_fn fn;
+	void *ctx;
+	bool registered;
+};
+HGSMI_INT int hgsmi_int_channel_set(struct hgsmi_channel *table, uint8_t ch,
+				    hgsmi_handler_fn fn, void *ctx);
+/* Run a C handler on a verified buffer; fills status and reply length. */
+HGSMI_INT void hgsmi_int_channel_run(const struct hgsmi_channel *c,
+				     uint8_t *base, struct hgsmi_msg *m);
+/* Write a completion's status and reply length into the buffer header. */
+HGSMI_INT void hgsmi_int_buffer_result(uint8_t *base, const struct hgsmi_msg *m);
+
+#define HGSMI_BATCH 64 /* buffers handled per internal batch */
+
+/* ---- the private structs behind the handles -------------------------------- */
+struct hgsmi_conn {
+	struct hgsmi_host *host;
+	struct hgsmi_segment seg;
+	struct hgsmi_heap *host_heap;
+	struct hgsmi_inflight posted; /* host buffers on the FIFO, not acked */
+	struct hgsmi_ring submit, gcomplete, hostfifo, hostack;
+	struct hgsmi_notify doorbell, irq;
+	bool own_doorbell; /* false when it is the host's shared semaphore */
+	int sock;
+	bool alive;
+	uint32_t id, epoch;
+	uint32_t errors_since_reset;
+	struct hgsmi_conn_stats st;
+	struct hgsmi_conn *next;
+};
+
+struct hgsmi_host {
+	struct hgsmi_host_config cfg;
+	char name[24];
+	char sock_path[108];
+	int listen_fd;
+	int epfd;
+	struct hgsmi_notify sem_doorbell; /* semaphore backend: one for all */
+	struct hgsmi_channel channels[HGSMI_NUMBER_OF_CHANNELS];
+	struct hgsmi_conn *conns;
+	int n_conns;
+	uint32_t next_id, epoch;
+	uint32_t *uids;
+	uint32_t n_uids;
+	void *stat_reply;
+	size_t stat_len;
+	bool accept_ready;
+};
+
+HGSMI_INT int hgsmi_int_conn_create(struct hgsmi_host *host, int sock,
+				    uint32_t features, struct hgsmi_conn **out,
+				    struct hgsmi_welcome *w, int *fds, int *nfds);
+HGSMI_INT void hgsmi_int_conn_destroy(struct hgsmi_conn *conn);
+HGSMI_INT bool hgsmi_int_conn_pending(const struct hgsmi_conn *conn);
+
+#define HGSMI_ERROR_LIMIT 1024 /* protocol errors before a guest is cut off */
+
+#endif /* HGSMI_INTERNAL_H */

@@ -1,0 +1,160 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * notify.c - the doorbell and the IRQ line: an eventfd (pollable, passed
+ * with SCM_RIGHTS) or a named POSIX semaphore.  A wait also watches the
+ * control socket, so a dead peer ends it with -EPIPE instead of a hang.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "internal.h"
+
+/* A semaphore cannot be polled with the socket: sleep in slices this long. */
+#define SEM_SLICE_MS 20
+
+int hgsmi_int_notify_create_eventfd(struct hgsmi_notify *n)
+{
+	memset(n, 0, sizeof(*n));
+	n->backend = HGSMI_BACKEND_EVENTFD;
+	n->fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+	return n->fd < 0 ? -errno : 0;
+}
+
+int hgsmi_int_notify_sem(struct hgsmi_notify *n, const char *name, bool create,
+			 unsigned mode)
+{
+	memset(n, 0, sizeof(*n));
+	n->backend = HGSMI_BACKEND_SEMAPHORE;
+	n->fd = -1;
+	if (strlen(name) >= sizeof(n->name))
+		return -ENAMETOOLONG;
+	strcpy(n->name, name);
+	n->sem = create ? sem_open(name, O_CREAT | O_EXCL, mode, 0)
+			: sem_open(name, 0);
+	if (n->sem == SEM_FAILED) {
+		n->sem = NULL;
+		return -errno;
+	}
+	return 0;
+}
+
+int hgsmi_int_notify_signal(struct hgsmi_notify *n)
+{
+	uint64_t one = 1;
+
+	if (n->backend == HGSMI_BACKEND_SEMAPHORE)
+		return sem_post(n->sem) ? -errno : 0;
+	/* EAGAIN means the counter is saturated: the peer is signalled anyway. */
+	if (write(n->fd, &one, sizeof(one)) < 0 && errno != EAGAIN)
+		return -errno;
+	return 0;
+}
+
+void hgsmi_int_notify_drain(struct hgsmi_notify *n)
+{
+	uint64_t v;
+
+	if (n->backend == HGSMI_BACKEND_SEMAPHORE) {
+		while (sem_trywait(n->sem) == 0)
+			;
+		return;
+	}
+	/* An eventfd is a counter: one read empties it. */
+	while (read(n->fd, &v, sizeof(v)) < 0 && errno == EINTR)
+		;
+}
+
+int hgsmi_int_sock_closed(int fd)
+{
+	char c;
+	ssize_t r;
+
+	if (fd < 0)
+		return 1;
+	r = recv(fd, &c, 1, MSG_PEEK | MSG_DONTWAIT);
+	if (r == 0)
+		return 1;
+	if (r < 0)
+		return (errno == EAGAIN || errno == EINTR) ? 0 : 1;
+	return 0;
+}
+
+static int wait_eventfd(struct hgsmi_notify *n, int sockfd, int timeout_ms)
+{
+	struct pollfd p[2] = {{.fd = n->fd, .events = POLLIN},
+			      {.fd = sockfd, .events = POLLIN}};
+	int r;
+
+	do {
+		r = poll(p, sockfd >= 0 ? 2 : 1, timeout_ms);
+	} while (r < 0 && errno == EINTR && timeout_ms < 0);
+	if (r < 0)
+		return errno == EINTR ? 0 : -errno;
+	if (p[0].revents & POLLIN) {
+		hgsmi_int_notify_drain(n);
+		return 1;
+	}
+	if (sockfd >= 0 && (p[1].revents & (POLLIN | POLLHUP | POLLERR)) &&
+	    hgsmi_int_sock_closed(sockfd))
+		return -EPIPE;
+	return 0;
+}
+
+static int wait_sem(struct hgsmi_notify *n, int sockfd, int timeout_ms)
+{
+	uint64_t start = hgsmi_int_now_ns();
+
+	for (;;) {
+		int left = hgsmi_int_remaining_ms(timeout_ms, start);
+		int slice = (left < 0 || left > SEM_SLICE_MS) ? SEM_SLICE_MS : left;
+		struct timespec ts;
+		uint64_t ns;
+
+		if (sem_trywait(n->sem) == 0) {
+			hgsmi_int_notify_drain(n);
+			return 1;
+		}
+		if (sockfd >= 0 && hgsmi_int_sock_closed(sockfd))
+			return -EPIPE;
+		if (left == 0)
+			return 0;
+		clock_gettime(CLOCK_REALTIME, &ts);
+		ns = (uint64_t)ts.tv_nsec + (uint64_t)slice * 1000000u;
+		ts.tv_sec += (time_t)(ns / 1000000000u);
+		ts.tv_nsec = (long)(ns % 1000000000u);
+		if (sem_timedwait(n->sem, &ts) == 0) {
+			hgsmi_int_notify_drain(n);
+			return 1;
+		}
+		if (errno != ETIMEDOUT && errno != EINTR)
+			return -errno;
+	}
+}
+
+int hgsmi_int_notify_wait(struct hgsmi_notify *n, int sockfd, int timeout_ms)
+{
+	if (n->backend == HGSMI_BACKEND_SEMAPHORE)
+		return wait_sem(n, sockfd, timeout_ms);
+	return wait_eventfd(n, sockfd, timeout_ms);
+}
+
+void hgsmi_int_notify_close(struct hgsmi_notify *n, bool unlink)
+{
+	if (n->fd >= 0)
+		close(n->fd);
+	n->fd = -1;
+	if (n->sem) {
+		sem_close(n->sem);
+		if (unlink)
+			sem_unlink(n->name);
+	}
+	n->sem = NULL;
+}

@@ -1,0 +1,238 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * segment.c - the VRAM: create, lay out, map, validate and clean up the
+ * POSIX shared-memory segment of one guest.
+ *
+ * Layout: [header | pad to 4K][submit][gcomplete][hostfifo][hostack][guest
+ * heap][host heap].  Each ring starts on a page; heaps are page aligned so a
+ * block's placement within a page is the allocator's choice alone.
+ */
+#define _GNU_SOURCE
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "internal.h"
+
+#define PAGE 4096u
+#define MAX_RING_ENTRIES (1u << 20)
+#define MIN_HEAP 4096u
+#define MAX_SEGMENT 0x80000000u
+
+static uint32_t round_up(uint32_t v, uint32_t a) { return (v + a - 1) & ~(a - 1); }
+
+static int layout(uint32_t size, uint32_t entries, uint32_t guest_percent,
+		  struct hgsmi_region *r)
+{
+	uint32_t ring = round_up(hgsmi_int_ring_bytes(entries), PAGE);
+	uint32_t off = PAGE, heaps, guest;
+
+	if (entries < 2 || entries > MAX_RING_ENTRIES || (entries & (entries - 1)))
+		return -EINVAL;
+	if (guest_percent == 0 || guest_percent > 99)
+		return -EINVAL;
+	if (size > MAX_SEGMENT || size < PAGE + 4 * ring + 2 * MIN_HEAP)
+		return -EINVAL;
+	memset(r, 0, sizeof(*r) * HGSMI_REGION_COUNT);
+	for (int i = HGSMI_REGION_SUBMIT; i <= HGSMI_REGION_HOSTACK; i++) {
+		r[i].offset = off;
+		r[i].size = ring;
+		off += ring;
+	}
+	heaps = (size - off) & ~(PAGE - 1);
+	guest = (uint32_t)((uint64_t)heaps * guest_percent / 100) & ~(PAGE - 1);
+	if (guest < MIN_HEAP || heaps - guest < MIN_HEAP)
+		return -EINVAL;
+	r[HGSMI_REGION_GUEST_HEAP] = (struct hgsmi_region){off, guest};
+	r[HGSMI_REGION_HOST_HEAP] = (struct hgsmi_region){off + guest, heaps - guest};
+	return 0;
+}
+
+int hgsmi_int_segment_validate(const struct hgsmi_segment_header *hp,
+			       uint32_t size, struct hgsmi_segment *out)
+{
+	struct hgsmi_segment_header h;
+	uint32_t ring_need;
+
+	/* One copy, then only the copy is checked and used. */
+	memcpy(&h, hp, sizeof(h));
+	__atomic_signal_fence(__ATOMIC_SEQ_CST);
+	if (h.magic != HGSMI_SEGMENT_MAGIC)
+		return -EPROTO;
+	if (h.endian != HGSMI_ENDIAN_MARK || h.abi_major != HGSMI_ABI_MAJOR)
+		return -EPROTO;
+	if (h.size != size || h.header_size < sizeof(h) || h.header_size > PAGE)
+		return -EPROTO;
+	if (h.ring_entries < 2 || h.ring_entries > MAX_RING_ENTRIES ||
+	    (h.ring_entries & (h.ring_entries - 1)))
+		return -EPROTO;
+	ring_need = hgsmi_int_ring_bytes(h.ring_entries);
+	for (int i = 0; i <= HGSMI_REGION_HOST_HEAP; i++) {
+		struct hgsmi_region a = h.regions[i];
+
+		if (a.offset < h.header_size || a.offset % HGSMI_HEAP_ALIGN ||
+		    a.size == 0 || a.offset > size || a.size > size - a.offset)
+			return -ERANGE;
+		if (i <= HGSMI_REGION_HOSTACK && a.size < ring_need)
+			return -ERANGE;
+		for (int j = 0; j < i; j++) {
+			struct hgsmi_region b = h.regions[j];
+			if (a.offset < b.offset + b.size && b.offset < a.offset + a.size)
+				return -ERANGE;
+		}
+	}
+	if (out) {
+		memcpy(out->regions, h.regions, sizeof(out->regions));
+		out->ring_entries = h.ring_entries;
+		out->size = size;
+	}
+	return 0;
+}
+
+static int map(struct hgsmi_segment *seg, int fd, uint32_t size)
+{
+	void *p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+
+	if (p == MAP_FAILED)
+		return -errno;
+	seg->base = p;
+	seg->size = size;
+	return 0;
+}
+
+int hgsmi_int_segment_create(struct hgsmi_segment *seg, const char *name,
+			     uint32_t size, uint32_t ring_entries,
+			     uint32_t guest_heap_percent, uint32_t guest_id,
+			     uint32_t epoch, uint32_t features)
+{
+	struct hgsmi_region r[HGSMI_REGION_COUNT];
+	struct hgsmi_segment_header *h;
+	int fd, rc;
+
+	memset(seg, 0, sizeof(*seg));
+	if ((rc = layout(size, ring_entries, guest_heap_percent, r)) < 0)
+		return rc;
+	if (strlen(name) >= sizeof(seg->name))
+		return -ENAMETOOLONG;
+	fd = shm_open(name, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+	if (fd < 0)
+		return -errno;
+	strcpy(seg->name, name);
+	rc = ftruncate(fd, size) < 0 ? -errno : map(seg, fd, size);
+	close(fd);
+	if (rc < 0) {
+		shm_unlink(name);
+		return rc;
+	}
+	h = hgsmi_int_seg_hdr(seg);
+	h->abi_major = HGSMI_ABI_MAJOR;
+	h->abi_minor = HGSMI_ABI_MINOR;
+	h->endian = HGSMI_ENDIAN_MARK;
+	h->header_size = sizeof(*h);
+	h->size = size;
+	h->features = features;
+	h->epoch = epoch;
+	h->ring_entries = ring_entries;
+	h->host_pid = (uint32_t)getpid();
+	h->guest_id = guest_id;
+	memcpy(h->regions, r, sizeof(r));
+	memcpy(seg->regions, r, sizeof(r));
+	seg->ring_entries = ring_entries;
+	/* Release: a peer that sees the magic sees the whole header. */
+	store_release(&h->magic, HGSMI_SEGMENT_MAGIC);
+	return 0;
+}
+
+int hgsmi_int_segment_open(struct hgsmi_segment *seg, const char *name,
+			   uint32_t size)
+{
+	struct stat st;
+	int fd, rc;
+
+	memset(seg, 0, sizeof(*seg));
+	if (strlen(name) >= sizeof(seg->name))
+		return -ENAMETOOLONG;
+	fd = shm_open(name, O_RDWR | O_CLOEXEC, 0);
+	if (fd < 0)
+		return -errno;
+	/* A segment shorter than the host says would fault on access. */
+	if (fstat(fd, &st) < 0 || (uint64_t)st.st_size < size) {
+		close(fd);
+		return -EPROTO;
+	}
+	strcpy(seg->name, name);
+	rc = map(seg, fd, size);
+	close(fd);
+	if (rc < 0)
+		return rc;
+	if (load_acquire(&hgsmi_int_seg_hdr(seg)->magic) != HGSMI_SEGMENT_MAGIC)
+		rc = -EPROTO;
+	else
+		rc = hgsmi_int_segment_validate(hgsmi_int_seg_hdr(seg), size, seg);
+	if (rc < 0) {
+		munmap(seg->base, size);
+		seg->base = NULL;
+	}
+	return rc;
+}
+
+void hgsmi_int_segment_close(struct hgsmi_segment *seg, bool unlink)
+{
+	if (seg->base)
+		munmap(seg->base, seg->size);
+	seg->base = NULL;
+	if (unlink && seg->name[0])
+		shm_unlink(seg->name);
+}
+
+static bool owner_alive(const char *shm)
+{
+	struct hgsmi_segment_header h;
+	int fd = shm_open(shm, O_RDONLY | O_CLOEXEC, 0);
+	bool alive = false;
+
+	if (fd < 0)
+		return false;
+	if (pread(fd, &h, sizeof(h), 0) == (ssize_t)sizeof(h) &&
+	    h.magic == HGSMI_SEGMENT_MAGIC && h.host_pid != (uint32_t)getpid() &&
+	    h.host_pid != 0)
+		alive = kill((pid_t)h.host_pid, 0) == 0 || errno == EPERM;
+	close(fd);
+	return alive;
+}
+
+int hgsmi_int_segment_cleanup(const char *name, bool all_stale)
+{
+	char prefix[HGSMI_NAME_MAX], path[sizeof(((struct dirent *)0)->d_name) + 1];
+	size_t plen;
+	DIR *d = opendir("/dev/shm");
+	struct dirent *e;
+	int removed = 0;
+
+	if (!d)
+		return 0;
+	plen = (size_t)snprintf(prefix, sizeof(prefix), "hgsmi-%s.", name);
+	while ((e = readdir(d))) {
+		const char *n = e->d_name;
+
+		if (strncmp(n, prefix, plen) == 0) {
+			snprintf(path, sizeof(path), "/%s", n);
+			if (all_stale || !owner_alive(path)) {
+				if (shm_unlink(path) == 0)
+					removed++;
+			}
+		} else if (strncmp(n, "sem.", 4) == 0 && strncmp(n + 4, prefix, plen) == 0) {
+			snprintf(path, sizeof(path), "/%s", n + 4);
+			if (all_stale && sem_unlink(path) == 0)
+				removed++;
+		}
+	}
+	closedir(d);
+	return removed;
+}

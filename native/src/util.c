@@ -1,0 +1,169 @@
+/* SPDX-License-Identifier: MIT */
+/* util.c - names, directories, clocks and fd passing, shared by both sides. */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "internal.h"
+
+uint64_t hgsmi_int_now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+int hgsmi_int_remaining_ms(int timeout_ms, uint64_t start_ns)
+{
+	uint64_t spent;
+
+	if (timeout_ms < 0)
+		return -1;
+	spent = (hgsmi_int_now_ns() - start_ns) / 1000000u;
+	return spent >= (uint64_t)timeout_ms ? 0 : timeout_ms - (int)spent;
+}
+
+/* Instance names end up in shm, semaphore and socket names: keep them
+ * short enough for every one of those and free of path characters. */
+int hgsmi_int_check_name(const char *name)
+{
+	size_t n;
+
+	if (!name)
+		return -EINVAL;
+	n = strlen(name);
+	if (n == 0 || n > 16)
+		return -ENAMETOOLONG;
+	for (size_t i = 0; i < n; i++) {
+		char c = name[i];
+		if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+		      (c >= '0' && c <= '9') || c == '_' || c == '-'))
+			return -EINVAL;
+	}
+	return 0;
+}
+
+static int ensure_private_dir(const char *dir)
+{
+	struct stat st;
+
+	if (mkdir(dir, 0700) < 0 && errno != EEXIST)
+		return -errno;
+	if (stat(dir, &st) < 0)
+		return -errno;
+	/* Somebody else's directory would let them swap our socket. */
+	if (!S_ISDIR(st.st_mode) || st.st_uid != geteuid())
+		return -EACCES;
+	return 0;
+}
+
+int hgsmi_int_runtime_dir(const char *given, char *out, size_t len)
+{
+	const char *env;
+	int n;
+
+	if (given && *given)
+		n = snprintf(out, len, "%s", given);
+	else if ((env = getenv("HGSMI_RUNTIME_DIR")) && *env)
+		n = snprintf(out, len, "%s", env);
+	else if ((env = getenv("XDG_RUNTIME_DIR")) && *env)
+		n = snprintf(out, len, "%s/hgsmi", env);
+	else
+		n = snprintf(out, len, "/tmp/hgsmi-%u", (unsigned)geteuid());
+	if (n < 0 || (size_t)n >= len)
+		return -ENAMETOOLONG;
+	return ensure_private_dir(out);
+}
+
+int hgsmi_int_send_fds(int sock, const void *buf, size_t len, const int *fds,
+		       int nfds)
+{
+	union {
+		char buf[CMSG_SPACE(4 * sizeof(int))];
+		struct cmsghdr align;
+	} u;
+	struct iovec iov = {.iov_base = (void *)buf, .iov_len = len};
+	struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1};
+	ssize_t r;
+
+	if (nfds > 4)
+		return -EINVAL;
+	if (nfds > 0) {
+		struct cmsghdr *c;
+
+		memset(&u, 0, sizeof(u));
+		mh.msg_control = u.buf;
+		mh.msg_controllen = CMSG_SPACE((size_t)nfds * sizeof(int));
+		c = CMSG_FIRSTHDR(&mh);
+		c->cmsg_level = SOL_SOCKET;
+		c->cmsg_type = SCM_RIGHTS;
+		c->cmsg_len = CMSG_LEN((size_t)nfds * sizeof(int));
+		memcpy(CMSG_DATA(c), fds, (size_t)nfds * sizeof(int));
+	}
+	do {
+		r = sendmsg(sock, &mh, MSG_NOSIGNAL);
+	} while (r < 0 && errno == EINTR);
+	if (r < 0)
+		return -errno;
+	return (size_t)r == len ? 0 : -EPROTO;
+}
+
+int hgsmi_int_recv_fds(int sock, void *buf, size_t len, int *fds, int maxfds,
+		       int *nfds, int timeout_ms)
+{
+	union {
+		char buf[CMSG_SPACE(4 * sizeof(int))];
+		struct cmsghdr align;
+	} u;
+	struct iovec iov = {.iov_base = buf, .iov_len = len};
+	struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1,
+			    .msg_control = u.buf, .msg_controllen = sizeof(u.buf)};
+	struct pollfd p = {.fd = sock, .events = POLLIN};
+	ssize_t r;
+	int pr;
+
+	*nfds = 0;
+	do {
+		pr = poll(&p, 1, timeout_ms);
+	} while (pr < 0 && errno == EINTR);
+	if (pr < 0)
+		return -errno;
+	if (pr == 0)
+		return -ETIMEDOUT;
+	do {
+		r = recvmsg(sock, &mh, MSG_CMSG_CLOEXEC | MSG_WAITALL);
+	} while (r < 0 && errno == EINTR);
+	if (r < 0)
+		return -errno;
+	/* Take every fd we were given, so none leaks even if we refuse them. */
+	for (struct cmsghdr *c = CMSG_FIRSTHDR(&mh); c; c = CMSG_NXTHDR(&mh, c)) {
+		if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS)
+			continue;
+		int n = (int)((c->cmsg_len - CMSG_LEN(0)) / sizeof(int));
+		int got[4];
+		memcpy(got, CMSG_DATA(c), (size_t)(n > 4 ? 4 : n) * sizeof(int));
+		for (int i = 0; i < n && i < 4; i++) {
+			if (*nfds < maxfds)
+				fds[(*nfds)++] = got[i];
+			else
+				close(got[i]);
+		}
+	}
+	if (r == 0)
+		return -EPIPE;
+	if ((size_t)r != len || (mh.msg_flags & (MSG_TRUNC | MSG_CTRUNC))) {
+		for (int i = 0; i < *nfds; i++)
+			close(fds[i]);
+		*nfds = 0;
+		return -EPROTO;
+	}
+	return 0;
+}

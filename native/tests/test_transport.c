@@ -1,0 +1,215 @@
+/*
+ * test_transport.c - a host and a guest in two processes: synchronous calls
+ * of many sizes on a C echo handler, batched sends, host commands through
+ * the FIFO, QUERY_CONF, an unregistered channel, and both backends.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "hgsmi.h"
+#include "helpers.h"
+
+#define CH_ECHO_C 0x20
+#define CH_POST 0x21
+#define CH_SINK_C 0x22
+#define CH_ASK_POST 0x23
+
+static int echo(void *ctx, const struct hgsmi_msg *m, void *data, uint32_t *reply)
+{
+	(void)ctx;
+	(void)data;
+	*reply = m->size;
+	return 0;
+}
+
+static int sink(void *ctx, const struct hgsmi_msg *m, void *data, uint32_t *reply)
+{
+	(void)m;
+	(void)data;
+	(*(uint64_t *)ctx)++;
+	*reply = 0;
+	return 0;
+}
+
+static void fill(uint8_t *p, uint32_t n, uint32_t seed)
+{
+	for (uint32_t i = 0; i < n; i++)
+		p[i] = (uint8_t)(seed * 131 + i * 7);
+}
+
+static volatile sig_atomic_t stop;
+static void on_term(int s) { (void)s; stop = 1; }
+
+static int ask_post_ctx_n;
+static int ask_post(void *ctx, const struct hgsmi_msg *m, void *data, uint32_t *reply)
+{
+	(void)m;
+	(void)data;
+	(void)reply;
+	ask_post_ctx_n++;
+	*(int *)ctx = 1;
+	return 0;
+}
+
+static void run_host(const char *name, uint32_t backend, int ready_fd)
+{
+	struct hgsmi_host_config cfg = {.name = name, .segment_size = 8u << 20, .backend = backend};
+	struct hgsmi_host *h;
+	uint64_t sunk = 0;
+	int want_post = 0;
+
+	signal(SIGTERM, on_term);
+	CHECK_RC(hgsmi_host_create(&cfg, &h));
+	CHECK_RC(hgsmi_host_register(h, CH_ECHO_C, echo, NULL));
+	CHECK_RC(hgsmi_host_register(h, CH_SINK_C, sink, &sunk));
+	CHECK_RC(hgsmi_host_register(h, CH_ASK_POST, ask_post, &want_post));
+	CHECK(write(ready_fd, "r", 1) == 1);
+	while (!stop) {
+		int rc = hgsmi_host_poll(h, 100);
+		CHECK(rc >= 0);
+		if (want_post && hgsmi_host_conn_count(h) == 1) {
+			struct hgsmi_conn *c = hgsmi_host_conn(h, 0);
+			uint8_t buf[5000];
+			/* 300 commands: more than the heap's first fit, so acks must
+			 * flow back and free host buffers meanwhile. */
+			for (uint32_t i = 0; i < 300; i++) {
+				int64_t r;
+				fill(buf, i * 13 % sizeof(buf) + 1, i);
+				while ((r = hgsmi_conn_post(c, CH_POST, (uint16_t)i, buf,
+							    i * 13 % sizeof(buf) + 1)) == -EAGAIN ||
+				       r == -ENOMEM)
+					hgsmi_host_poll(h, 1);
+				CHECK_RC(r);
+			}
+			want_post = 0;
+		}
+	}
+	hgsmi_host_destroy(h);
+	exit(0);
+}
+
+static uint32_t posts_seen;
+static int on_post(void *ctx, const struct hgsmi_msg *m, void *data, uint32_t *reply)
+{
+	uint8_t want[5000];
+	(void)ctx;
+	(void)reply;
+	CHECK(m->size == m->info * 13u % sizeof(want) + 1);
+	fill(want, m->size, m->info);
+	CHECK(memcmp(want, data, m->size) == 0);
+	posts_seen++;
+	return 0;
+}
+
+static void run_guest(const char *name)
+{
+	struct hgsmi_guest *g;
+	static uint8_t in[1 << 20], out[1 << 20];
+	uint32_t v;
+	int rc;
+
+	CHECK_RC(hgsmi_guest_attach(name, NULL, &g));
+	CHECK_RC(hgsmi_guest_query_conf(g, HGSMI_CONF_RING_ENTRIES, &v));
+	CHECK(v == 1024);
+	CHECK_RC(hgsmi_guest_query_conf(g, HGSMI_CONF_ECHO, &v));
+	CHECK(v == HGSMI_CONF_ECHO);
+	/* calls, sizes 1 B .. 1 MiB */
+	for (uint32_t i = 0; i < 400; i++) {
+		uint32_t n = 1u + (uint32_t)((uint64_t)i * i * 6553 % (1u << 20));
+		fill(in, n, i);
+		memset(out, 0, n);
+		rc = hgsmi_guest_call(g, CH_ECHO_C, 1, in, n, out, n, 2000);
+		CHECK(rc == (int)n);
+		CHECK(memcmp(in, out, n) == 0);
+	}
+	/* unregistered channel: an error completion, never silence */
+	rc = hgsmi_guest_call(g, 0x77, 0, in, 8, out, 8, 2000);
+	CHECK(rc == -ENOENT);
+	/* batched sends to the sink, reaped */
+	{
+		const void *datas[100];
+		uint32_t lens[100], reaped = 0;
+		struct hgsmi_msg done[64];
+		for (int i = 0; i < 100; i++)
+			datas[i] = in, lens[i] = 64;
+		for (int round = 0; round < 50; round++) {
+			int sent = 0;
+			while (sent < 100) {
+				rc = hgsmi_guest_send(g, CH_SINK_C, 0, datas + sent, lens + sent,
+						      (unsigned)(100 - sent));
+				if (rc == -EAGAIN || rc == -ENOMEM) {
+					CHECK(hgsmi_guest_wait(g, 1000) >= 0);
+				} else {
+					CHECK_RC(rc);
+					sent += rc;
+				}
+				while ((rc = hgsmi_guest_reap(g, done, 64)) > 0)
+					for (int k = 0; k < rc; k++, reaped++) {
+						CHECK(done[k].status == 0);
+						CHECK_RC(hgsmi_guest_free(g, done[k].offset));
+					}
+			}
+		}
+		while (reaped < 5000) {
+			CHECK(hgsmi_guest_wait(g, 2000) > 0);
+			while ((rc = hgsmi_guest_reap(g, done, 64)) > 0)
+				for (int k = 0; k < rc; k++, reaped++)
+					CHECK_RC(hgsmi_guest_free(g, done[k].offset));
+		}
+	}
+	/* host -> guest: ask for 300 posts, serve them with a C handler */
+	CHECK_RC(hgsmi_guest_register(g, CH_POST, on_post, NULL));
+	CHECK(hgsmi_guest_call(g, CH_ASK_POST, 0, in, 1, out, 1, 2000) >= 0);
+	while (posts_seen < 300)
+		CHECK(hgsmi_guest_poll(g, 2000) >= 0);
+	{
+		struct hgsmi_guest_stats st;
+		hgsmi_guest_stats(g, &st);
+		CHECK(st.inflight == 0);
+		CHECK(st.guest_heap.used == 0);
+		CHECK(st.errors == 0);
+	}
+	hgsmi_guest_detach(g);
+}
+
+static void one(uint32_t backend)
+{
+	char name[17], dir[] = "/tmp/hgsmi-test-XXXXXX";
+	int p[2], status;
+	pid_t host;
+	char c;
+
+	CHECK(mkdtemp(dir));
+	setenv("HGSMI_RUNTIME_DIR", dir, 1);
+	snprintf(name, sizeof(name), "ct%d%u", (int)getpid() % 100000, backend);
+	CHECK(pipe(p) == 0);
+	host = fork();
+	if (host == 0) {
+		alarm(60);
+		run_host(name, backend, p[1]);
+	}
+	CHECK(read(p[0], &c, 1) == 1);
+	alarm(60);
+	run_guest(name);
+	kill(host, SIGTERM);
+	CHECK(waitpid(host, &status, 0) == host);
+	CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+	CHECK(rmdir(dir) == 0); /* the host removed its socket */
+	close(p[0]);
+	close(p[1]);
+}
+
+int main(void)
+{
+	one(HGSMI_BACKEND_EVENTFD);
+	one(HGSMI_BACKEND_SEMAPHORE);
+	printf("test_transport: ok\n");
+	return 0;
+}
