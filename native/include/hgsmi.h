@@ -299,7 +299,8 @@ struct hgsmi_guest_stats {
 	uint64_t doorbells;                  /* doorbells rung (writes) */
 	uint64_t doorbells_suppressed;       /* skipped: the host was awake */
 	uint64_t irqs;                       /* wake-ups taken on the IRQ */
-	uint64_t errors;                     /* host buffers that failed verify */
+	uint64_t errors;        /* host buffers that failed verify, bad completions */
+	uint64_t remote_errors; /* sent (fire-and-forget) buffers the host failed */
 	uint32_t guest_id;
 	uint32_t epoch;
 	uint32_t inflight; /* guest buffers submitted and not yet reaped */
@@ -346,9 +347,12 @@ HGSMI_API int hgsmi_guest_free(struct hgsmi_guest *guest, uint32_t offset);
 HGSMI_API int hgsmi_guest_submit(struct hgsmi_guest *guest,
 				 const uint32_t *offsets, unsigned n);
 /*
- * Copy mode in one call: alloc + copy + seal + queue for each of n messages
- * of one channel, one doorbell.  Returns how many were queued; stops early
- * on -ENOMEM or a full ring.  Blocks: no.
+ * Copy mode in one call, fire and forget: alloc + copy + seal + queue for
+ * each of n messages of one channel, one doorbell.  The library frees each
+ * buffer when its completion comes back (hgsmi_guest_reap and _wait collect
+ * them; failures count in remote_errors); reap never returns them.  Returns
+ * how many were queued; stops early on a full heap or ring, and returns
+ * -ENOMEM or -EAGAIN if none was queued.  Blocks: no.
  */
 HGSMI_API int hgsmi_guest_send(struct hgsmi_guest *guest, uint8_t channel,
 			       uint16_t info, const void *const *datas,

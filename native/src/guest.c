@@ -308,7 +308,12 @@ int hgsmi_guest_send(struct hgsmi_guest *g, uint8_t channel, uint16_t info,
 			offs[k] = m.offset;
 		}
 		pushed = k ? queue(g, offs, k) : 0;
-		for (unsigned i = pushed < 0 ? 0 : (unsigned)pushed; i < k; i++) {
+		for (unsigned i = 0; i < k; i++) {
+			if (pushed >= 0 && i < (unsigned)pushed) {
+				/* Fire and forget: freed when it comes back. */
+				hgsmi_int_inflight_set(&g->orphans, offs[i]);
+				continue;
+			}
 			hgsmi_heap_free(g->heap, offs[i]);
 			g->st.bytes_out -= lens[done + i];
 		}
@@ -343,6 +348,8 @@ static int collect(struct hgsmi_guest *g)
 				continue;
 			}
 			if (hgsmi_int_inflight_take(&g->orphans, offs[i])) {
+				if ((int32_t)READ_ONCE(h->u0) < 0)
+					g->st.remote_errors++;
 				hgsmi_heap_free(g->heap, offs[i]);
 				continue;
 			}

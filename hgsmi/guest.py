@@ -1,0 +1,340 @@
+"""The guest: attaches to a host, calls and submits buffers, serves host commands."""
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import time
+from typing import Any, Callable, Iterable
+
+from ._native import ffi, lib
+from ._util import backend_name, check_channel, struct_dict, timeout_ms
+from .errors import (HgsmiError, HostNotFound, PeerGone, Timeout, check, error)
+from .heap import with_fragmentation
+from .lease import Lease
+from .message import Buffer, Message
+
+log = logging.getLogger("hgsmi.guest")
+
+Handler = Callable[[Message], Any]
+
+_SETUP, _QUERY_CONF = 1, 1
+
+
+class Guest:
+    """A guest attached to the host ``name`` (or to a socket path).
+
+    Raises :class:`HostNotFound` if nobody listens, :class:`AccessDenied` if
+    the host refuses this uid, :class:`ProtocolError` on an ABI mismatch,
+    :class:`Timeout` if the handshake stalls.
+    """
+
+    def __init__(self, name: str, *, runtime_dir: str | os.PathLike[str] | None = None,
+                 spin_us: int = 0, connect_timeout: float = 2.0, batch: int = 64) -> None:
+        self._keep = []
+        cfg = ffi.new("struct hgsmi_guest_config *")
+        if runtime_dir is not None:
+            self._keep.append(ffi.new("char[]", os.fsencode(runtime_dir)))
+            cfg.runtime_dir = self._keep[-1]
+        cfg.spin_us = spin_us
+        cfg.connect_timeout_ms = max(1, timeout_ms(connect_timeout))
+        out = ffi.new("struct hgsmi_guest **")
+        rc = lib.hgsmi_guest_attach(os.fsencode(name), cfg, out)
+        if rc == -errno.ENOENT:
+            raise error(rc, f"no host {name!r}", HostNotFound)
+        if rc in (-errno.EINVAL, -errno.ENAMETOOLONG):
+            raise ValueError(f"bad host name {name!r}: "
+                             f"{ffi.string(lib.hgsmi_strerror(rc)).decode()}")
+        check(rc, f"attach to {name!r}")
+        self._g = out[0]
+        self.name = name
+        self._base = ffi.cast("char *", lib.hgsmi_guest_base(self._g))
+        self._handlers: list[Handler | None] = [None] * 256
+        self._msgs = ffi.new("struct hgsmi_msg[]", batch)
+        self._one = ffi.new("struct hgsmi_msg *")
+        self._offs = ffi.new("uint32_t[]", batch)
+        self._reply = bytearray(4096)
+        self._inflight: dict[int, Buffer] = {}
+        self._held: list[Buffer] = []  # freed while a view was still exported
+
+    # -- calls ----------------------------------------------------------------
+    def call(self, channel: int, info: int, data: Any, reply_size: int = 0,
+             timeout: float | None = None) -> bytes:
+        """Synchronous call, copy mode: send ``data`` and return the reply.
+
+        The reply may be up to ``max(len(data), reply_size)`` bytes.  The
+        wait releases the GIL.  Raises :class:`Timeout`, :class:`PeerGone`,
+        :class:`ChannelNotRegistered`, :class:`RemoteError` (the handler
+        failed), :class:`HeapExhausted`, :class:`MessageTooLarge`.
+        """
+        check_channel(channel, info)
+        src = ffi.from_buffer(data)
+        cap = max(len(src), reply_size)
+        if len(self._reply) < cap:
+            self._reply = bytearray(cap)
+        rc = lib.hgsmi_guest_call(self._g, channel, info, src, len(src),
+                                  ffi.from_buffer(self._reply), cap, timeout_ms(timeout))
+        if rc < 0:
+            raise error(rc, f"call on channel {channel}")
+        return bytes(memoryview(self._reply)[:rc])
+
+    def alloc(self, channel: int, info: int, size: int, reply_size: int = 0) -> Buffer:
+        """A buffer of ``size`` bytes in the guest heap, to fill in place.
+
+        Raises :class:`HeapExhausted` (full now) or :class:`MessageTooLarge`.
+        """
+        check_channel(channel, info)
+        if size < 0 or reply_size < 0:
+            raise ValueError("size and reply_size must be >= 0")
+        m = self._one
+        check(lib.hgsmi_guest_alloc(self._g, size, reply_size, channel, info, m), "alloc")
+        return Buffer(self, m.offset, channel, info, size, m.capacity,
+                      Lease(self._base + m.data, size))
+
+    def call_buffer(self, buf: Buffer, timeout: float | None = None) -> memoryview:
+        """Submit ``buf`` and wait for its completion; return the reply in place.
+
+        The returned view is ``buf.reply``, valid until the buffer is freed.
+        Raises as :meth:`call`.
+        """
+        self._hand_over(buf)
+        rc = lib.hgsmi_guest_call_buffer(self._g, buf.offset, timeout_ms(timeout), self._one)
+        if rc == -errno.ETIMEDOUT or rc == -errno.EAGAIN:
+            if rc == -errno.EAGAIN:
+                self._take_back(buf)
+            else:
+                self._inflight[buf.offset] = buf  # it will come back via completions()
+            raise error(rc, "call_buffer")
+        self._complete(buf, self._one)
+        if rc < 0:
+            raise error(rc, f"call on channel {buf.channel}")
+        return buf.reply
+
+    def submit(self, buf: Buffer) -> None:
+        """Asynchronous: hand ``buf`` to the host; it returns via :meth:`completions`.
+
+        Raises :class:`RingFull` when as many buffers are in flight as the
+        rings hold, :class:`PeerGone` if the host is gone.
+        """
+        self.submit_many([buf])
+
+    def submit_many(self, bufs: Iterable[Buffer]) -> int:
+        """Submit several buffers with one doorbell; returns how many went."""
+        bufs = list(bufs)
+        if len(bufs) > len(self._offs):
+            self._offs = ffi.new("uint32_t[]", len(bufs))
+        for i, b in enumerate(bufs):
+            self._hand_over(b)
+            self._offs[i] = b.offset
+        rc = lib.hgsmi_guest_submit(self._g, self._offs, len(bufs))
+        if rc <= 0:
+            for b in bufs:
+                self._take_back(b)
+            raise error(rc if rc < 0 else -errno.EAGAIN, "submit")
+        for b in bufs[rc:]:
+            self._take_back(b)
+        for b in bufs[:rc]:
+            self._inflight[b.offset] = b
+        return rc
+
+    def send(self, channel: int, info: int, data: Any) -> None:
+        """Fire and forget, copy mode: queue ``data`` with one doorbell.
+
+        The buffer is freed when the host completes it (failures are counted
+        in ``stats()["remote_errors"]``).  With a full heap or ring this
+        waits for completions.  Raises :class:`PeerGone`, :class:`MessageTooLarge`.
+        """
+        self.send_many(channel, info, [data])
+
+    def send_many(self, channel: int, info: int, datas: Iterable[Any],
+                  timeout: float | None = None) -> int:
+        """:meth:`send` for many messages, batched: one doorbell per batch.
+
+        Waits for room while the heap or ring is full (up to ``timeout``).
+        Returns how many were sent.
+        """
+        check_channel(channel, info)
+        srcs = [ffi.from_buffer(d) for d in datas]
+        n = len(srcs)
+        ptrs = ffi.new("void *[]", srcs) if n else None
+        lens = ffi.new("uint32_t[]", [len(s) for s in srcs]) if n else None
+        deadline = None if timeout is None else time.monotonic() + timeout
+        sent = 0
+        while sent < n:
+            rc = lib.hgsmi_guest_send(self._g, channel, info, ptrs + sent, lens + sent, n - sent)
+            if rc > 0:
+                sent += rc
+                continue
+            if rc not in (-errno.ENOMEM, -errno.EAGAIN):
+                raise error(rc, "send")
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                raise Timeout(errno.ETIMEDOUT, f"send: {sent} of {n} sent, no room")
+            self._wait(left)
+        return sent
+
+    def completions(self, timeout: float | None = 0) -> list[Buffer]:
+        """Buffers the host has completed since the last call.
+
+        Waits up to ``timeout`` for at least one (0: only look).  Each
+        returned buffer has ``status`` (0 or -errno) and ``reply``; free it
+        (or leave its ``with`` block) when done.
+        """
+        out: list[Buffer] = []
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            n = lib.hgsmi_guest_reap(self._g, self._msgs, len(self._msgs))
+            if n < 0:
+                raise error(n, "completions")
+            for i in range(n):
+                m = self._msgs[i]
+                buf = self._inflight.pop(m.offset, None)
+                if buf is not None:
+                    self._complete(buf, m)
+                    out.append(buf)
+            if out or n == len(self._msgs):
+                if n < len(self._msgs):
+                    return out
+                continue
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                return out
+            if not self._wait(left):
+                return out
+
+    # -- host commands --------------------------------------------------------
+    def register(self, channel: int, handler: Handler) -> None:
+        """Serve host commands on ``channel`` with ``handler(msg)`` (see Host.register)."""
+        check_channel(channel)
+        if not callable(handler):
+            raise TypeError("handler must be callable")
+        check(lib.hgsmi_guest_register(self._g, channel, ffi.NULL, ffi.NULL),
+              f"register channel {channel}")
+        self._handlers[channel] = handler
+
+    def poll(self, timeout: float | None = None) -> int:
+        """Wait up to ``timeout`` for the IRQ, then serve the host FIFO.
+
+        Returns how many host commands were served.  Raises :class:`PeerGone`.
+        """
+        self._wait(timeout)
+        served = 0
+        msgs = self._msgs
+        while True:
+            n = lib.hgsmi_guest_recv(self._g, msgs, len(msgs))
+            if n < 0:
+                raise error(n, "poll")
+            if n == 0:
+                return served
+            for i in range(n):
+                m = msgs[i]
+                msg = Message(m.channel, m.info, m.capacity,
+                              Lease(self._base + m.data, m.size), self)
+                self._dispatch(self._handlers[m.channel], msg, m)
+                if not msg._release():
+                    # The host will reuse this memory: a view may not outlive it.
+                    m.status, m.size = -errno.EBUSY, 0
+                    log.error("channel %d handler kept a view of the buffer", m.channel)
+            lib.hgsmi_guest_ack(self._g, msgs, n)
+            served += n
+
+    def _dispatch(self, handler: Handler | None, msg: Message, m: Any) -> None:
+        try:
+            reply = handler(msg) if handler else None
+        except Exception as e:
+            code = e.errno if isinstance(e, HgsmiError) and e.errno else errno.EIO
+            m.status, m.size = -code, 0
+            log.exception("channel %d handler raised", m.channel)
+            return
+        if reply is not None:
+            src = memoryview(reply).cast("B")
+            if src.nbytes > m.capacity:
+                m.status, m.size = -errno.EOVERFLOW, 0
+                return
+            ffi.memmove(self._base + m.data, src, src.nbytes)
+            m.size = src.nbytes
+
+    # -- misc ------------------------------------------------------------------
+    def fileno(self) -> int:
+        """The IRQ eventfd, for selectors/asyncio.  ``OSError`` for semaphores."""
+        return check(lib.hgsmi_guest_fileno(self._g), "fileno")
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Sleep until the host raises the IRQ (work is waiting); False on timeout."""
+        return self._wait(timeout)
+
+    def query_conf(self, index: int) -> int:
+        """Ask the setup channel (QUERY_CONF) for a value: heap sizes, limits."""
+        v = ffi.new("uint32_t *")
+        check(lib.hgsmi_guest_query_conf(self._g, index, v), "query_conf")
+        return int(v[0])
+
+    def stats(self) -> dict[str, Any]:
+        """Counters, in-flight buffers and guest-heap figures."""
+        st = ffi.new("struct hgsmi_guest_stats *")
+        lib.hgsmi_guest_stats(self._g, st)
+        out = struct_dict(st[0])
+        out["guest_heap"] = with_fragmentation(out["guest_heap"])
+        out["backend"] = backend_name(out["backend"])
+        return out
+
+    def close(self) -> None:
+        """Detach; the host reclaims whatever was in flight.  Idempotent."""
+        if getattr(self, "_g", None) is not None:
+            for buf in list(self._inflight.values()) + self._held:
+                buf._lease = buf._reply = None
+                buf.state = "freed"
+            self._inflight.clear()
+            lib.hgsmi_guest_detach(self._g)
+            self._g = None
+
+    def __enter__(self) -> Guest:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        self.close()
+
+    # -- buffer ownership -------------------------------------------------------
+    def _wait(self, timeout: float | None) -> bool:
+        if self._g is None:
+            raise PeerGone(errno.EPIPE, "guest is closed")
+        rc = lib.hgsmi_guest_wait(self._g, timeout_ms(timeout))
+        if rc < 0:
+            raise error(rc, "wait")
+        return rc > 0
+
+    def _hand_over(self, buf: Buffer) -> None:
+        if buf._guest is not self or buf.state != "filling":
+            raise ValueError(f"cannot submit a buffer that is {buf.state}")
+        if buf._lease is not None and not buf._lease.release():
+            raise BufferError("a view of the buffer is still in use; release it before submitting")
+        buf._lease = None
+        buf.state = "in-flight"
+
+    def _take_back(self, buf: Buffer) -> None:
+        buf._lease = Lease(self._base + buf.offset + 16, buf.size)
+        buf.state = "filling"
+
+    def _complete(self, buf: Buffer, m: Any) -> None:
+        buf.status = m.status
+        buf._reply = Lease(self._base + m.data, m.size if m.status >= 0 else 0)
+        buf.state = "completed"
+
+    def _free_buffer(self, buf: Buffer) -> None:
+        if buf.state == "freed":
+            return
+        if buf.state == "in-flight":
+            raise ValueError("the host still has this buffer; wait for its completion")
+        for lease in (buf._lease, buf._reply):
+            if lease is not None and not lease.release():
+                # Memory under a live view is never reused: hold it back.
+                self._held.append(buf)
+                buf.state = "held"
+                return
+        buf._lease = buf._reply = None
+        if self._g is not None:
+            check(lib.hgsmi_guest_free(self._g, buf.offset), "free")
+        buf.state = "freed"

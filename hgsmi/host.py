@@ -1,0 +1,359 @@
+"""The host: owns the VRAM segments, serves channels, posts to guests."""
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import signal
+import threading
+import time
+from typing import Any, Callable, Iterable
+
+from ._native import ffi, lib
+from ._util import backend_id, check_channel, struct_dict, timeout_ms
+from .errors import HgsmiError, PeerGone, Timeout, check, error
+from .heap import with_fragmentation
+from .lease import Lease
+from .message import Message
+
+log = logging.getLogger("hgsmi.host")
+
+Handler = Callable[[Message], Any]
+
+#: how long serve() sleeps at most between checks of stop() (signals wake it at once)
+_SERVE_SLICE = 0.25
+
+
+class GuestConn:
+    """The host's handle on one attached guest: its segment, rings and doorbells."""
+
+    def __init__(self, host: Host, conn: Any) -> None:
+        self._host = host
+        self._c = conn
+        self.id: int = lib.hgsmi_conn_id(conn)
+        self._base = ffi.cast("char *", lib.hgsmi_conn_base(conn))
+        self._msgs = ffi.new("struct hgsmi_msg[]", host._batch)
+        self._held: list[tuple[Any, Message]] = []  # completions waiting for a view
+        self._closed = False
+
+    @property
+    def alive(self) -> bool:
+        return not self._closed and bool(lib.hgsmi_conn_alive(self._c))
+
+    def post(self, channel: int, info: int, data: Any, timeout: float | None = None) -> int:
+        """Send ``data`` to this guest through the host FIFO and the IRQ.
+
+        Copies once into the host heap.  With a full heap or FIFO it keeps
+        serving (acks free host buffers) until ``timeout`` (None: forever,
+        0: raise at once).  Returns the buffer's offset.  Raises
+        :class:`HeapExhausted` / :class:`RingFull` (timeout 0),
+        :class:`Timeout`, :class:`PeerGone`, :class:`MessageTooLarge`.
+        """
+        check_channel(channel, info)
+        src = ffi.from_buffer(data)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            self._check_open()
+            rc = lib.hgsmi_conn_post(self._c, channel, info, src, len(src))
+            if rc >= 0:
+                return int(rc)
+            if rc not in (-errno.ENOMEM, -errno.EAGAIN):
+                raise error(rc, "post")
+            if deadline is not None and time.monotonic() >= deadline:
+                if timeout == 0:
+                    raise error(rc, "post")
+                raise Timeout(errno.ETIMEDOUT, "post: no room in the host heap or FIFO")
+            self._host.poll(0.001)
+
+    def stats(self) -> dict[str, Any]:
+        """Counters, errors by kind, ring depth and host-heap figures of this guest."""
+        st = ffi.new("struct hgsmi_conn_stats *")
+        lib.hgsmi_conn_stats(self._c, st)
+        out = struct_dict(st[0])
+        out["host_heap"] = with_fragmentation(out["host_heap"])
+        out["held_completions"] = len(self._held)
+        return out
+
+    def close(self) -> None:
+        """Disconnect the guest (it sees PeerGone) and reclaim everything it had."""
+        if not self._closed:
+            self._closed = True
+            self._host._conns.pop(self.id, None)
+            lib.hgsmi_conn_close(self._c)
+
+    def _check_open(self) -> None:
+        if not self.alive:
+            raise PeerGone(errno.EPIPE, f"guest {self.id} is gone")
+
+    def _serve(self) -> int:
+        """Drain, dispatch and complete every batch waiting; return how many."""
+        served = 0
+        if self._held:
+            self._retry_held()
+        handlers = self._host._handlers
+        msgs = self._msgs
+        while True:
+            n = lib.hgsmi_conn_recv(self._c, msgs, len(msgs))
+            if n <= 0:
+                return served
+            held = 0
+            for i in range(n):
+                m = msgs[i]
+                msg = Message(m.channel, m.info, m.capacity,
+                              Lease(self._base + m.data, m.size), self)
+                self._dispatch(handlers[m.channel], msg, m)
+                if not msg._release():
+                    # A view outlived the handler: complete only when it goes.
+                    self._held.append((ffi.new("struct hgsmi_msg *", m), msg))
+                    m.offset = 0xFFFFFFFF
+                    held += 1
+            if held:
+                self._complete_unheld(n)
+            else:
+                lib.hgsmi_conn_complete(self._c, msgs, n)
+            served += n
+
+    def _dispatch(self, handler: Handler, msg: Message, m: Any) -> None:
+        try:
+            reply = handler(msg)
+        except HgsmiError as e:
+            m.status, m.size = -(e.errno or errno.EIO), 0
+            log.warning("channel %d handler failed: %s", m.channel, e)
+            self._host.handler_errors += 1
+            return
+        except Exception:
+            m.status, m.size = -errno.EIO, 0
+            log.exception("channel %d handler raised", m.channel)
+            self._host.handler_errors += 1
+            return
+        if reply is None:
+            return
+        src = memoryview(reply).cast("B")
+        if src.nbytes > m.capacity:
+            m.status, m.size = -errno.EOVERFLOW, 0
+            log.warning("channel %d reply of %d bytes exceeds capacity %d",
+                        m.channel, src.nbytes, m.capacity)
+            return
+        ffi.memmove(self._base + m.data, src, src.nbytes)
+        m.size = src.nbytes
+
+    def _complete_unheld(self, n: int) -> None:
+        ready = [self._msgs[i] for i in range(n) if self._msgs[i].offset != 0xFFFFFFFF]
+        for m in ready:
+            lib.hgsmi_conn_complete(self._c, m, 1)
+
+    def _retry_held(self) -> None:
+        still = []
+        for m, msg in self._held:
+            if msg._release():
+                lib.hgsmi_conn_complete(self._c, m, 1)
+            else:
+                still.append((m, msg))
+        self._held = still
+
+    def __repr__(self) -> str:
+        return f"<hgsmi.GuestConn id={self.id} {'alive' if self.alive else 'gone'}>"
+
+
+class Host:
+    """A host: listens for guests, gives each its own VRAM segment, serves channels.
+
+    ``Host(name, size=16 << 20, doorbell="eventfd")`` creates the control
+    socket under ``runtime_dir`` (default ``$HGSMI_RUNTIME_DIR``,
+    ``$XDG_RUNTIME_DIR/hgsmi`` or ``/tmp/hgsmi-<uid>``).  A stale socket or
+    segment of a dead host of the same name is removed.  Raises
+    :class:`NameInUse` if a live host has the name, ``ValueError`` for bad
+    arguments, :class:`HgsmiError` for the rest.
+    """
+
+    def __init__(self, name: str, size: int = 16 << 20, doorbell: str = "eventfd", *,
+                 runtime_dir: str | os.PathLike[str] | None = None,
+                 ring_entries: int = 1024, guest_heap_percent: int = 50,
+                 max_guests: int = 64, max_inflight: int = 0, spin_us: int = 0,
+                 allowed_uids: Iterable[int] | None = None, batch: int = 64) -> None:
+        if not isinstance(size, int) or size <= 0 or size >= 1 << 31:
+            raise ValueError(f"size must be a positive int below 2 GiB, not {size!r}")
+        self._keep = [ffi.new("char[]", os.fsencode(name))]
+        cfg = ffi.new("struct hgsmi_host_config *")
+        cfg.name = self._keep[0]
+        if runtime_dir is not None:
+            self._keep.append(ffi.new("char[]", os.fsencode(runtime_dir)))
+            cfg.runtime_dir = self._keep[-1]
+        cfg.segment_size = size
+        cfg.ring_entries = ring_entries
+        cfg.guest_heap_percent = guest_heap_percent
+        cfg.backend = backend_id(doorbell)
+        cfg.max_guests = max_guests
+        cfg.max_inflight = max_inflight
+        cfg.spin_us = spin_us
+        if allowed_uids is not None:
+            uids = [int(u) for u in allowed_uids]
+            self._keep.append(ffi.new("uint32_t[]", uids))
+            cfg.allowed_uids = self._keep[-1]
+            cfg.n_allowed_uids = len(uids)
+        out = ffi.new("struct hgsmi_host **")
+        rc = lib.hgsmi_host_create(cfg, out)
+        if rc == -errno.EINVAL or rc == -errno.ENAMETOOLONG:
+            raise ValueError(f"bad host configuration for {name!r}: "
+                             f"{ffi.string(lib.hgsmi_strerror(rc)).decode()}")
+        check(rc, f"host {name!r}")
+        self._h = out[0]
+        self.name = name
+        self.doorbell = doorbell
+        self.size = size
+        self._batch = batch
+        self._handlers: list[Handler | None] = [None] * 256
+        self._conns: dict[int, GuestConn] = {}
+        self._conn_out = ffi.new("struct hgsmi_conn **")
+        self._stop = threading.Event()
+        self.refused = 0  #: guests refused at the handshake
+        self.handler_errors = 0  #: Python handlers that raised
+
+    # -- configuration --------------------------------------------------------
+    @property
+    def socket_path(self) -> str:
+        """The control socket guests connect to."""
+        return ffi.string(lib.hgsmi_host_socket_path(self._h)).decode()
+
+    def register(self, channel: int, handler: Handler) -> None:
+        """Serve ``channel`` with ``handler(msg)``.
+
+        The handler gets a :class:`Message` and returns None (results, if
+        any, left in place in ``msg.data``) or a bytes-like reply of at most
+        ``msg.capacity`` bytes.  An exception fails that buffer (the caller
+        sees :class:`RemoteError`); the host keeps serving.  Channels 0 and 1
+        are reserved: ``ValueError``; registered twice: :class:`HgsmiError`.
+        """
+        check_channel(channel)
+        if channel == 1:
+            raise ValueError("channel 1 is the setup channel, served by the host itself")
+        if not callable(handler):
+            raise TypeError("handler must be callable")
+        check(lib.hgsmi_host_register(self._h, channel, ffi.NULL, ffi.NULL),
+              f"register channel {channel}")
+        self._handlers[channel] = handler
+
+    def unregister(self, channel: int) -> None:
+        """Stop serving ``channel``; its buffers then fail with ChannelNotRegistered."""
+        check(lib.hgsmi_host_unregister(self._h, channel), f"unregister {channel}")
+        self._handlers[channel] = None
+
+    # -- serving --------------------------------------------------------------
+    @property
+    def guests(self) -> list[GuestConn]:
+        """The guests attached now."""
+        return list(self._conns.values())
+
+    def fileno(self) -> int:
+        """An epoll fd that is readable when :meth:`poll` has something to do."""
+        return int(lib.hgsmi_host_fileno(self._h))
+
+    def poll(self, timeout: float | None = None) -> int:
+        """Wait up to ``timeout`` for guests, then serve one round of everything.
+
+        Accepts new guests, reaps dead ones (reclaiming their buffers), and
+        serves every guest's waiting buffers.  Returns the number of buffers
+        served.  The wait releases the GIL.
+        """
+        ev = lib.hgsmi_host_wait(self._h, timeout_ms(timeout))
+        if ev < 0:
+            raise error(ev, "wait")
+        if ev & lib.HGSMI_EV_ACCEPT:
+            self._accept_all()
+        served = 0
+        for conn in list(self._conns.values()):
+            served += conn._serve()
+            if not lib.hgsmi_conn_alive(conn._c):
+                log.info("guest %d gone; reclaiming its buffers", conn.id)
+                conn.close()
+        return served
+
+    def serve(self) -> None:
+        """Serve until :meth:`stop` or SIGTERM/SIGINT (in the main thread)."""
+        self._stop.clear()
+        restore = {}
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                restore[sig] = signal.signal(sig, lambda *_: self._stop.set())
+        try:
+            while not self._stop.is_set():
+                self.poll(_SERVE_SLICE)
+        finally:
+            for sig, old in restore.items():
+                signal.signal(sig, old)
+
+    def stop(self) -> None:
+        """Make :meth:`serve` return (from a handler, another thread or a signal)."""
+        self._stop.set()
+
+    def post(self, channel: int, info: int, data: Any, timeout: float | None = None) -> int:
+        """:meth:`GuestConn.post` to the only attached guest.
+
+        Raises :class:`PeerGone` with no guest and ``ValueError`` with several.
+        """
+        conns = self.guests
+        if not conns:
+            raise PeerGone(errno.ENOTCONN, "no guest attached")
+        if len(conns) > 1:
+            raise ValueError("several guests attached: use host.guests[i].post()")
+        return conns[0].post(channel, info, data, timeout)
+
+    def wait_for_guests(self, n: int = 1, timeout: float | None = 10.0) -> list[GuestConn]:
+        """Serve until ``n`` guests are attached; :class:`Timeout` after ``timeout``."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while len(self._conns) < n:
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                raise Timeout(errno.ETIMEDOUT, f"{len(self._conns)} of {n} guests attached")
+            self.poll(0.05 if left is None else min(left, 0.05))
+        return self.guests
+
+    def stats(self) -> dict[str, Any]:
+        """The host's figures: name, socket, backend and every guest's stats."""
+        return {"name": self.name, "socket": self.socket_path, "doorbell": self.doorbell,
+                "segment_size": self.size, "refused": self.refused,
+                "handler_errors": self.handler_errors,
+                "guests": [c.stats() for c in self._conns.values()]}
+
+    def set_stat_reply(self, data: bytes) -> None:
+        """The bytes a stat request on the control socket is answered with."""
+        check(lib.hgsmi_host_set_stat_reply(self._h, data, len(data)), "stat reply")
+
+    def _accept_all(self) -> None:
+        while True:
+            rc = lib.hgsmi_host_accept(self._h, self._conn_out)
+            if rc == -errno.EAGAIN:
+                return
+            if rc < 0:
+                self.refused += 1
+                log.warning("guest refused: %s", error(rc).strerror)
+                continue
+            c = self._conn_out[0]
+            if c != ffi.NULL:
+                conn = GuestConn(self, c)
+                self._conns[conn.id] = conn
+                log.info("guest %d attached", conn.id)
+
+    # -- lifetime -------------------------------------------------------------
+    def close(self) -> None:
+        """Disconnect every guest, remove segments and socket.  Idempotent."""
+        if getattr(self, "_h", None) is not None:
+            for conn in list(self._conns.values()):
+                conn._closed = True
+            self._conns.clear()
+            lib.hgsmi_host_destroy(self._h)
+            self._h = None
+
+    def __enter__(self) -> Host:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<hgsmi.Host {self.name!r} guests={len(self._conns)}>"
+
+
