@@ -33,6 +33,8 @@ struct hgsmi_guest {
 	struct hgsmi_guest_stats st;
 };
 
+static int collect(struct hgsmi_guest *g);
+
 static bool host_gone(struct hgsmi_guest *g)
 {
 	/* The host bumps the epoch when it resets us. */
@@ -234,7 +236,11 @@ int hgsmi_guest_alloc(struct hgsmi_guest *g, uint32_t size, uint32_t reply_cap,
 		return -EINVAL;
 	if (need > hgsmi_heap_max_alloc(g->heap) - HGSMI_BUFFER_OVERHEAD)
 		return -EMSGSIZE;
-	if ((rc = hgsmi_heap_alloc(g->heap, need + (uint32_t)HGSMI_BUFFER_OVERHEAD, &off)) < 0)
+	rc = hgsmi_heap_alloc(g->heap, need + (uint32_t)HGSMI_BUFFER_OVERHEAD, &off);
+	/* Completed fire-and-forget buffers may be waiting to be freed. */
+	if (rc == -ENOMEM && collect(g) >= 0)
+		rc = hgsmi_heap_alloc(g->heap, need + (uint32_t)HGSMI_BUFFER_OVERHEAD, &off);
+	if (rc < 0)
 		return rc;
 	hgsmi_buffer_init(g->seg.base, off, size, channel, info, reply_cap);
 	*out = (struct hgsmi_msg){.offset = off, .data = off + 16, .size = size,
@@ -254,11 +260,14 @@ int hgsmi_guest_free(struct hgsmi_guest *g, uint32_t offset)
 /* Queue already-sealed buffers; the caller rings the doorbell. */
 static int queue(struct hgsmi_guest *g, const uint32_t *offs, unsigned n)
 {
-	unsigned room = g->seg.ring_entries - g->sent.count;
+	unsigned room;
 	int pushed;
 
 	if (host_gone(g))
 		return -EPIPE;
+	if (g->sent.count + n > g->seg.ring_entries && collect(g) < 0)
+		return -EPROTO;
+	room = g->seg.ring_entries - g->sent.count;
 	/* No more in flight than the completion ring can hold. */
 	pushed = hgsmi_int_ring_push(&g->submit, offs, n < room ? n : room);
 	if (pushed < 0)

@@ -1,0 +1,56 @@
+"""A host in its own process, for the transport tests.
+
+usage: host_peer.py NAME DOORBELL SIZE
+
+Channel 0x20 (hash): hashes every request into a running BLAKE2b.
+Channel 0x21 (digest): replies with the digest so far and the count, then resets.
+Channel 0x22 (push): payload "<seed> <count>": replies at once, then posts
+``count`` messages host -> guest on channel 0x23 from messages.stream(seed).
+Prints "ready" once it accepts guests; exits 0 on SIGTERM after a clean stop.
+"""
+import hashlib
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(__file__))
+import hgsmi  # noqa: E402
+from messages import stream  # noqa: E402
+
+
+def main() -> int:
+    name, doorbell, size = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    state = {"h": hashlib.blake2b(digest_size=16), "n": 0, "push": None}
+
+    def on_hash(msg):
+        state["h"].update(msg.data)
+        state["n"] += 1
+
+    def on_digest(msg):
+        out = state["h"].digest() + state["n"].to_bytes(8, "little")
+        state["h"], state["n"] = hashlib.blake2b(digest_size=16), 0
+        return out
+
+    def on_push(msg):
+        seed, count = bytes(msg.data).split()
+        state["push"] = (msg.guest, int(seed), int(count))
+
+    with hgsmi.Host(name, size=size, doorbell=doorbell) as host:
+        host.register(0x20, on_hash)
+        host.register(0x21, on_digest)
+        host.register(0x22, on_push)
+        print("ready", flush=True)
+        import signal
+        stop = []
+        signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
+        while not stop:
+            host.poll(0.1)
+            if state["push"]:
+                conn, seed, count = state["push"]
+                state["push"] = None
+                for i, data in enumerate(stream(seed, count)):
+                    conn.post(0x23, i & 0xFFFF, data, timeout=10)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

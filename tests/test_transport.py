@@ -1,0 +1,215 @@
+"""Two real processes over one segment, for both doorbell backends.
+
+The host runs in a child process (peers/host_peer.py); this process is the
+guest.  Data is checked by hashing everything each side saw.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+import hgsmi
+
+sys.path.insert(0, str(Path(__file__).parent / "peers"))
+from messages import stream  # noqa: E402
+
+PEER = Path(__file__).parent / "peers" / "host_peer.py"
+BACKENDS = ["eventfd", "semaphore"]
+CH_HASH, CH_DIGEST, CH_PUSH, CH_PUSHED = 0x20, 0x21, 0x22, 0x23
+COUNT = 20_000
+
+
+def start_host(name: str, doorbell: str, size: int = 16 << 20) -> subprocess.Popen:
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).parent.parent))
+    p = subprocess.Popen([sys.executable, str(PEER), name, doorbell, str(size)],
+                         stdout=subprocess.PIPE, env=env, text=True)
+    assert p.stdout.readline().strip() == "ready", "host peer did not start"
+    return p
+
+
+def stop_host(p: subprocess.Popen) -> int:
+    if p.poll() is None:
+        p.send_signal(signal.SIGTERM)
+    try:
+        return p.wait(10)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        p.wait()
+        raise
+
+
+@pytest.fixture(params=BACKENDS)
+def host(request, name, runtime_dir, no_leaks):
+    p = start_host(name, request.param)
+    try:
+        yield name
+    finally:
+        assert stop_host(p) == 0
+
+
+def digest(datas) -> tuple[bytes, int]:
+    h, n = hashlib.blake2b(digest_size=16), 0
+    for d in datas:
+        h.update(d)
+        n += 1
+    return h.digest(), n
+
+
+@pytest.mark.timeout(240)
+def test_20000_messages_guest_to_host(host):
+    with hgsmi.Guest(host) as g:
+        for i in range(0, COUNT, 500):  # batches: one doorbell per batch
+            g.send_many(CH_HASH, 0, list(stream(7, COUNT))[i:i + 500], timeout=30)
+        reply = g.call(CH_DIGEST, 0, b"", reply_size=24, timeout=60)
+        assert (reply[:16], int.from_bytes(reply[16:], "little")) == digest(stream(7, COUNT))
+        assert g.stats()["remote_errors"] == 0
+
+
+@pytest.mark.timeout(240)
+def test_20000_messages_host_to_guest(host):
+    h, seen = hashlib.blake2b(digest_size=16), []
+
+    def on_pushed(msg):
+        assert msg.info == len(seen) & 0xFFFF  # in order
+        h.update(msg.data)
+        seen.append(len(msg.data))
+
+    with hgsmi.Guest(host) as g:
+        g.register(CH_PUSHED, on_pushed)
+        g.call(CH_PUSH, 0, f"11 {COUNT}".encode())
+        deadline = time.monotonic() + 200
+        while len(seen) < COUNT and time.monotonic() < deadline:
+            g.poll(1.0)
+        assert (h.digest(), len(seen)) == digest(stream(11, COUNT))
+        assert g.stats()["errors"] == 0
+
+
+def test_call_reply_longer_than_request_and_zero_copy(name, runtime_dir, no_leaks):
+    with hgsmi.Host(name, size=4 << 20) as host:
+        host.register(0x30, lambda m: bytes(m.data) * 3)
+        host.register(0x31, lambda m: m.data.__setitem__(slice(None), bytes(m.data).upper()))
+        pump = _pump(host)
+        with hgsmi.Guest(name) as g:
+            assert g.call(0x30, 1, b"ab", reply_size=6) == b"ababab"
+            with g.alloc(0x31, 0, 5) as buf:
+                buf.data[:] = b"hello"
+                view = g.call_buffer(buf)
+                assert bytes(view) == b"HELLO"
+            with pytest.raises(ValueError):
+                view[0]  # the reply view died with the buffer
+            with pytest.raises(hgsmi.BufferReleased):
+                buf.data
+            assert g.stats()["guest_heap"]["used"] == 0
+            pump.stop()
+
+
+def test_errors_reach_the_caller(name, runtime_dir, no_leaks):
+    def boom(msg):
+        raise RuntimeError("driver bug")
+
+    with hgsmi.Host(name, size=4 << 20) as host:
+        host.register(0x30, boom)
+        host.register(0x31, lambda m: bytes(m.capacity + 1))
+        pump = _pump(host)
+        with hgsmi.Guest(name) as g:
+            with pytest.raises(hgsmi.RemoteError):
+                g.call(0x30, 0, b"x")
+            with pytest.raises(hgsmi.ChannelNotRegistered):
+                g.call(0x77, 0, b"x")
+            with pytest.raises(hgsmi.ProtocolError):
+                g.call(0x31, 0, b"x")  # reply larger than the buffer
+            with pytest.raises(hgsmi.MessageTooLarge):
+                g.call(0x30, 0, bytes(8 << 20))
+            assert g.query_conf(3) == 1024  # RING_ENTRIES on the setup channel
+            assert g.stats()["guest_heap"]["used"] == 0
+        pump.stop()
+        assert host.handler_errors == 1
+
+
+def test_async_submit_and_completions(name, runtime_dir, no_leaks):
+    with hgsmi.Host(name, size=4 << 20) as host:
+        host.register(0x30, lambda m: bytes(m.data)[::-1])
+        pump = _pump(host)
+        with hgsmi.Guest(name) as g:
+            bufs = []
+            for i in range(200):
+                b = g.alloc(0x30, 0, 8)
+                b.data[:] = i.to_bytes(8, "little")
+                bufs.append(b)
+            g.submit_many(bufs)
+            done = []
+            while len(done) < 200:
+                done += g.completions(timeout=5)
+            for b in done:
+                assert b.status == 0
+                assert int.from_bytes(bytes(b.reply)[::-1], "little") < 200
+                b.free()
+            assert g.stats()["inflight"] == 0 and g.stats()["guest_heap"]["used"] == 0
+        pump.stop()
+
+
+@pytest.mark.parametrize("doorbell", BACKENDS)
+def test_host_death_gives_peer_gone(name, runtime_dir, doorbell):
+    p = start_host(name, doorbell)
+    try:
+        with hgsmi.Guest(name) as g:
+            g.call(CH_HASH, 0, b"x")
+            p.kill()  # kill -9: no goodbye
+            t0 = time.monotonic()
+            with pytest.raises(hgsmi.PeerGone):
+                g.poll(timeout=None)  # blocked waiting for the IRQ
+            assert time.monotonic() - t0 < 2.0
+    finally:
+        p.kill()
+        p.wait()
+    # The next host of the name removes what the dead one left.
+    with hgsmi.Host(name):
+        pass
+    from conftest import shm_entries
+    assert shm_entries(name) == []
+
+
+@pytest.mark.parametrize("doorbell", BACKENDS)
+def test_no_lost_wakeups(name, runtime_dir, no_leaks, doorbell):
+    """Bursts of 1-64 messages while the consumer keeps going to sleep."""
+    rng = random.Random(3)
+    p = start_host(name, doorbell)
+    try:
+        with hgsmi.Guest(name) as g:
+            total = 0
+            for _ in range(400):
+                burst = rng.randint(1, 64)
+                g.send_many(CH_HASH, 0, [b"w" * rng.randint(1, 64)] * burst, timeout=5)
+                total += burst
+                if rng.random() < 0.5:
+                    time.sleep(rng.random() / 2000)  # let the host fall asleep
+                # the host is asleep or about to be: a synchronous call must get through
+                if rng.random() < 0.25:
+                    g.call(CH_HASH, 0, b"x", timeout=5)
+                    total += 1
+            reply = g.call(CH_DIGEST, 0, b"", reply_size=24, timeout=5)
+            assert int.from_bytes(reply[16:], "little") == total
+    finally:
+        assert stop_host(p) == 0
+
+
+class _pump:
+    """Serve a host from a thread while the test drives the guest."""
+
+    def __init__(self, host: hgsmi.Host) -> None:
+        import threading
+        self.host = host
+        self.t = threading.Thread(target=host.serve, daemon=True)
+        self.t.start()
+
+    def stop(self) -> None:
+        self.host.stop()
+        self.t.join(5)
