@@ -201,6 +201,25 @@ def test_no_lost_wakeups(name, runtime_dir, no_leaks, doorbell):
         assert stop_host(p) == 0
 
 
+@pytest.mark.parametrize("doorbell", BACKENDS)
+def test_host_disconnects_a_live_guest(name, runtime_dir, no_leaks, doorbell):
+    """The guest keeps its eventfds after the host drops it; ringing them is harmless."""
+    with hgsmi.Host(name, size=4 << 20, doorbell=doorbell) as host:
+        host.register(0x30, lambda m: None)
+        pump = _pump(host)
+        with hgsmi.Guest(name) as g:
+            g.call(0x30, 0, b"x")
+            pump.stop()
+            host.guests[0].close()
+            with pytest.raises(hgsmi.PeerGone):
+                for _ in range(100):
+                    g.send(0x30, 0, b"y")
+            pump = _pump(host)
+            with hgsmi.Guest(name) as g2:  # the host serves on, and a new guest attaches
+                assert g2.call(0x30, 0, b"z") == b"z"
+        pump.stop()
+
+
 class _pump:
     """Serve a host from a thread while the test drives the guest."""
 

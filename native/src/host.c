@@ -216,7 +216,13 @@ void hgsmi_conn_close(struct hgsmi_conn *c)
 			break;
 		}
 	}
-	/* Closing the fds removes them from the epoll set. */
+	/* Remove the fds explicitly: closing them would not, because the guest
+	 * holds duplicates of the eventfd (and epoll watches the open file, not
+	 * the fd), and a stale entry would hand us a freed conn. */
+	if (c->own_doorbell)
+		epoll_ctl(h->epfd, EPOLL_CTL_DEL, c->doorbell.fd, NULL);
+	if (c->sock >= 0)
+		epoll_ctl(h->epfd, EPOLL_CTL_DEL, c->sock, NULL);
 	hgsmi_int_conn_destroy(c);
 }
 
@@ -384,6 +390,8 @@ int hgsmi_host_accept(struct hgsmi_host *h, struct hgsmi_conn **out)
 	if ((rc = hgsmi_int_send_fds(fd, &w, sizeof(w), fds, nfds)) < 0 ||
 	    (c->own_doorbell && (rc = epoll_add(h->epfd, c->doorbell.fd, (uintptr_t)c)) < 0) ||
 	    (rc = epoll_add(h->epfd, fd, (uintptr_t)c | TAG_SOCK)) < 0) {
+		if (c->own_doorbell)
+			epoll_ctl(h->epfd, EPOLL_CTL_DEL, c->doorbell.fd, NULL);
 		hgsmi_int_conn_destroy(c);
 		return rc;
 	}
