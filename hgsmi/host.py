@@ -1,6 +1,7 @@
 """The host: owns the VRAM segments, serves channels, posts to guests."""
 from __future__ import annotations
 
+import collections
 import errno
 import logging
 import os
@@ -208,6 +209,8 @@ class Host:
         self._stop = threading.Event()
         self.refused = 0  #: guests refused at the handshake
         self.handler_errors = 0  #: Python handlers that raised
+        #: the last stats of guests that left or were cut off
+        self.departed: collections.deque[dict[str, Any]] = collections.deque(maxlen=64)
 
     # -- configuration --------------------------------------------------------
     @property
@@ -232,6 +235,23 @@ class Host:
         check(lib.hgsmi_host_register(self._h, channel, ffi.NULL, ffi.NULL),
               f"register channel {channel}")
         self._handlers[channel] = handler
+
+    def register_c(self, channel: int, fn: Any, ctx: Any = ffi.NULL) -> None:
+        """Serve ``channel`` with a C handler: an ``hgsmi_handler_fn`` pointer.
+
+        Its buffers are served inside the C core's drain and never enter
+        Python.  ``fn`` (and ``ctx``) must stay valid while the host lives;
+        the host keeps a reference to both.  Errors as :meth:`register`.
+        """
+        check_channel(channel)
+        if channel == 1:
+            raise ValueError("channel 1 is the setup channel, served by the host itself")
+        fn = ffi.cast("hgsmi_handler_fn", fn)
+        if fn == ffi.NULL:
+            raise ValueError("fn must be a non-NULL hgsmi_handler_fn")
+        check(lib.hgsmi_host_register(self._h, channel, fn, ctx),
+              f"register channel {channel}")
+        self._keep.append((fn, ctx))
 
     def unregister(self, channel: int) -> None:
         """Stop serving ``channel``; its buffers then fail with ChannelNotRegistered."""
@@ -265,6 +285,7 @@ class Host:
             served += conn._serve()
             if not lib.hgsmi_conn_alive(conn._c):
                 log.info("guest %d gone; reclaiming its buffers", conn.id)
+                self.departed.append(conn.stats())
                 conn.close()
         return served
 
