@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import time
 from pathlib import Path
 
 import pytest
@@ -21,9 +22,30 @@ def name() -> str:
     return "t" + secrets.token_hex(5)
 
 
-@pytest.fixture
+def _hgsmi_shm() -> set[str]:
+    return {e for e in os.listdir("/dev/shm") if e.startswith(("hgsmi-", "sem.hgsmi-"))}
+
+
+@pytest.fixture(autouse=True)
+def _nothing_left_in_dev_shm():
+    """Every test: no new hgsmi segment or semaphore may outlive it."""
+    before = _hgsmi_shm()
+    yield
+    left = _hgsmi_shm() - before
+    if left:  # a child may still be on its way out
+        time.sleep(0.5)
+        left = _hgsmi_shm() - before
+    for e in left:
+        try:
+            os.unlink(os.path.join("/dev/shm", e))
+        except FileNotFoundError:
+            pass
+    assert not left, f"left in /dev/shm: {sorted(left)}"
+
+
+@pytest.fixture(autouse=True)
 def runtime_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A private socket directory, also exported for child processes."""
+    """A private socket directory for every test, also exported to children."""
     d = tmp_path / "run"
     d.mkdir(mode=0o700)
     monkeypatch.setenv("HGSMI_RUNTIME_DIR", str(d))
