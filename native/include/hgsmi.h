@@ -59,6 +59,7 @@ struct hgsmi_msg {
 	uint8_t flags;
 	uint16_t info;
 	int32_t status; /* completions: 0 or -errno */
+	uint32_t guest; /* host side: the id of the guest that sent it */
 };
 
 /*
@@ -144,7 +145,7 @@ HGSMI_API void hgsmi_heap_reset(struct hgsmi_heap *heap);
 /* ==== Host =============================================================== */
 
 struct hgsmi_host_config {
-	const char *name;       /* instance, [A-Za-z0-9_.-]{1,20} */
+	const char *name;       /* instance, [A-Za-z0-9_-]{1,16} */
 	const char *runtime_dir; /* socket directory; NULL: $HGSMI_RUNTIME_DIR,
 				    $XDG_RUNTIME_DIR/hgsmi, /tmp/hgsmi-<uid> */
 	uint32_t segment_size;  /* bytes per guest segment; 0: 16 MiB */
@@ -159,6 +160,7 @@ struct hgsmi_host_config {
 	uint32_t n_allowed_uids;
 };
 
+/* Stats structs only ever grow at the end, so older callers stay correct. */
 struct hgsmi_conn_stats {
 	uint64_t msgs_in, bytes_in;   /* guest buffers served */
 	uint64_t msgs_out, bytes_out; /* host buffers posted */
@@ -226,8 +228,9 @@ HGSMI_API int hgsmi_host_conn_count(const struct hgsmi_host *host);
 HGSMI_API struct hgsmi_conn *hgsmi_host_conn(const struct hgsmi_host *host, int i);
 /*
  * One pass of the whole host: wait, accept, reap dead guests, and serve every
- * guest's buffers through the registered C handlers.  Returns the number of
- * buffers served, 0 on timeout, or -errno.  Blocks: up to timeout_ms.
+ * guest's buffers through the registered C handlers (buffers of channels
+ * registered without one fail with -ENOSYS).  Returns the number of buffers
+ * served, 0 on timeout, or -errno.  Blocks: up to timeout_ms.
  */
 HGSMI_API int hgsmi_host_poll(struct hgsmi_host *host, int timeout_ms);
 /* Stat requests are answered with these bytes (JSON by convention). */
@@ -349,8 +352,9 @@ HGSMI_API int hgsmi_guest_submit(struct hgsmi_guest *guest,
 /*
  * Copy mode in one call, fire and forget: alloc + copy + seal + queue for
  * each of n messages of one channel, one doorbell.  The library frees each
- * buffer when its completion comes back (hgsmi_guest_reap and _wait collect
- * them; failures count in remote_errors); reap never returns them.  Returns
+ * buffer when its completion comes back (reap, wait and alloc collect them;
+ * failures count in remote_errors); reap never returns them, and stats
+ * `inflight` reaches 0 when all are back.  Returns
  * how many were queued; stops early on a full heap or ring, and returns
  * -ENOMEM or -EAGAIN if none was queued.  Blocks: no.
  */
@@ -393,8 +397,10 @@ HGSMI_API int hgsmi_guest_ack(struct hgsmi_guest *guest,
 			      const struct hgsmi_msg *msgs, unsigned n);
 /*
  * Wait for the IRQ: spin, then announce sleep, re-check completions and the
- * host FIFO, sleep, and ack the IRQ.  Returns 1 if there is work, 0 on
- * timeout, -EPIPE if the host is gone.  Blocks: up to timeout_ms.
+ * host FIFO, sleep, and ack the IRQ.  Completions of fire-and-forget sends
+ * are collected (freed) here.  Returns 1 if something happened (completions
+ * to reap or collected, host commands), 0 on timeout, -EPIPE if the host is
+ * gone.  Blocks: up to timeout_ms.
  */
 HGSMI_API int hgsmi_guest_wait(struct hgsmi_guest *guest, int timeout_ms);
 /* Serve host commands through the C handlers until timeout; count served. */

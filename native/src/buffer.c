@@ -12,8 +12,9 @@ int hgsmi_buffer_init(void *base, uint32_t offset, uint32_t data_size,
 	struct hgsmi_buffer_tail t = {0};
 	uint8_t *p = (uint8_t *)base + offset;
 
-	if (!base || offset == HGSMI_OFFSET_VOID ||
-	    data_size > UINT32_MAX - HGSMI_BUFFER_OVERHEAD - offset)
+	/* In 32-bit arithmetic: the whole block must end below 2^32. */
+	if (!base || offset > UINT32_MAX - (uint32_t)HGSMI_BUFFER_OVERHEAD ||
+	    data_size > UINT32_MAX - (uint32_t)HGSMI_BUFFER_OVERHEAD - offset)
 		return -EINVAL;
 	h.data_size = data_size;
 	h.channel = channel;
@@ -62,7 +63,9 @@ int hgsmi_buffer_verify(const void *base, uint32_t area_off, uint32_t area_size,
 		return -EPROTO;
 	if (h.flags & HGSMI_BUFFER_HEADER_F_REPLY_CAP) {
 		cap = h.u0;
-		if (cap < h.data_size || cap > room || h.u1 != 0)
+		if (h.u1 != 0)
+			return -EPROTO;
+		if (cap < h.data_size || cap > room)
 			return -ERANGE;
 	} else {
 		if (h.u0 != 0 || h.u1 != 0)

@@ -266,6 +266,7 @@ int hgsmi_conn_recv(struct hgsmi_conn *c, struct hgsmi_msg *out, unsigned max)
 			}
 			c->st.msgs_in++;
 			c->st.bytes_in += m.size;
+			m.guest = c->id;
 			ch = &c->host->channels[m.channel];
 			if (m.channel == HGSMI_CH_SETUP) {
 				setup_channel(c, &m);

@@ -339,13 +339,17 @@ int hgsmi_guest_send(struct hgsmi_guest *g, uint8_t channel, uint16_t info,
 	return done ? (int)done : (rc < 0 ? rc : -EAGAIN);
 }
 
-/* Pop completions into the stash; orphans and unknown offsets are dropped. */
+/*
+ * Pop completions: ours go to the stash, orphans (fire-and-forget) are freed,
+ * unknown offsets dropped.  Returns how many were popped: any is progress.
+ */
 static int collect(struct hgsmi_guest *g)
 {
 	uint32_t offs[HGSMI_BATCH], cap = g->seg.ring_entries;
 	int n, got = 0;
 
 	while ((n = hgsmi_int_ring_pop(&g->gcomplete, offs, HGSMI_BATCH)) > 0) {
+		got += n;
 		for (int i = 0; i < n; i++) {
 			const struct hgsmi_buffer_header *h = (const void *)(g->seg.base + offs[i]);
 			struct hgsmi_msg m = {.offset = offs[i], .data = offs[i] + 16};
@@ -371,7 +375,6 @@ static int collect(struct hgsmi_guest *g)
 			if (m.status > 0 || m.size > m.capacity)
 				m.status = -EPROTO, m.size = 0;
 			g->stash[(g->stash_head + g->stash_count++) % cap] = m;
-			got++;
 		}
 	}
 	return n < 0 ? -EPROTO : got;
@@ -414,10 +417,10 @@ static bool take_stashed(struct hgsmi_guest *g, uint32_t off, struct hgsmi_msg *
 	return false;
 }
 
+/* Work: completions to reap, freed fire-and-forget buffers, host commands. */
 static bool work_ready(struct hgsmi_guest *g)
 {
-	return g->stash_count || hgsmi_int_ring_pending(&g->gcomplete) ||
-	       hgsmi_int_ring_pending(&g->hostfifo);
+	return collect(g) != 0 || g->stash_count || hgsmi_int_ring_pending(&g->hostfifo);
 }
 
 int hgsmi_guest_wait(struct hgsmi_guest *g, int timeout_ms)
@@ -506,7 +509,7 @@ int hgsmi_guest_call(struct hgsmi_guest *g, uint8_t channel, uint16_t info,
 		hgsmi_int_inflight_set(&g->orphans, m.offset);
 		return rc;
 	}
-	if (rc >= 0)
+	if (rc > 0 && reply)
 		memcpy(reply, g->seg.base + r.data, r.size < reply_cap ? r.size : reply_cap);
 	if (hgsmi_guest_free(g, m.offset) == -EBUSY)
 		hgsmi_int_inflight_set(&g->orphans, m.offset);

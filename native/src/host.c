@@ -20,6 +20,7 @@
 /* Under load the doorbell fds are checked only every this many busy passes. */
 #define BUSY_PASSES_PER_EPOLL 64
 #define TAG_SOCK 1u /* low bit of a conn pointer in epoll data: its socket */
+#define SEM_SLICE_MS 20 /* semaphore backend: how often sockets are looked at */
 
 static int fill_defaults(struct hgsmi_host *h, const struct hgsmi_host_config *cfg)
 {
@@ -268,24 +269,37 @@ static int handle_events(struct hgsmi_host *h, struct epoll_event *evs, int n)
 	return mask;
 }
 
+/*
+ * A semaphore cannot sit in the epoll set, so sleep on it in short slices
+ * and look at the sockets (attaches, hang-ups) between them.
+ */
 static int wait_sem(struct hgsmi_host *h, int timeout_ms)
 {
+	uint64_t start = hgsmi_int_now_ns();
 	struct epoll_event evs[64];
-	int n = epoll_wait(h->epfd, evs, 64, 0);
 
-	if (n > 0)
-		return handle_events(h, evs, n);
-	n = hgsmi_int_notify_wait(&h->sem_doorbell, -1, timeout_ms);
-	if (n <= 0)
-		return n;
-	for (struct hgsmi_conn *c = h->conns; c; c = c->next)
-		c->st.doorbells++;
-	return HGSMI_EV_WORK;
+	for (;;) {
+		int left = hgsmi_int_remaining_ms(timeout_ms, start);
+		int n = epoll_wait(h->epfd, evs, 64, 0);
+
+		if (n > 0)
+			return handle_events(h, evs, n);
+		n = hgsmi_int_notify_wait(&h->sem_doorbell, -1,
+					  left < 0 || left > SEM_SLICE_MS ? SEM_SLICE_MS : left);
+		if (n < 0)
+			return n;
+		if (n > 0) {
+			for (struct hgsmi_conn *c = h->conns; c; c = c->next)
+				c->st.doorbells++;
+			return HGSMI_EV_WORK;
+		}
+		if (hgsmi_int_remaining_ms(timeout_ms, start) == 0)
+			return 0;
+	}
 }
 
 int hgsmi_host_wait(struct hgsmi_host *h, int timeout_ms)
 {
-	static __thread unsigned busy;
 	struct epoll_event evs[64];
 	uint64_t start = hgsmi_int_now_ns();
 	int n, mask = 0;
@@ -293,7 +307,7 @@ int hgsmi_host_wait(struct hgsmi_host *h, int timeout_ms)
 	if (any_pending(h)) {
 		/* Busy: still look at sockets now and then, so a busy guest
 		 * cannot starve attaches and hang-ups. */
-		if (++busy % BUSY_PASSES_PER_EPOLL == 0 &&
+		if (++h->busy_passes % BUSY_PASSES_PER_EPOLL == 0 &&
 		    (n = epoll_wait(h->epfd, evs, 64, 0)) > 0)
 			mask = handle_events(h, evs, n);
 		return mask | HGSMI_EV_WORK;

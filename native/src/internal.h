@@ -183,7 +183,7 @@ struct hgsmi_host {
 	uint32_t n_uids;
 	void *stat_reply;
 	size_t stat_len;
-	bool accept_ready;
+	unsigned busy_passes; /* hgsmi_host_wait returns without epoll while busy */
 };
 
 HGSMI_INT int hgsmi_int_conn_create(struct hgsmi_host *host, int sock,

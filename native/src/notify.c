@@ -134,7 +134,10 @@ static int wait_sem(struct hgsmi_notify *n, int sockfd, int timeout_ms)
 			hgsmi_int_notify_drain(n);
 			return 1;
 		}
-		if (errno != ETIMEDOUT && errno != EINTR)
+		/* EINTR: return, so the caller's signal handlers get to run. */
+		if (errno == EINTR)
+			return 0;
+		if (errno != ETIMEDOUT)
 			return -errno;
 	}
 }
