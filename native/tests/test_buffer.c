@@ -250,10 +250,10 @@ static void test_round_trip(void)
 }
 
 /*
- * hgsmi_buffer_init's overflow check is done in size_t (HGSMI_BUFFER_OVERHEAD
- * is a sizeof), so for offset > UINT32_MAX - 24 the subtraction wraps to a
- * huge value and the check passes: init then writes a header and tail that
- * straddle 2^32.  The block [offset, offset + 24 + data_size) does not fit in
+ * Regression (fixed in 03ddf0e): hgsmi_buffer_init's overflow check was done
+ * in size_t (HGSMI_BUFFER_OVERHEAD is a sizeof), so for offset > UINT32_MAX -
+ * 24 the subtraction wrapped to a huge value and the check passed: init then
+ * wrote a header and tail that straddle 2^32.  The block [offset, offset + 24 + data_size) does not fit in
  * 32-bit offsets, so init must refuse it.  Two pages are mapped exactly where
  * a wrongly accepted buffer would be written, so the bug shows as a wrong
  * return code, never as a crash.
@@ -729,8 +729,7 @@ int main(void)
 	test_fields();
 	test_flips();
 	test_random();
-	/* Last: it demonstrates a core bug until src/buffer.c is fixed. */
-	test_init_wrap();
+	test_init_wrap(); /* regression: the size_t overflow check of init */
 	printf("test_buffer: ok\n");
 	return 0;
 }

@@ -4,24 +4,42 @@
  * be lost; a stress test proves it"), on the real host and guest API, in one
  * process with two threads, for both notification backends.
  *
- * The host thread serves with hgsmi_host_poll(h, 50) until told to stop.  The
- * guest thread runs ROUNDS rounds of: queue a burst of 1..64 messages (with one
- * doorbell, or in 2..4 chunks with random gaps, see plan_chunks), then wait for exactly that many completions with
+ * stress(): the host thread serves with hgsmi_host_poll(h, 50) until told to
+ * stop.  The guest thread runs ROUNDS rounds of: queue a burst of 1..64
+ * messages, then wait for exactly that many completions with
  * hgsmi_guest_wait(g, 2000) + hgsmi_guest_reap, then sleep 0..200 us so that
  * the host goes back to sleep between bursts (and the guest does too while it
- * waits).  Every round therefore crosses both sleep/announce/re-check paths:
- * the doorbell with host_waiting and the IRQ with guest_waiting.  A lost
- * wake-up shows as hgsmi_guest_wait returning 0 (2 s timeout) while
- * completions are missing, and fails the test.  A burst goes out, at random,
- * either fire-and-forget with hgsmi_guest_send (the library frees each buffer
- * as it collects the completion: done when inflight is 0) or zero-copy with
- * hgsmi_guest_alloc + one hgsmi_guest_submit (each completion is reaped,
- * checked against what was sent, and freed).
+ * waits).  Rounds therefore cross both sleep/announce/re-check paths: the
+ * doorbell with host_waiting and the IRQ with guest_waiting.  A burst goes
+ * out, at random, either fire-and-forget with hgsmi_guest_send (the library
+ * frees each buffer as it collects the completion: done when inflight is 0)
+ * or zero-copy with hgsmi_guest_alloc + hgsmi_guest_submit (each completion
+ * is reaped, checked against what was sent, and freed); half the bursts go in
+ * 2..4 chunks with random 0..100 us gaps (plan_chunks).
  *
- * The name starts with test_ring so that `make tsan` runs it too.  Note that host and guest map the segment separately
- * here, as two processes would, so TSan sees the two mappings as different
- * memory: it checks the library's private state and this test's, not the
- * shared-memory protocol (test_ring.c does that for the ring itself).
+ * What a lost wake-up looks like (see timed_wait): a lost IRQ leaves the
+ * guest asleep until its 2 s timeout, after which hgsmi_guest_wait looks at
+ * the rings once more and returns 1 if the completion had come; so any wait
+ * of 1 s or more fails the test, as does a 0 return with completions due.  A
+ * lost doorbell is healed by the host's own 50 ms poll timeout and shows as a
+ * wait of about 50 ms where a healthy one takes < 5 ms (< 12 ms under TSan):
+ * each is printed as a stall, and more than MAX_STALLS fail the test.  The
+ * host-side windows (between the host's last look at the rings and its
+ * announcement) are tens of nanoseconds wide, so a stress test on x86 rarely
+ * hits them; the guest-side ones it does hit (removing the guest's IRQ
+ * check and re-check fails the test in round 0-6).
+ *
+ * sleeping_host(): a host asleep in a 3 s poll must still wake for a guest
+ * that attaches and for its hang-up, with both backends.
+ *
+ * Cleanup is checked: the socket, segments and semaphores are gone after
+ * hgsmi_host_destroy and the private runtime directory can be removed.
+ *
+ * The name starts with test_ring so that `make tsan` runs it too.  Host and
+ * guest map the segment separately here, as two processes would, so TSan sees
+ * the two mappings as different memory: it checks the library's private
+ * state and this test's, not the shared-memory protocol (test_ring.c does
+ * that for the ring itself, with plain payload published by the indices).
  * Standalone: exit 0 pass, 1 fail.
  */
 #define _GNU_SOURCE
@@ -40,16 +58,18 @@
 #include "helpers.h"
 
 /*
- * About 0.8 s per backend natively and 3 s under TSan on 2 cores, so TSan
- * runs the full count too.
+ * About 1 s per backend natively and 3 s under TSan on 2 cores, so TSan runs
+ * the full count too.
  */
 #define ROUNDS 3000
-#define MAX_STALLS (ROUNDS / 1000) /* scheduling hiccups tolerated */
+/* A stall every 1000 rounds is tolerated as a scheduling hiccup. */
+#define MAX_STALLS (ROUNDS / 1000)
 
 #define WAIT_MS 2000   /* the guest's wait timeout */
 #define LOST_S 1.0      /* a wait this long lost its wake-up */
 #define STALL_S 0.030   /* a wait this long probably waited out the host's poll */
 #define HOST_POLL_MS 50
+#define SLEEPY_POLL_MS 3000 /* sleeping_host(): longer than the connect timeout */
 
 #define CH_ECHO_C 0x20
 #define CH_SINK_C 0x21
@@ -65,7 +85,9 @@ struct host_ctx {
 	pthread_cond_t cond;
 	int ready; /* 1 when the host listens, -errno if create failed */
 	int stop;  /* atomic: set by main when the guest is done */
+	int poll_ms; /* the host's hgsmi_host_poll timeout */
 	char sock_path[108];
+	pthread_t thread;
 	/* written by the host thread only; read by main after the join */
 	uint64_t echoed, sunk, bad_payload, polls, max_conns;
 };
@@ -135,7 +157,7 @@ static void *host_main(void *arg)
 	if (rc < 0)
 		return NULL;
 	while (!__atomic_load_n(&hc->stop, __ATOMIC_ACQUIRE)) {
-		int n = hgsmi_host_poll(h, HOST_POLL_MS);
+		int n = hgsmi_host_poll(h, hc->poll_ms);
 
 		CHECK_RC(n);
 		hc->polls++;
@@ -432,34 +454,59 @@ static int leftovers(const char *name)
 	return n;
 }
 
-static void one(uint32_t backend)
+/* A private runtime directory and a unique instance name; start the host. */
+static void host_start(struct host_ctx *hc, char *dir, char *name, size_t name_len,
+		       const char *tag)
 {
-	char dir[] = "/tmp/hgsmi-rw-XXXXXX", name[17];
-	struct host_ctx hc = {.backend = backend};
-	struct guest_ctx gc = {.backend = backend};
-	pthread_t ht, gt;
-	struct stat st;
-	double t0 = now_s();
-
 	CHECK(mkdtemp(dir));
 	/* Set before any thread starts: both sides read it with getenv. */
 	CHECK(setenv("HGSMI_RUNTIME_DIR", dir, 1) == 0);
-	snprintf(name, sizeof(name), "rw%d_%u", (int)getpid() % 100000, backend);
-	hc.name = gc.name = name;
-	pthread_mutex_init(&hc.lock, NULL);
-	pthread_cond_init(&hc.cond, NULL);
+	snprintf(name, name_len, "%s%d_%u", tag, (int)getpid() % 100000, hc->backend);
+	hc->name = name;
+	pthread_mutex_init(&hc->lock, NULL);
+	pthread_cond_init(&hc->cond, NULL);
+	CHECK(pthread_create(&hc->thread, NULL, host_main, hc) == 0);
+	pthread_mutex_lock(&hc->lock);
+	while (!hc->ready)
+		pthread_cond_wait(&hc->cond, &hc->lock);
+	pthread_mutex_unlock(&hc->lock);
+	CHECK_RC(hc->ready);
+}
 
-	CHECK(pthread_create(&ht, NULL, host_main, &hc) == 0);
-	pthread_mutex_lock(&hc.lock);
-	while (!hc.ready)
-		pthread_cond_wait(&hc.cond, &hc.lock);
-	pthread_mutex_unlock(&hc.lock);
-	CHECK_RC(hc.ready);
+/* After the host thread ended: a clean stop leaves nothing behind. */
+static void host_gone_clean(struct host_ctx *hc, char *dir)
+{
+	struct stat st;
 
+	/* Socket, segments and semaphores gone, the directory empty. */
+	CHECK(stat(hc->sock_path, &st) < 0 && errno == ENOENT);
+	CHECK(leftovers(hc->name) == 0);
+	CHECK(rmdir(dir) == 0);
+	CHECK(unsetenv("HGSMI_RUNTIME_DIR") == 0);
+	pthread_mutex_destroy(&hc->lock);
+	pthread_cond_destroy(&hc->cond);
+}
+
+static const char *backend_name(uint32_t backend)
+{
+	return backend == HGSMI_BACKEND_EVENTFD ? "eventfd" : "semaphore";
+}
+
+/* The stress: see the top of the file. */
+static void stress(uint32_t backend)
+{
+	char dir[] = "/tmp/hgsmi-rw-XXXXXX", name[17];
+	struct host_ctx hc = {.backend = backend, .poll_ms = HOST_POLL_MS};
+	struct guest_ctx gc = {.backend = backend};
+	pthread_t gt;
+	double t0 = now_s();
+
+	host_start(&hc, dir, name, sizeof(name), "rw");
+	gc.name = name;
 	CHECK(pthread_create(&gt, NULL, guest_main, &gc) == 0);
 	CHECK(pthread_join(gt, NULL) == 0);
 	__atomic_store_n(&hc.stop, 1, __ATOMIC_RELEASE);
-	CHECK(pthread_join(ht, NULL) == 0);
+	CHECK(pthread_join(hc.thread, NULL) == 0);
 
 	CHECK(hc.bad_payload == 0);
 	CHECK(hc.echoed == gc.sent_echo && hc.sunk == gc.sent_sink);
@@ -474,8 +521,7 @@ static void one(uint32_t backend)
 	printf("%s: %u rounds, %llu chunks, %llu messages (%llu echo, %llu sink) in %.2f s; "
 	       "guest waited %llu times (longest %.1f ms, %llu over %.0f ms); "
 	       "irqs %llu, doorbells rung %llu, suppressed %llu; host polls %llu\n",
-	       backend == HGSMI_BACKEND_EVENTFD ? "eventfd" : "semaphore", ROUNDS,
-	       (unsigned long long)gc.chunks,
+	       backend_name(backend), ROUNDS, (unsigned long long)gc.chunks,
 	       (unsigned long long)(gc.sent_echo + gc.sent_sink),
 	       (unsigned long long)gc.sent_echo, (unsigned long long)gc.sent_sink,
 	       now_s() - t0, (unsigned long long)gc.waits, gc.max_wait * 1e3,
@@ -483,20 +529,65 @@ static void one(uint32_t backend)
 	       (unsigned long long)gc.st.irqs, (unsigned long long)gc.st.doorbells,
 	       (unsigned long long)gc.st.doorbells_suppressed,
 	       (unsigned long long)hc.polls);
+	host_gone_clean(&hc, dir);
+}
 
-	/* Clean stop: socket, segment and semaphores gone, the directory empty. */
-	CHECK(stat(hc.sock_path, &st) < 0 && errno == ENOENT);
-	CHECK(leftovers(name) == 0);
-	CHECK(rmdir(dir) == 0);
-	CHECK(unsetenv("HGSMI_RUNTIME_DIR") == 0);
-	pthread_mutex_destroy(&hc.lock);
-	pthread_cond_destroy(&hc.cond);
+/*
+ * The other wake-ups of a sleeping host: a guest knocking on the socket and a
+ * guest hanging up.  hgsmi_host_wait sleeps "on the doorbells and sockets"
+ * (hgsmi.h), so a host asleep in a long hgsmi_host_poll must accept a guest
+ * well within the guest's 2 s connect timeout, and notice its hang-up
+ * promptly, with either backend.
+ */
+static void sleeping_host(uint32_t backend)
+{
+	char dir[] = "/tmp/hgsmi-rs-XXXXXX", name[17];
+	struct host_ctx hc = {.backend = backend, .poll_ms = SLEEPY_POLL_MS};
+	struct hgsmi_guest_config gcfg = {.connect_timeout_ms = 2000};
+	struct hgsmi_guest *g = NULL;
+	struct timespec nap = {0, 100 * 1000 * 1000};
+	double t0, attach_s, hangup_s;
+	int rc;
+
+	host_start(&hc, dir, name, sizeof(name), "rs");
+	nanosleep(&nap, NULL); /* the host is asleep in its poll now */
+	t0 = now_s();
+	rc = hgsmi_guest_attach(name, &gcfg, &g);
+	attach_s = now_s() - t0;
+	if (rc == 0) {
+		uint32_t v;
+
+		CHECK_RC(hgsmi_guest_query_conf(g, HGSMI_CONF_ECHO, &v));
+		CHECK(v == HGSMI_CONF_ECHO);
+	}
+	/* Stop first: the hang-up below is what must wake the host. */
+	__atomic_store_n(&hc.stop, 1, __ATOMIC_RELEASE);
+	t0 = now_s();
+	hgsmi_guest_detach(g);
+	CHECK(pthread_join(hc.thread, NULL) == 0);
+	hangup_s = now_s() - t0;
+	printf("%s, host asleep in hgsmi_host_poll(%d): attach = %d after %.1f ms, "
+	       "host saw the hang-up after %.1f ms\n",
+	       backend_name(backend), SLEEPY_POLL_MS, rc, attach_s * 1e3, hangup_s * 1e3);
+	host_gone_clean(&hc, dir);
+	if (rc < 0 || attach_s > 1.0 || hangup_s > 1.0) {
+		fprintf(stderr,
+			"core bug (%s backend): a host asleep in hgsmi_host_poll(h, %d) "
+			"did not wake for %s: src/host.c wait_sem() sleeps on the shared "
+			"doorbell semaphore alone and looks at the listening socket and "
+			"the guests' sockets (epoll) only once, before it sleeps\n",
+			backend_name(backend), SLEEPY_POLL_MS,
+			rc < 0 || attach_s > 1.0 ? "a guest's attach" : "a guest's hang-up");
+		exit(1);
+	}
 }
 
 int main(void)
 {
-	one(HGSMI_BACKEND_EVENTFD);
-	one(HGSMI_BACKEND_SEMAPHORE);
+	stress(HGSMI_BACKEND_EVENTFD);
+	stress(HGSMI_BACKEND_SEMAPHORE);
+	sleeping_host(HGSMI_BACKEND_EVENTFD);
+	sleeping_host(HGSMI_BACKEND_SEMAPHORE);
 	printf("test_ring_wakeup: ok\n");
 	return 0;
 }
