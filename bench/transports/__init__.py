@@ -1,0 +1,25 @@
+# SPDX-License-Identifier: MIT
+"""
+Benchmark transports: the baselines hgsmi is compared with, behind one
+interface (:class:`~.base.Transport`) so that the hgsmi transports can be
+run by the same runner.
+
+This package lives in ``bench/``, which is deliberately not a package: put
+``bench/`` on ``sys.path`` and import ``transports``.
+"""
+from __future__ import annotations
+
+from .base import DIRECTIONS, Direction, Job, StreamResult, Transport
+from .c_ceiling import CCeiling
+from .hgcm import Hgcm
+from .socket_rpc import SocketRpc
+from .stdlib import MpPipe, MpQueue, OsPipe
+
+__all__ = ["DIRECTIONS", "Direction", "Job", "StreamResult", "Transport",
+           "CCeiling", "Hgcm", "SocketRpc", "MpPipe", "MpQueue", "OsPipe",
+           "baselines"]
+
+
+def baselines() -> list[Transport]:
+    """One instance of every baseline, in table order."""
+    return [CCeiling(), Hgcm(), SocketRpc(), OsPipe(), MpPipe(), MpQueue()]

@@ -14,6 +14,9 @@ runner asks it for two measurements:
   ``size`` bytes answered by a reply of ``size`` bytes; the guest times each
   call, after ``warmup`` untimed ones.
 
+Both take ``timeout`` (children are killed when it passes) and ``cpus``
+(where the two peers run; see :data:`Cpus`).
+
 Timings never include process start-up. Every payload is a pattern whose
 first and last bytes the receiver checks (:func:`markers`), so a transport
 that drops or misframes data fails instead of looking fast.
@@ -27,7 +30,10 @@ slower; 1 MiB and 2 KiB copies are unaffected. A Python ``bytearray`` of
 page-aligned shared memory into one hits the trap (256 KiB: 2.9 against
 36 GB/s). Every buffer the baselines own is therefore an anonymous mmap from
 :func:`page_buffer` (offset 0 mod 4096), and every shared-memory payload area
-starts on a page, so each copy runs at delta 0.
+starts on a page, so each copy runs at delta 0. The kernel's page-by-page
+copies for pipes and sockets hit it too when the user buffer sits 1..31 bytes
+off a page (socket, send buffer at 4080: 1.6 against 3.6 GB/s at 64 KiB); for
+the pipe framing that this causes, see ``stdlib.OsPipeChannel.send``.
 """
 from __future__ import annotations
 
@@ -47,6 +53,13 @@ DEFAULT_TIMEOUT = 60.0
 DEFAULT_WARMUP = 50
 #: Largest message any baseline accepts (64 MiB).
 MAX_SIZE = 64 << 20
+
+#: (host CPU, guest CPU), or None for no pinning. On this 2-vCPU KVM guest a
+#: blocking wake-up of a peer on the other vCPU costs ~20-50 us, and varies
+#: from run to run with the host's scheduling; on the same vCPU it is a
+#: local context switch (C eventfd round trip: 5-8 us pinned together,
+#: 6-100 us unpinned). Compare transports only under the same placement.
+Cpus = Optional[tuple[int, int]]
 
 
 class StreamResult(TypedDict):
@@ -68,6 +81,9 @@ class Job:
     :param count: the sender stops after this many messages or calls.
     :param warmup: untimed rtt calls before the timed ones.
     :param timeout: hard bound in seconds on the whole measurement.
+    :param cpus: (host CPU, guest CPU) to pin each peer to, or None to let
+        the scheduler place them. Placement dominates latency on this VM
+        (see :data:`Cpus`).
     """
     kind: Literal["stream", "rtt"]
     direction: Direction
@@ -76,6 +92,7 @@ class Job:
     count: Optional[int]
     warmup: int = 0
     timeout: float = DEFAULT_TIMEOUT
+    cpus: Cpus = None
 
     def __post_init__(self) -> None:
         if self.kind not in ("stream", "rtt"):
@@ -92,6 +109,12 @@ class Job:
             raise ValueError("count must be at least 2")
         if self.warmup < 0 or not self.timeout > 0:
             raise ValueError("warmup must be >= 0 and timeout > 0")
+        if self.cpus is not None and (len(self.cpus) != 2 or min(self.cpus) < 0):
+            raise ValueError("cpus must be (host cpu, guest cpu)")
+
+    def cpu(self, role: Literal["host", "guest"]) -> Optional[int]:
+        """The CPU ``role`` is pinned to, if any."""
+        return None if self.cpus is None else self.cpus[0 if role == "host" else 1]
 
     @property
     def max_count(self) -> int:
@@ -113,14 +136,14 @@ class Transport(ABC):
     @abstractmethod
     def stream(self, direction: Direction, size: int, *,
                seconds: Optional[float] = 0.5, count: Optional[int] = None,
-               timeout: float = DEFAULT_TIMEOUT) -> StreamResult:
+               timeout: float = DEFAULT_TIMEOUT, cpus: Cpus = None) -> StreamResult:
         """Send ``size``-byte messages one way until ``seconds`` or ``count``
         runs out and return the receiver's steady-state measurement."""
 
     @abstractmethod
     def rtt(self, size: int = 64, count: int = 2000, *,
             seconds: Optional[float] = None, warmup: int = DEFAULT_WARMUP,
-            timeout: float = DEFAULT_TIMEOUT) -> list[float]:
+            timeout: float = DEFAULT_TIMEOUT, cpus: Cpus = None) -> list[float]:
         """Make ``count`` synchronous guest->host calls (``size`` bytes each
         way) and return each call's latency in seconds; fewer when
         ``seconds`` runs out first."""

@@ -24,9 +24,9 @@ import traceback
 from abc import abstractmethod
 from multiprocessing import reduction
 from multiprocessing.connection import Connection, wait
-from typing import Any, Callable, ClassVar, ContextManager, Optional
+from typing import Any, Callable, ContextManager, Literal, Optional, cast
 
-from .base import (DEFAULT_TIMEOUT, DEFAULT_WARMUP, Direction, Job,
+from .base import (DEFAULT_TIMEOUT, DEFAULT_WARMUP, Cpus, Direction, Job,
                    StreamResult, Transport)
 from .channel import Channel, rtt_client, rtt_server, stream_recv, stream_send
 
@@ -34,6 +34,7 @@ from .channel import Channel, rtt_client, rtt_server, stream_recv, stream_send
 Opener = Callable[[Any, Job], Channel]
 #: One of the loops in :mod:`.channel`.
 Loop = Callable[[Channel, Job], Any]
+Role = Literal["host", "guest"]
 
 _CTX = mp.get_context("spawn")
 #: Seconds a peer may take to exit after reporting success.
@@ -72,12 +73,19 @@ class PeerTransport(Transport):
     A subclass gives ``endpoints(job)``, a context manager that yields the
     picklable ``(host_end, guest_end)`` and frees them on exit, and two
     module-level functions, ``open_host`` and ``open_guest``, that turn an
-    end into a :class:`Channel` inside the child (wrap them in
-    ``staticmethod``).
+    end into a :class:`Channel` inside the child (assign them wrapped in
+    ``staticmethod``; they are pickled by reference).
     """
 
-    open_host: ClassVar[Opener]
-    open_guest: ClassVar[Opener]
+    @staticmethod
+    @abstractmethod
+    def open_host(end: Any, job: Job) -> Channel:
+        """Open the host's channel from its end (in the host child)."""
+
+    @staticmethod
+    @abstractmethod
+    def open_guest(end: Any, job: Job) -> Channel:
+        """Open the guest's channel from its end (in the guest child)."""
 
     @abstractmethod
     def endpoints(self, job: Job) -> ContextManager[tuple[Any, Any]]:
@@ -85,16 +93,18 @@ class PeerTransport(Transport):
 
     def stream(self, direction: Direction, size: int, *,
                seconds: Optional[float] = 0.5, count: Optional[int] = None,
-               timeout: float = DEFAULT_TIMEOUT) -> StreamResult:
-        job = Job("stream", direction, size, seconds, count, timeout=timeout)
+               timeout: float = DEFAULT_TIMEOUT, cpus: Cpus = None) -> StreamResult:
+        job = Job("stream", direction, size, seconds, count, timeout=timeout, cpus=cpus)
         host, guest = self.run(job)
-        return host if direction == "g2h" else guest
+        result: StreamResult = host if direction == "g2h" else guest
+        return result
 
     def rtt(self, size: int = 64, count: int = 2000, *,
             seconds: Optional[float] = None, warmup: int = DEFAULT_WARMUP,
-            timeout: float = DEFAULT_TIMEOUT) -> list[float]:
-        job = Job("rtt", "g2h", size, seconds, count, warmup, timeout)
-        return self.run(job)[1]
+            timeout: float = DEFAULT_TIMEOUT, cpus: Cpus = None) -> list[float]:
+        job = Job("rtt", "g2h", size, seconds, count, warmup, timeout, cpus)
+        latencies: list[float] = self.run(job)[1]
+        return latencies
 
     def run(self, job: Job) -> tuple[Any, Any]:
         """Run one job in two fresh processes; return (host, guest) results."""
@@ -104,14 +114,15 @@ class PeerTransport(Transport):
         conns: dict[Connection, str] = {}
         ok = False
         with self.endpoints(job) as (host_end, guest_end):
+            peers: tuple[tuple[Role, Opener, Loop, Any], ...] = (
+                ("host", type(self).open_host, host_loop, host_end),
+                ("guest", type(self).open_guest, guest_loop, guest_end))
             try:
-                for role, opener, loop, end in (
-                        ("host", type(self).open_host, host_loop, host_end),
-                        ("guest", type(self).open_guest, guest_loop, guest_end)):
+                for role, opener, loop, end in peers:
                     rx, tx = _CTX.Pipe(duplex=False)
                     proc = _CTX.Process(
                         target=_child, name=f"{self.name}-{role}", daemon=True,
-                        args=(opener, loop, end, job, tx, os.getpid()))
+                        args=(opener, loop, end, job, job.cpu(role), tx, os.getpid()))
                     conns[rx] = role
                     proc.start()
                     procs.append(proc)
@@ -133,7 +144,8 @@ def _collect(conns: dict[Connection, str], procs: list[mp.process.BaseProcess],
         left = deadline - time.monotonic()
         if left <= 0:
             raise TimeoutError(f"peers {sorted(conns.values())} did not finish in time")
-        for rx in wait(list(conns), left):
+        for ready in wait(list(conns), left):
+            rx = cast(Connection, ready)
             role = conns.pop(rx)
             try:
                 status, value = rx.recv()
@@ -157,15 +169,18 @@ def _reap(procs: list[mp.process.BaseProcess], grace: float) -> None:
         proc.close()
 
 
-def _child(opener: Opener, loop: Loop, end: Any, job: Job, tx: Connection,
-           parent: int) -> None:
-    """A peer's body: open the channel, run the loop, report the result."""
+def _child(opener: Opener, loop: Loop, end: Any, job: Job, cpu: Optional[int],
+           tx: Connection, parent: int) -> None:
+    """A peer's body: pin it, open the channel, run the loop, report the
+    result. (Threads the channel starts inherit the pinning.)"""
     libc = ctypes.CDLL(None, use_errno=True)
     libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
     if os.getppid() != parent:
         os._exit(1)
     signal.alarm(math.ceil(job.timeout) + 1)
     try:
+        if cpu is not None:
+            os.sched_setaffinity(0, {cpu})
         chan = opener(end, job)
         result = loop(chan, job)
         chan.close()

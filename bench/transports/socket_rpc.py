@@ -90,17 +90,17 @@ class SocketChannel(Channel):
         self._sock.close()
 
 
-def _open_host(listener: socket.socket, job: Job) -> SocketChannel:
-    listener.settimeout(job.timeout)
-    conn, _ = listener.accept()
-    listener.close()
+def _open_host(end: socket.socket, job: Job) -> SocketChannel:
+    end.settimeout(job.timeout)
+    conn, _ = end.accept()
+    end.close()
     conn.settimeout(None)
     return SocketChannel(conn, job.size)
 
 
-def _open_guest(path: str, job: Job) -> SocketChannel:
+def _open_guest(end: str, job: Job) -> SocketChannel:
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    sock.connect(path)
+    sock.connect(end)
     return SocketChannel(sock, job.size)
 
 
