@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import math
+import os
+import re
 from typing import Any
 
 from ._native import ffi
@@ -32,10 +34,52 @@ def backend_name(backend: int) -> str:
 
 def check_channel(channel: int, info: int = 0) -> None:
     """Reject a channel or info that does not fit the wire format."""
-    if not isinstance(channel, int) or not 1 <= channel <= 255:
-        raise ValueError(f"channel must be an int in 1..255, not {channel!r}")
-    if not isinstance(info, int) or not 0 <= info <= 0xFFFF:
-        raise ValueError(f"info must be an int in 0..65535, not {info!r}")
+    check_int("channel", channel, 1, 255)
+    check_int("info", info, 0, 0xFFFF)
+
+
+def check_int(what: str, value: Any, lo: int, hi: int) -> int:
+    """``value`` if it is an int in lo..hi: TypeError if not an int, ValueError if out of range."""
+    if not isinstance(value, int):
+        raise TypeError(f"{what} must be an int, not {type(value).__name__} {value!r}")
+    if not lo <= value <= hi:
+        raise ValueError(f"{what} must be an int in {lo}..{hi}, not {value!r}")
+    return value
+
+
+_NAME = re.compile(rb"[A-Za-z0-9_-]{1,16}")
+
+
+def check_name(name: Any, path_ok: bool = False) -> bytes:
+    """An instance name (or, with ``path_ok``, a socket path) as bytes for C.
+
+    Names end up in shm, semaphore and socket names: 1 to 16 of
+    ``[A-Za-z0-9_-]``.  TypeError for a non-path type, ValueError otherwise.
+    """
+    if not isinstance(name, (str, bytes, os.PathLike)):
+        raise TypeError(f"the instance name must be a str, not {type(name).__name__}")
+    raw = os.fsencode(name)
+    if b"\0" in raw:
+        raise ValueError(f"instance name {name!r} contains a NUL byte")
+    if path_ok and b"/" in raw:
+        return raw
+    if not raw:
+        raise ValueError("the instance name is empty (1 to 16 characters)")
+    if len(raw) > 16:
+        raise ValueError(f"instance name {name!r} is too long: {len(raw)} bytes, at most 16")
+    if not _NAME.fullmatch(raw):
+        raise ValueError(f"instance name {name!r} may only contain letters, digits, "
+                         "'_' and '-' (no '/')")
+    return raw
+
+
+def as_buffer(data: Any, what: str = "data") -> Any:
+    """``ffi.from_buffer(data)``, with a clear TypeError for non-bytes-like data."""
+    try:
+        return ffi.from_buffer(data)
+    except TypeError:
+        raise TypeError(f"{what} must be bytes-like (bytes, bytearray, memoryview, "
+                        f"array), not {type(data).__name__}") from None
 
 
 def struct_dict(cdata: Any) -> dict[str, Any]:

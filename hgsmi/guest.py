@@ -8,8 +8,9 @@ import time
 from typing import Any, Callable, Iterable
 
 from ._native import ffi, lib
-from ._util import backend_name, check_channel, struct_dict, timeout_ms
-from .errors import (HgsmiError, HostNotFound, PeerGone, Timeout, check, error)
+from ._util import (as_buffer, backend_name, check_channel, check_int, check_name, struct_dict,
+                    timeout_ms)
+from .errors import (HgsmiError, HostNotFound, MessageTooLarge, PeerGone, Timeout, check, error)
 from .heap import with_fragmentation
 from .lease import Lease
 from .message import Buffer, Message
@@ -31,6 +32,8 @@ class Guest:
 
     def __init__(self, name: str, *, runtime_dir: str | os.PathLike[str] | None = None,
                  spin_us: int = 0, connect_timeout: float = 2.0, batch: int = 64) -> None:
+        self._g = None
+        raw_name = check_name(name, path_ok=True)
         self._keep = []
         cfg = ffi.new("struct hgsmi_guest_config *")
         if runtime_dir is not None:
@@ -39,7 +42,7 @@ class Guest:
         cfg.spin_us = spin_us
         cfg.connect_timeout_ms = max(1, timeout_ms(connect_timeout))
         out = ffi.new("struct hgsmi_guest **")
-        rc = lib.hgsmi_guest_attach(os.fsencode(name), cfg, out)
+        rc = lib.hgsmi_guest_attach(raw_name, cfg, out)
         if rc == -errno.ENOENT:
             raise error(rc, f"no host {name!r}", HostNotFound)
         if rc in (-errno.EINVAL, -errno.ENAMETOOLONG):
@@ -68,9 +71,13 @@ class Guest:
         failed), :class:`HeapExhausted`, :class:`MessageTooLarge`.
         """
         check_channel(channel, info)
-        src = ffi.from_buffer(data)
+        src = as_buffer(data)
+        check_int("reply_size", reply_size, 0, 1 << 63)
         cap = max(len(src), reply_size)
         if len(self._reply) < cap:
+            if cap > lib.hgsmi_guest_size(self._g):  # before allocating the reply room
+                raise MessageTooLarge(errno.EMSGSIZE, f"call on channel {channel}: "
+                                      f"{cap} bytes can never fit in the guest heap")
             self._reply = bytearray(cap)
         rc = lib.hgsmi_guest_call(self._g, channel, info, src, len(src),
                                   ffi.from_buffer(self._reply), cap, timeout_ms(timeout))
@@ -84,8 +91,11 @@ class Guest:
         Raises :class:`HeapExhausted` (full now) or :class:`MessageTooLarge`.
         """
         check_channel(channel, info)
-        if size < 0 or reply_size < 0:
-            raise ValueError("size and reply_size must be >= 0")
+        check_int("size", size, 0, 1 << 63)
+        check_int("reply_size", reply_size, 0, 1 << 63)
+        if max(size, reply_size) > 0xFFFFFFFF:
+            raise MessageTooLarge(errno.EMSGSIZE, f"alloc: {max(size, reply_size)} bytes "
+                                  "can never fit in the guest heap")
         m = self._one
         check(lib.hgsmi_guest_alloc(self._g, size, reply_size, channel, info, m), "alloc")
         return Buffer(self, m.offset, channel, info, size, m.capacity,
@@ -154,10 +164,11 @@ class Guest:
         Returns how many were sent.
         """
         check_channel(channel, info)
-        srcs = [ffi.from_buffer(d) for d in datas]
+        srcs = [as_buffer(d) for d in datas]
         n = len(srcs)
         ptrs = ffi.new("void *[]", srcs) if n else None
         lens = ffi.new("uint32_t[]", [len(s) for s in srcs]) if n else None
+        timeout_ms(timeout)  # None or >= 0, else ValueError
         deadline = None if timeout is None else time.monotonic() + timeout
         sent = 0
         while sent < n:
@@ -181,6 +192,7 @@ class Guest:
         (or leave its ``with`` block) when done.
         """
         out: list[Buffer] = []
+        timeout_ms(timeout)  # None or >= 0, else ValueError
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             n = lib.hgsmi_guest_reap(self._g, self._msgs, len(self._msgs))

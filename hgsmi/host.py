@@ -11,7 +11,8 @@ import time
 from typing import Any, Callable, Iterable
 
 from ._native import ffi, lib
-from ._util import backend_id, check_channel, struct_dict, timeout_ms
+from ._util import (as_buffer, backend_id, check_channel, check_int, check_name, struct_dict,
+                    timeout_ms)
 from .errors import HgsmiError, PeerGone, Timeout, check, error
 from .heap import with_fragmentation
 from .lease import Lease
@@ -23,6 +24,8 @@ Handler = Callable[[Message], Any]
 
 #: how long serve() sleeps at most between checks of stop() (signals wake it at once)
 _SERVE_SLICE = 0.25
+#: batches one guest may have served per round before the next guest's turn
+_BATCHES_PER_ROUND = 4
 
 
 class GuestConn:
@@ -51,7 +54,8 @@ class GuestConn:
         :class:`Timeout`, :class:`PeerGone`, :class:`MessageTooLarge`.
         """
         check_channel(channel, info)
-        src = ffi.from_buffer(data)
+        src = as_buffer(data)
+        timeout_ms(timeout)  # None or >= 0, else ValueError
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             self._check_open()
@@ -67,7 +71,13 @@ class GuestConn:
             self._host.poll(0.001)
 
     def stats(self) -> dict[str, Any]:
-        """Counters, errors by kind, ring depth and host-heap figures of this guest."""
+        """Counters, errors by kind, ring depth and host-heap figures of this guest.
+
+        :class:`PeerGone` once closed: the C conn is freed with its segment
+        (``Host.departed`` keeps the last figures of guests that left).
+        """
+        if self._closed:
+            raise PeerGone(errno.EPIPE, f"guest {self.id} is closed")
         st = ffi.new("struct hgsmi_conn_stats *")
         lib.hgsmi_conn_stats(self._c, st)
         out = struct_dict(st[0])
@@ -87,13 +97,17 @@ class GuestConn:
             raise PeerGone(errno.EPIPE, f"guest {self.id} is gone")
 
     def _serve(self) -> int:
-        """Drain, dispatch and complete every batch waiting; return how many."""
+        """Serve up to a few batches of this guest; return how many buffers.
+
+        The cap keeps one busy guest from starving the others: the host's
+        wait returns at once while any guest has work left.
+        """
         served = 0
         if self._held:
             self._retry_held()
         handlers = self._host._handlers
         msgs = self._msgs
-        while True:
+        for _ in range(_BATCHES_PER_ROUND):
             n = lib.hgsmi_conn_recv(self._c, msgs, len(msgs))
             if n <= 0:
                 return served
@@ -113,6 +127,7 @@ class GuestConn:
             else:
                 lib.hgsmi_conn_complete(self._c, msgs, n)
             served += n
+        return served
 
     def _dispatch(self, handler: Handler, msg: Message, m: Any) -> None:
         try:
@@ -161,20 +176,33 @@ class Host:
 
     ``Host(name, size=16 << 20, doorbell="eventfd")`` creates the control
     socket under ``runtime_dir`` (default ``$HGSMI_RUNTIME_DIR``,
-    ``$XDG_RUNTIME_DIR/hgsmi`` or ``/tmp/hgsmi-<uid>``).  A stale socket or
-    segment of a dead host of the same name is removed.  Raises
-    :class:`NameInUse` if a live host has the name, ``ValueError`` for bad
-    arguments, :class:`HgsmiError` for the rest.
+    ``$XDG_RUNTIME_DIR/hgsmi`` or ``/tmp/hgsmi-<uid>``) with ``socket_mode``
+    (0o600).  A stale socket or segment of a dead host of the same name is
+    removed.  Raises :class:`NameInUse` if a live host has the name,
+    ``ValueError``/``TypeError`` for bad arguments, :class:`HgsmiError` for
+    the rest.
     """
 
     def __init__(self, name: str, size: int = 16 << 20, doorbell: str = "eventfd", *,
                  runtime_dir: str | os.PathLike[str] | None = None,
                  ring_entries: int = 1024, guest_heap_percent: int = 50,
                  max_guests: int = 64, max_inflight: int = 0, spin_us: int = 0,
-                 allowed_uids: Iterable[int] | None = None, batch: int = 64) -> None:
+                 allowed_uids: Iterable[int] | None = None, batch: int = 64,
+                 socket_mode: int = 0o600) -> None:
+        self._h = None
+        raw_name = check_name(name)
         if not isinstance(size, int) or size <= 0 or size >= 1 << 31:
             raise ValueError(f"size must be a positive int below 2 GiB, not {size!r}")
-        self._keep = [ffi.new("char[]", os.fsencode(name))]
+        check_int("ring_entries", ring_entries, 2, 1 << 20)
+        if ring_entries & (ring_entries - 1):
+            raise ValueError(f"ring_entries must be a power of two, not {ring_entries}")
+        check_int("guest_heap_percent", guest_heap_percent, 1, 99)
+        for what, v in (("max_guests", max_guests), ("max_inflight", max_inflight),
+                        ("spin_us", spin_us)):
+            check_int(what, v, 0, 0xFFFFFFFF)
+        check_int("batch", batch, 1, 1 << 16)
+        check_int("socket_mode", socket_mode, 1, 0o777)
+        self._keep = [ffi.new("char[]", raw_name)]
         cfg = ffi.new("struct hgsmi_host_config *")
         cfg.name = self._keep[0]
         if runtime_dir is not None:
@@ -187,16 +215,21 @@ class Host:
         cfg.max_guests = max_guests
         cfg.max_inflight = max_inflight
         cfg.spin_us = spin_us
+        cfg.socket_mode = socket_mode
         if allowed_uids is not None:
-            uids = [int(u) for u in allowed_uids]
+            uids = [check_int("allowed uid", u, 0, 0xFFFFFFFF) for u in allowed_uids]
             self._keep.append(ffi.new("uint32_t[]", uids))
             cfg.allowed_uids = self._keep[-1]
             cfg.n_allowed_uids = len(uids)
         out = ffi.new("struct hgsmi_host **")
         rc = lib.hgsmi_host_create(cfg, out)
-        if rc == -errno.EINVAL or rc == -errno.ENAMETOOLONG:
-            raise ValueError(f"bad host configuration for {name!r}: "
-                             f"{ffi.string(lib.hgsmi_strerror(rc)).decode()}")
+        # The name and every field were checked above: what is left is the layout.
+        if rc == -errno.EINVAL:
+            raise ValueError(f"size {size} is too small for the segment layout of {name!r}: "
+                             f"a 4 KiB header, 4 rings of {ring_entries} entries and two "
+                             f"heaps of at least 4 KiB (guest share {guest_heap_percent}%)")
+        if rc == -errno.ENAMETOOLONG:
+            raise ValueError(f"runtime_dir {runtime_dir!r} is too long for a socket path")
         check(rc, f"host {name!r}")
         self._h = out[0]
         self.name = name
@@ -255,6 +288,7 @@ class Host:
 
     def unregister(self, channel: int) -> None:
         """Stop serving ``channel``; its buffers then fail with ChannelNotRegistered."""
+        check_channel(channel)
         check(lib.hgsmi_host_unregister(self._h, channel), f"unregister {channel}")
         self._handlers[channel] = None
 
@@ -321,6 +355,7 @@ class Host:
 
     def wait_for_guests(self, n: int = 1, timeout: float | None = 10.0) -> list[GuestConn]:
         """Serve until ``n`` guests are attached; :class:`Timeout` after ``timeout``."""
+        timeout_ms(timeout)  # None or >= 0, else ValueError
         deadline = None if timeout is None else time.monotonic() + timeout
         while len(self._conns) < n:
             left = None if deadline is None else deadline - time.monotonic()
@@ -345,6 +380,8 @@ class Host:
             rc = lib.hgsmi_host_accept(self._h, self._conn_out)
             if rc == -errno.EAGAIN:
                 return
+            if rc == -errno.EPIPE:  # connected and left: a probe for a live host
+                continue
             if rc < 0:
                 self.refused += 1
                 log.warning("guest refused: %s", error(rc).strerror)

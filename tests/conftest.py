@@ -23,7 +23,8 @@ def name() -> str:
 
 
 def _hgsmi_shm() -> set[str]:
-    return {e for e in os.listdir("/dev/shm") if e.startswith(("hgsmi-", "sem.hgsmi-"))}
+    # Test instances are named "t<hex>"; other sessions' runs are not ours.
+    return {e for e in os.listdir("/dev/shm") if e.startswith(("hgsmi-t", "sem.hgsmi-t"))}
 
 
 @pytest.fixture(autouse=True)

@@ -51,6 +51,10 @@ static int fill_defaults(struct hgsmi_host *h, const struct hgsmi_host_config *c
 		return -EINVAL;
 	if (c->ring_entries < 2 || (c->ring_entries & (c->ring_entries - 1)))
 		return -EINVAL;
+	/* Refuse a layout that cannot fit now, not at every guest's attach. */
+	if ((rc = hgsmi_int_segment_check_layout(c->segment_size, c->ring_entries,
+						 c->guest_heap_percent)) < 0)
+		return rc;
 	h->n_uids = cfg->n_allowed_uids ? cfg->n_allowed_uids : 1;
 	h->uids = calloc(h->n_uids, sizeof(uint32_t));
 	if (!h->uids)
@@ -349,10 +353,26 @@ static bool uid_allowed(const struct hgsmi_host *h, uint32_t uid)
 
 static int refuse(int fd, struct hgsmi_welcome *w, int status)
 {
+	/* conn_create may have cleared w: the guest must still see our magic. */
+	w->magic = HGSMI_CTL_MAGIC;
+	w->abi_major = HGSMI_ABI_MAJOR;
+	w->abi_minor = HGSMI_ABI_MINOR;
 	w->status = status;
 	hgsmi_int_send_fds(fd, w, sizeof(*w), NULL, 0);
 	close(fd);
 	return status;
+}
+
+/*
+ * The segment is created 0600 for the host's uid.  A guest of another
+ * allowed uid gets it handed over (this needs CAP_CHOWN).  The semaphore
+ * doorbell is one per host and cannot be handed over, so that is refused.
+ */
+static int give_to(const struct hgsmi_host *h, struct hgsmi_conn *c, uint32_t uid)
+{
+	if (h->cfg.backend == HGSMI_BACKEND_SEMAPHORE)
+		return -EACCES;
+	return hgsmi_int_segment_give(&c->seg, uid);
 }
 
 int hgsmi_host_accept(struct hgsmi_host *h, struct hgsmi_conn **out)
@@ -398,6 +418,11 @@ int hgsmi_host_accept(struct hgsmi_host *h, struct hgsmi_conn **out)
 	rc = hgsmi_int_conn_create(h, fd, hello.features & HGSMI_F_ALL, &c, &w, fds, &nfds);
 	if (rc < 0)
 		return refuse(fd, &w, rc);
+	if (cred.uid != (uint32_t)geteuid() && give_to(h, c, cred.uid) < 0) {
+		c->sock = -1; /* refuse() closes it */
+		hgsmi_int_conn_destroy(c);
+		return refuse(fd, &w, -EACCES);
+	}
 	w.magic = HGSMI_CTL_MAGIC;
 	w.abi_major = HGSMI_ABI_MAJOR;
 	w.abi_minor = HGSMI_ABI_MINOR;

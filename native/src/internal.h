@@ -105,6 +105,11 @@ HGSMI_INT int hgsmi_int_segment_create(struct hgsmi_segment *seg,
 				       uint32_t guest_heap_percent,
 				       uint32_t guest_id, uint32_t epoch,
 				       uint32_t features);
+/* 0 if a segment of these parameters has room for its layout, else -EINVAL. */
+HGSMI_INT int hgsmi_int_segment_check_layout(uint32_t size, uint32_t ring_entries,
+					     uint32_t guest_heap_percent);
+/* Hand the segment (created 0600) to a guest of another uid: fchown. */
+HGSMI_INT int hgsmi_int_segment_give(const struct hgsmi_segment *seg, uint32_t uid);
 /* Map an existing segment and validate its header against `size`. */
 HGSMI_INT int hgsmi_int_segment_open(struct hgsmi_segment *seg,
 				     const char *name, uint32_t size);

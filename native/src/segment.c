@@ -54,6 +54,26 @@ static int layout(uint32_t size, uint32_t entries, uint32_t guest_percent,
 	return 0;
 }
 
+int hgsmi_int_segment_check_layout(uint32_t size, uint32_t ring_entries,
+				   uint32_t guest_heap_percent)
+{
+	struct hgsmi_region r[HGSMI_REGION_COUNT];
+
+	return layout(size, ring_entries, guest_heap_percent, r);
+}
+
+int hgsmi_int_segment_give(const struct hgsmi_segment *seg, uint32_t uid)
+{
+	int fd = shm_open(seg->name, O_RDWR | O_CLOEXEC, 0), rc = 0;
+
+	if (fd < 0)
+		return -errno;
+	if (fchown(fd, (uid_t)uid, (gid_t)-1) < 0)
+		rc = -errno;
+	close(fd);
+	return rc;
+}
+
 int hgsmi_int_segment_validate(const struct hgsmi_segment_header *hp,
 			       uint32_t size, struct hgsmi_segment *out)
 {

@@ -8,6 +8,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/time.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -127,6 +128,7 @@ int hgsmi_int_recv_fds(int sock, void *buf, size_t len, int *fds, int maxfds,
 	struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1,
 			    .msg_control = u.buf, .msg_controllen = sizeof(u.buf)};
 	struct pollfd p = {.fd = sock, .events = POLLIN};
+	uint64_t start = hgsmi_int_now_ns();
 	ssize_t r;
 	int pr;
 
@@ -138,11 +140,26 @@ int hgsmi_int_recv_fds(int sock, void *buf, size_t len, int *fds, int maxfds,
 		return -errno;
 	if (pr == 0)
 		return -ETIMEDOUT;
+	/* A peer that sends part of the message and then nothing must not
+	 * hold MSG_WAITALL forever: bound it by what is left of the timeout
+	 * (a short read then fails the length check below). */
+	if (timeout_ms >= 0) {
+		int left = hgsmi_int_remaining_ms(timeout_ms, start);
+		struct timeval tv = {.tv_sec = left / 1000,
+				     .tv_usec = (left % 1000) * 1000 + (left ? 0 : 1000)};
+		setsockopt(sock, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	}
 	do {
 		r = recvmsg(sock, &mh, MSG_CMSG_CLOEXEC | MSG_WAITALL);
 	} while (r < 0 && errno == EINTR);
+	if (timeout_ms >= 0) {
+		struct timeval off = {0};
+		int err = errno;
+		setsockopt(sock, SOL_SOCKET, SO_RCVTIMEO, &off, sizeof(off));
+		errno = err;
+	}
 	if (r < 0)
-		return -errno;
+		return (errno == EAGAIN || errno == EWOULDBLOCK) ? -ETIMEDOUT : -errno;
 	/* Take every fd we were given, so none leaks even if we refuse them. */
 	for (struct cmsghdr *c = CMSG_FIRSTHDR(&mh); c; c = CMSG_NXTHDR(&mh, c)) {
 		if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS)

@@ -1,0 +1,509 @@
+# SPDX-License-Identifier: MIT
+"""
+The hgsmi transports, behind the same :class:`~.base.Transport` interface as
+the baselines, with the host and the guest in two spawned processes.
+
+- ``hgsmi-copy``: ``Guest.send(bytes)`` (g2h), ``GuestConn.post(bytes)``
+  (h2g) and ``Guest.call(bytes)`` (rtt): one copy into the VRAM each way.
+- ``hgsmi-zerocopy``: ``Guest.alloc`` + fill in place + ``submit`` (g2h)
+  or ``call_buffer`` (rtt). The producer writes its data in the VRAM; the
+  benchmark writes the two bytes the receiver checks (first and last), so
+  no payload copy is made at all. The host has no Python alloc API, so
+  h2g falls back to ``post`` (reported as not applicable).
+- ``hgsmi-batch``: ``Guest.send_many``: up to :func:`batch_for` messages
+  per doorbell (g2h only; h2g has no host batch API, rtt is one call).
+
+Unlike the channel-based baselines, hgsmi delivers messages to handlers, so
+it runs its own loops (below), with the same rules: the receiver touches the
+first and last byte of every message from Python, the clock starts at the
+first message and stops at the end marker, and rtt echoes the request
+(in place: the handler returns None and the reply is the request buffer).
+
+The end marker is a synchronous ``call`` on another channel (g2h, rtt) so the
+guest cannot detach before the host has seen everything; for h2g the host
+posts the marker and then serves until the guest has detached.
+
+``spin_us`` is passed to both ``Host`` and ``Guest`` (adaptive spin before
+sleeping); 0 is sleep only.
+"""
+from __future__ import annotations
+
+import contextlib
+import functools
+import multiprocessing as mp
+import os
+import shutil
+import tempfile
+import time
+from typing import Any, Callable, Iterator, Optional
+
+from .base import (DEFAULT_TIMEOUT, DEFAULT_WARMUP, Cpus, Direction, Job,
+                   StreamResult, markers, pattern_buffer)
+from .peers import _CTX, _EXIT_GRACE, PeerTransport, _collect, _reap, _child
+
+DATA_CH, END_CH, GO_CH = 16, 17, 18
+#: bytes per guest segment: room for several 1 MiB messages in flight
+SEGMENT = 64 << 20
+
+
+def batch_for(size: int) -> int:
+    """Messages per doorbell for hgsmi-batch: 256 small ones, at most ~2 MiB."""
+    return max(1, min(256, (2 << 20) // size))
+
+
+class _Peer:
+    """What a child holds: the Host or Guest object."""
+
+    def __init__(self, obj: Any) -> None:
+        self.obj = obj
+
+    def close(self) -> None:
+        self.obj.close()
+
+
+def _open_host(end: tuple[str, str, int, int], job: Job) -> _Peer:
+    from hgsmi import Host
+    name, rundir, spin, segment = end
+    return _Peer(Host(name, size=segment, runtime_dir=rundir, spin_us=spin))
+
+
+def _open_guest(end: tuple[str, str, int, int], job: Job) -> _Peer:
+    from hgsmi import Guest
+    from hgsmi.errors import HostNotFound
+    name, rundir, spin, _ = end
+    deadline = time.monotonic() + min(job.timeout, 20.0)
+    while True:
+        try:
+            return _Peer(Guest(name, runtime_dir=rundir, spin_us=spin))
+        except (HostNotFound, ConnectionRefusedError, FileNotFoundError):
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.005)
+
+
+def _end_call(g: Any) -> None:
+    """The synchronous end marker, retried while the ring or heap is full."""
+    from hgsmi.errors import HeapExhausted, RingFull
+    while True:
+        try:
+            g.call(END_CH, 0, b"end")
+            return
+        except (RingFull, HeapExhausted):
+            for b in g.completions(0.001):
+                b.free()
+
+
+def _source(size: int) -> memoryview:
+    """The sender's payload: a pattern at ``$HGSMI_BENCH_SRC_OFFSET`` bytes
+    past a page (default 0), to study 4K aliasing of the copy into the VRAM."""
+    off = int(os.environ.get("HGSMI_BENCH_SRC_OFFSET", "0")) % 4096
+    if not off:
+        return memoryview(pattern_buffer(size))[:size]
+    buf = memoryview(pattern_buffer(size + off))
+    buf[off:off + size] = bytes(buf[:size])
+    return buf[off:off + size]
+
+
+def _bad(size: int, data: Any) -> RuntimeError:
+    return RuntimeError(f"corrupt message: {len(data)} bytes, expected {size}")
+
+
+# -- g2h and rtt: the host serves -------------------------------------------
+
+def host_recv(peer: _Peer, job: Job) -> Optional[StreamResult]:
+    """Serve the data channel (check first/last byte of each message) until
+    the end call; for streams return the steady-state measurement."""
+    host = peer.obj
+    size = job.size
+    first, last = markers(size)
+    state = {"n": -1, "t0": 0.0, "t1": 0.0, "done": False}
+    clock = time.perf_counter
+
+    def on_data(msg: Any) -> None:
+        d = msg.data
+        if len(d) != size or d[0] != first or d[-1] != last:
+            raise _bad(size, d)
+        n = state["n"]
+        if n < 0:
+            state["t0"] = clock()
+        state["n"] = n + 1
+
+    def on_end(msg: Any) -> None:
+        state["t1"] = clock()
+        state["done"] = True
+
+    host.register(DATA_CH, on_data)
+    host.register(END_CH, on_end)
+    host.wait_for_guests(1, timeout=job.timeout)
+    poll = host.poll
+    while not state["done"]:
+        poll(0.5)
+    # let the guest's end call complete and the guest detach
+    end = time.monotonic() + 5
+    while host.guests and time.monotonic() < end:
+        poll(0.05)
+    if job.kind == "rtt":
+        return None
+    n = int(state["n"])
+    if n < 1:
+        raise RuntimeError("the stream ended before its second message")
+    return {"msgs": n, "bytes": n * size, "seconds": state["t1"] - state["t0"]}
+
+
+def _await_go(g: Any, timeout: float) -> None:
+    """Wait for the host's start signal (GO_CH), so that several guests
+    stream at the same time."""
+    go = []
+    g.register(GO_CH, lambda msg: go.append(1))
+    deadline = time.monotonic() + timeout
+    while not go:
+        if time.monotonic() > deadline:
+            raise TimeoutError("no start signal from the host")
+        g.poll(0.1)
+
+
+def guest_send(mode: str, peer: _Peer, job: Job, barrier: bool = False) -> None:
+    """Stream job.size-byte messages to the host in ``mode``, then end."""
+    g = peer.obj
+    if barrier:
+        _await_go(g, job.timeout)
+    size = job.size
+    clock = time.perf_counter
+    count, end = job.max_count, clock() + job.max_seconds
+    n = 0
+    if mode == "copy":
+        msg = _source(size)
+        send = g.send
+        while n < count and clock() < end:
+            send(DATA_CH, 0, msg)
+            n += 1
+    elif mode == "batch":
+        msg = _source(size)
+        b = batch_for(size)
+        many = g.send_many
+        full = [msg] * b
+        while n < count and clock() < end:
+            k = min(b, count - n)
+            many(DATA_CH, 0, full if k == b else full[:k])
+            n += k
+    elif mode == "zerocopy":
+        from hgsmi.errors import HeapExhausted, RingFull
+        first, last = markers(size)
+        alloc, submit, completions = g.alloc, g.submit, g.completions
+        while n < count and clock() < end:
+            try:
+                buf = alloc(DATA_CH, 0, size)
+            except HeapExhausted:
+                for b in completions(1.0):
+                    b.free()
+                continue
+            d = buf.data
+            d[0] = first
+            d[-1] = last
+            del d
+            while True:
+                try:
+                    submit(buf)
+                    break
+                except RingFull:
+                    for b in completions(1.0):
+                        b.free()
+            n += 1
+            if n & 31 == 0:
+                for b in completions(0):
+                    b.free()
+    else:
+        raise ValueError(mode)
+    _end_call(g)
+    if mode == "zerocopy":
+        for b in g.completions(0):
+            b.free()
+
+
+def guest_rtt(mode: str, peer: _Peer, job: Job) -> list[float]:
+    """Synchronous echo calls; the guest checks every reply."""
+    g = peer.obj
+    size = job.size
+    first, last = markers(size)
+    clock = time.perf_counter
+    if mode == "zerocopy":
+        alloc, call_buffer = g.alloc, g.call_buffer
+
+        def call() -> Any:
+            buf = alloc(DATA_CH, 0, size, size)
+            d = buf.data
+            d[0] = first
+            d[-1] = last
+            del d
+            r = call_buffer(buf)
+            ok = len(r) == size and r[0] == first and r[-1] == last
+            del r
+            buf.free()
+            return ok
+    else:
+        msg = memoryview(pattern_buffer(size))[:size]
+        gcall = g.call
+
+        def call() -> Any:
+            r = gcall(DATA_CH, 0, msg, size)
+            return len(r) == size and r[0] == first and r[-1] == last
+
+    for _ in range(job.warmup):
+        if not call():
+            raise RuntimeError("corrupt reply")
+    lat: list[float] = []
+    append = lat.append
+    end = clock() + job.max_seconds
+    for _ in range(job.max_count):
+        t0 = clock()
+        ok = call()
+        t1 = clock()
+        if not ok:
+            raise RuntimeError("corrupt reply")
+        append(t1 - t0)
+        if t1 >= end:
+            break
+    _end_call(g)
+    return lat
+
+
+def host_recv_n(nguests: int, peer: _Peer, job: Job) -> StreamResult:
+    """host_recv for several guests: aggregate from the first message of
+    any guest to the last guest's end marker."""
+    host = peer.obj
+    size = job.size
+    first, last = markers(size)
+    state = {"n": -1, "t0": 0.0, "t1": 0.0, "ends": 0}
+    clock = time.perf_counter
+
+    def on_data(msg: Any) -> None:
+        d = msg.data
+        if len(d) != size or d[0] != first or d[-1] != last:
+            raise _bad(size, d)
+        n = state["n"]
+        if n < 0:
+            state["t0"] = clock()
+        state["n"] = n + 1
+
+    def on_end(msg: Any) -> None:
+        state["t1"] = clock()
+        state["ends"] += 1
+
+    host.register(DATA_CH, on_data)
+    host.register(END_CH, on_end)
+    for conn in host.wait_for_guests(nguests, timeout=job.timeout):
+        conn.post(GO_CH, 0, b"go")
+    while state["ends"] < nguests:
+        host.poll(0.5)
+    end = time.monotonic() + 5
+    while host.guests and time.monotonic() < end:
+        host.poll(0.05)
+    n = int(state["n"])
+    return {"msgs": n, "bytes": n * size, "seconds": state["t1"] - state["t0"]}
+
+
+def _cpu_seconds() -> float:
+    import resource
+    ru = resource.getrusage(resource.RUSAGE_SELF)
+    return ru.ru_utime + ru.ru_stime
+
+
+def idle_host(peer: _Peer, job: Job) -> float:
+    """Serve an attached, idle guest for job.seconds; return CPU seconds."""
+    host = peer.obj
+    host.wait_for_guests(1, timeout=job.timeout)
+    c0, end = _cpu_seconds(), time.monotonic() + job.max_seconds
+    while time.monotonic() < end:
+        host.poll(max(0.0, min(1.0, end - time.monotonic())))
+    used = _cpu_seconds() - c0
+    deadline = time.monotonic() + 10
+    while host.guests and time.monotonic() < deadline:
+        host.poll(0.05)
+    return used
+
+
+def idle_guest(peer: _Peer, job: Job) -> float:
+    """Stay attached and waiting for the IRQ for job.seconds; CPU seconds."""
+    g = peer.obj
+    c0, end = _cpu_seconds(), time.monotonic() + job.max_seconds
+    while time.monotonic() < end:
+        g.poll(max(0.0, min(1.0, end - time.monotonic())))
+    return _cpu_seconds() - c0
+
+
+# -- h2g: the host posts, the guest serves -----------------------------------
+
+def host_post(peer: _Peer, job: Job) -> None:
+    """Post job.size-byte messages to the guest, then the end marker, then
+    serve until the guest detaches."""
+    host = peer.obj
+    size = job.size
+    conn = host.wait_for_guests(1, timeout=job.timeout)[0]
+    msg = memoryview(pattern_buffer(size))[:size]
+    clock = time.perf_counter
+    count, end = job.max_count, clock() + job.max_seconds
+    post = conn.post
+    n = 0
+    while n < count and clock() < end:
+        post(DATA_CH, 0, msg)
+        n += 1
+    post(END_CH, 0, b"end")
+    deadline = time.monotonic() + job.timeout
+    while host.guests and time.monotonic() < deadline:
+        host.poll(0.05)
+
+
+def guest_recv(peer: _Peer, job: Job) -> StreamResult:
+    """Serve host commands (check first/last byte) until the end marker."""
+    g = peer.obj
+    size = job.size
+    first, last = markers(size)
+    state = {"n": -1, "t0": 0.0, "t1": 0.0, "done": False}
+    clock = time.perf_counter
+
+    def on_data(msg: Any) -> None:
+        d = msg.data
+        if len(d) != size or d[0] != first or d[-1] != last:
+            raise _bad(size, d)
+        n = state["n"]
+        if n < 0:
+            state["t0"] = clock()
+        state["n"] = n + 1
+
+    def on_end(msg: Any) -> None:
+        state["t1"] = clock()
+        state["done"] = True
+
+    g.register(DATA_CH, on_data)
+    g.register(END_CH, on_end)
+    poll = g.poll
+    while not state["done"]:
+        poll(0.5)
+    n = int(state["n"])
+    if n < 1:
+        raise RuntimeError("the stream ended before its second message")
+    return {"msgs": n, "bytes": n * size, "seconds": state["t1"] - state["t0"]}
+
+
+Loop = Callable[[Any, Job], Any]
+
+
+class HgsmiTransport(PeerTransport):
+    """hgsmi between a Host and a Guest process, in one of three modes."""
+
+    mode = "copy"
+    open_host = staticmethod(_open_host)
+    open_guest = staticmethod(_open_guest)
+
+    def __init__(self, spin_us: int = 0, segment: int = SEGMENT) -> None:
+        self.spin_us = spin_us
+        self.segment = segment
+
+    @contextlib.contextmanager
+    def endpoints(self, job: Job) -> Iterator[tuple[Any, Any]]:
+        rundir = tempfile.mkdtemp(prefix="hgsmi-bench-")
+        try:
+            end = (f"b{os.getpid() % 100000}x{time.monotonic_ns() % 10**6}", rundir, self.spin_us,
+                   self.segment)
+            yield end, end
+        finally:
+            shutil.rmtree(rundir, ignore_errors=True)
+
+    def loops(self, job: Job) -> tuple[Loop, Loop]:
+        if job.kind == "rtt":
+            return host_recv, functools.partial(guest_rtt, self.mode)
+        if job.direction == "g2h":
+            return host_recv, functools.partial(guest_send, self.mode)
+        return host_post, guest_recv
+
+    def supports(self, workload: str) -> bool:
+        """Whether a workload ("g2h", "h2g", "rtt") uses this mode's API."""
+        return True
+
+    def stream(self, direction: Direction, size: int, *,
+               seconds: Optional[float] = 0.5, count: Optional[int] = None,
+               timeout: float = DEFAULT_TIMEOUT, cpus: Cpus = None) -> StreamResult:
+        job = Job("stream", direction, size, seconds, count, timeout=timeout, cpus=cpus)
+        host, guest = self.run(job)
+        result: StreamResult = host if direction == "g2h" else guest
+        return result
+
+    def run(self, job: Job) -> tuple[Any, Any]:
+        """PeerTransport.run with this transport's own loops."""
+        results = self.run_peers(job, *self.loops(job))
+        return results["host"], results["guest"]
+
+    def idle_cpu(self, seconds: float = 5.0, cpus: Cpus = None) -> dict[str, float]:
+        """CPU seconds (user+sys) the host and an attached guest use while
+        idle for ``seconds``, each measured with getrusage in its own process."""
+        job = Job("stream", "g2h", 64, seconds, None, timeout=seconds + 30, cpus=cpus)
+        r = self.run_peers(job, idle_host, idle_guest)
+        return {"host": r["host"], "guest": r["guest"]}
+
+    def guests_n(self, n: int, size: int, seconds: float = 0.5,
+                 timeout: float = DEFAULT_TIMEOUT) -> StreamResult:
+        """Aggregate g2h throughput of ``n`` guests streaming to one host."""
+        job = Job("stream", "g2h", size, seconds, None, timeout=timeout)
+        guest_loop = functools.partial(guest_send, self.mode, barrier=True)
+        host_loop = functools.partial(host_recv_n, n)
+        r = self.run_peers(job, host_loop, guest_loop, guests=n)
+        result: StreamResult = r["host"]
+        return result
+
+    def run_peers(self, job: Job, host_loop: Loop, guest_loop: Loop,
+                  guests: int = 1) -> dict[str, Any]:
+        """Run a host and ``guests`` guests (roles host, guest, guest1..);
+        return each role's result."""
+        deadline = time.monotonic() + job.timeout
+        procs: list[mp.process.BaseProcess] = []
+        conns: dict[Any, str] = {}
+        ok = False
+        with self.endpoints(job) as (host_end, guest_end):
+            peers = [("host", type(self).open_host, host_loop, host_end)]
+            peers += [("guest" if i == 0 else f"guest{i}", type(self).open_guest,
+                       guest_loop, guest_end) for i in range(guests)]
+            try:
+                for role, opener, loop, end in peers:
+                    rx, tx = _CTX.Pipe(duplex=False)
+                    proc = _CTX.Process(
+                        target=_child, name=f"{self.name}-{role}", daemon=True,
+                        args=(opener, loop, end, job,
+                              job.cpu("host" if role == "host" else "guest"),
+                              tx, os.getpid()))
+                    conns[rx] = role
+                    proc.start()
+                    procs.append(proc)
+                    tx.close()
+                results = _collect(dict(conns), procs, deadline)
+                ok = True
+            finally:
+                _reap(procs, _EXIT_GRACE if ok else 0.0)
+                for rx in conns:
+                    rx.close()
+        return results
+
+
+class HgsmiCopy(HgsmiTransport):
+    name = "hgsmi-copy"
+    mode = "copy"
+
+
+class HgsmiZeroCopy(HgsmiTransport):
+    name = "hgsmi-zerocopy"
+    mode = "zerocopy"
+
+    def supports(self, workload: str) -> bool:
+        return workload in ("g2h", "rtt")
+
+
+class HgsmiBatch(HgsmiTransport):
+    name = "hgsmi-batch"
+    mode = "batch"
+
+    def supports(self, workload: str) -> bool:
+        return workload == "g2h"
+
+
+def hgsmi_transports(spin_us: int = 0) -> list[HgsmiTransport]:
+    """One instance of each hgsmi transport."""
+    return [HgsmiCopy(spin_us), HgsmiZeroCopy(spin_us), HgsmiBatch(spin_us)]

@@ -1,0 +1,254 @@
+"""The host side of the blob protocol (:mod:`hgsmi.blob`): a directory of verified files."""
+from __future__ import annotations
+
+import errno
+import hashlib
+import logging
+import os
+import stat
+from typing import Any, BinaryIO, Iterator
+
+from . import blob
+from .errors import HgsmiError
+from .services import CH_BLOB, Streams
+
+log = logging.getLogger("hgsmi.blob")
+
+
+class _Upload:
+    __slots__ = ("guest", "name", "tmp", "file", "sha", "received", "error")
+
+    def __init__(self, guest: int, name: str, tmp: str, file: BinaryIO) -> None:
+        self.guest, self.name, self.tmp, self.file = guest, name, tmp, file
+        self.sha = hashlib.sha256()
+        self.received = 0
+        self.error = ""
+
+    def discard(self) -> None:
+        self.file.close()
+        try:
+            os.unlink(self.tmp)
+        except FileNotFoundError:
+            pass
+
+
+def write_all(f: BinaryIO, view: memoryview) -> None:
+    while len(view):
+        n = f.write(view)
+        view = view[n:]
+
+
+def read_full(f: BinaryIO, view: memoryview) -> int:
+    """Fill ``view`` from ``f`` until it is full or the file ends; bytes read."""
+    got = 0
+    while got < len(view):
+        with view[got:] as rest:
+            n = f.readinto(rest)
+        if not n:
+            break
+        got += n
+    return got
+
+
+class BlobStore:
+    """Serves channel 4: uploads into ``root``, fetches streamed back as host posts."""
+
+    MAX_UPLOADS_PER_GUEST = 16
+
+    def __init__(self, root: str, streams: Streams) -> None:
+        self.root = root
+        self.streams = streams
+        self._uploads: dict[int, _Upload] = {}
+        self._next_id = 1
+        self.counts = {"stored": 0, "bytes_stored": 0, "fetched": 0, "bytes_fetched": 0,
+                       "failed": 0}
+        self._ops = {blob.BEGIN: self.begin, blob.CHUNK: self.chunk, blob.END: self.end,
+                     blob.FETCH: self.fetch, blob.ABORT: self.abort}
+
+    def __call__(self, msg: Any) -> Any:
+        op = self._ops.get(msg.info)
+        if op is None:
+            raise HgsmiError(errno.EINVAL, f"blob: unknown operation {msg.info}")
+        return op(msg)
+
+    def _new_id(self) -> int:
+        i = self._next_id
+        self._next_id = i + 1 if i < 0xFFFFFFFF else 1
+        return i
+
+    # -- guest to host ------------------------------------------------------------
+    def begin(self, msg: Any) -> bytes:
+        data = msg.data
+        if len(data) < blob.BEGIN_REQ.size:
+            return blob.reply(blob.BEGIN_REP, errno.EINVAL, 0, message="short BEGIN")
+        try:
+            name = blob.decode_name(data[blob.BEGIN_REQ.size:])
+        except ValueError as e:
+            return blob.reply(blob.BEGIN_REP, errno.EINVAL, 0, message=str(e))
+        guest = msg.peer.id
+        if sum(u.guest == guest for u in self._uploads.values()) >= self.MAX_UPLOADS_PER_GUEST:
+            return blob.reply(blob.BEGIN_REP, errno.EBUSY, 0,
+                              message=f"more than {self.MAX_UPLOADS_PER_GUEST} uploads at once")
+        tid = self._new_id()
+        tmp = os.path.join(self.root, f".upload-{os.getpid()}-{tid}.part")
+        try:
+            f = open(tmp, "xb", buffering=0)
+        except OSError as e:
+            return blob.reply(blob.BEGIN_REP, e.errno or errno.EIO, 0,
+                              message=f"cannot create {tmp}: {e.strerror}")
+        self._uploads[tid] = _Upload(guest, name, tmp, f)
+        return blob.reply(blob.BEGIN_REP, 0, tid)
+
+    def chunk(self, msg: Any) -> None:
+        data = msg.data
+        if len(data) < blob.CHUNK_HDR.size:
+            raise HgsmiError(errno.EINVAL, "blob: short CHUNK")
+        tid, n, offset = blob.CHUNK_HDR.unpack_from(data)
+        up = self._upload(tid, msg.peer.id)
+        if up.error:
+            raise HgsmiError(errno.EIO, f"blob: upload {tid} already failed")
+        if n > len(data) - blob.CHUNK_HDR.size or offset != up.received:
+            up.error = f"chunk at offset {offset} of {n} bytes, expected offset {up.received}"
+            raise HgsmiError(errno.EINVAL, f"blob: {up.error}")
+        try:
+            with data[blob.CHUNK_HDR.size:blob.CHUNK_HDR.size + n] as part:
+                up.sha.update(part)
+                write_all(up.file, part)
+        except OSError as e:
+            up.error = f"writing {up.name}: {e.strerror}"
+            raise HgsmiError(e.errno or errno.EIO, f"blob: {up.error}") from None
+        up.received += n
+        return None
+
+    def end(self, msg: Any) -> bytes:
+        data = msg.data
+        if len(data) < blob.END_REQ.size:
+            return blob.reply(blob.END_REP, errno.EINVAL, 0, b"", message="short END")
+        tid, _, size, digest = blob.END_REQ.unpack_from(data)
+        try:
+            up = self._upload(tid, msg.peer.id)
+        except HgsmiError as e:
+            return blob.reply(blob.END_REP, e.errno, 0, b"", message=e.strerror)
+        del self._uploads[tid]
+        mine = up.sha.digest()
+        status, why = 0, ""
+        if up.error:
+            status, why = errno.EIO, up.error
+        elif size != up.received:
+            status, why = errno.EBADMSG, (f"size mismatch: the host received {up.received} "
+                                          f"bytes, the guest sent {size}")
+        elif digest != mine:
+            status, why = errno.EBADMSG, "sha256 mismatch"
+        if status:
+            up.discard()
+            self.counts["failed"] += 1
+            log.warning("upload of %s from guest %d failed: %s", up.name, up.guest, why)
+            return blob.reply(blob.END_REP, status, 0, mine, message=why)
+        try:
+            up.file.close()
+            os.replace(up.tmp, os.path.join(self.root, up.name))
+        except OSError as e:
+            up.discard()
+            self.counts["failed"] += 1
+            return blob.reply(blob.END_REP, e.errno or errno.EIO, 0, mine,
+                              message=f"storing {up.name}: {e.strerror}")
+        self.counts["stored"] += 1
+        self.counts["bytes_stored"] += up.received
+        log.info("stored %s: %d bytes from guest %d, sha256 %s",
+                 up.name, up.received, up.guest, mine.hex()[:16])
+        return blob.reply(blob.END_REP, 0, 0, mine)
+
+    def abort(self, msg: Any) -> bytes:
+        data = msg.data
+        if len(data) < blob.ABORT_REQ.size:
+            return blob.STATUS.pack(errno.EINVAL)
+        (tid,) = blob.ABORT_REQ.unpack_from(data)
+        up = self._uploads.get(tid)
+        if up is None or up.guest != msg.peer.id:
+            return blob.STATUS.pack(errno.ESRCH)
+        del self._uploads[tid]
+        up.discard()
+        return blob.STATUS.pack(0)
+
+    def _upload(self, tid: int, guest: int) -> _Upload:
+        up = self._uploads.get(tid)
+        if up is None or up.guest != guest:
+            raise HgsmiError(errno.ESRCH, f"blob: no upload {tid} of guest {guest}")
+        return up
+
+    # -- host to guest ------------------------------------------------------------
+    def fetch(self, msg: Any) -> bytes:
+        try:
+            name = blob.decode_name(msg.data)
+        except ValueError as e:
+            return blob.reply(blob.FETCH_REP, errno.EINVAL, 0, 0, message=str(e))
+        path = os.path.join(self.root, name)
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return blob.reply(blob.FETCH_REP, errno.ENOENT, 0, 0, message=f"no blob {name!r}")
+        except OSError as e:
+            return blob.reply(blob.FETCH_REP, e.errno or errno.EIO, 0, 0,
+                              message=f"cannot open {name!r}: {e.strerror}")
+        f = os.fdopen(fd, "rb", buffering=0)
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            f.close()
+            return blob.reply(blob.FETCH_REP, errno.EINVAL, 0, 0,
+                              message=f"{name!r} is not a regular file")
+        tid = self._new_id()
+        chunk = post_chunk(msg.peer.stats()["host_heap"]["capacity"])
+        self.streams.start(msg.peer, self._send(f, tid, chunk, name, msg.peer.id),
+                           f"fetch of {name}")
+        return blob.reply(blob.FETCH_REP, 0, tid, st.st_size)
+
+    def _send(self, f: BinaryIO, tid: int, chunk: int, name: str,
+              guest: int) -> Iterator[tuple[int, int, Any]]:
+        hdr = blob.CHUNK_HDR.size
+        buf = bytearray(hdr + chunk)
+        view = memoryview(buf)
+        body = view[hdr:]
+        sha = hashlib.sha256()
+        offset, status, why = 0, 0, ""
+        try:
+            while True:
+                try:
+                    n = read_full(f, body)
+                except OSError as e:
+                    status, why = e.errno or errno.EIO, f"reading {name}: {e.strerror}"
+                    break
+                if not n:
+                    break
+                with body[:n] as part:
+                    sha.update(part)
+                blob.CHUNK_HDR.pack_into(buf, 0, tid, n, offset)
+                yield CH_BLOB, blob.FCHUNK, view[:hdr + n]
+                offset += n
+        finally:
+            f.close()
+        yield CH_BLOB, blob.FEND, blob.reply(blob.FEND_MSG, tid, status, offset,
+                                             sha.digest(), message=why)
+        self.counts["fetched"] += 1
+        self.counts["bytes_fetched"] += offset
+        log.info("sent %s: %d bytes to guest %d", name, offset, guest)
+
+    # -- housekeeping -------------------------------------------------------------
+    def reap(self, live: set[int]) -> None:
+        """Discard the uploads of guests that are gone."""
+        for tid, up in list(self._uploads.items()):
+            if up.guest not in live:
+                del self._uploads[tid]
+                up.discard()
+                self.counts["failed"] += 1
+                log.info("upload of %s discarded: guest %d gone", up.name, up.guest)
+
+    def close(self) -> None:
+        self.reap(set())
+
+    def stats(self) -> dict[str, Any]:
+        return {"dir": self.root, "uploads": len(self._uploads), **self.counts}
+
+
+def post_chunk(heap_capacity: int) -> int:
+    """Payload bytes per host post: a quarter of the host heap, 4 KiB to 1 MiB."""
+    return max(4096, min(1 << 20, heap_capacity // 4) & ~4095) - blob.CHUNK_HDR.size

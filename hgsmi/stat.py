@@ -1,0 +1,137 @@
+"""``hgsmi stat``: ask a running host for its statistics over the control socket.
+
+Pure Python, read-only.  The request is a ``struct hgsmi_hello`` of kind
+``HGSMI_HELLO_STAT``; the host answers with a ``struct hgsmi_welcome``, a
+``u32`` length and that many bytes of JSON (what the host daemon last gave
+``Host.set_stat_reply``), then closes.  Wire layouts (little-endian) are in
+``native/include/hgsmi/defs.h``.
+"""
+from __future__ import annotations
+
+import errno
+import json
+import os
+import socket
+import struct
+from typing import Any
+
+from .errors import HgsmiError, HostNotFound, ProtocolError, Timeout, error
+
+MAGIC = 0x43534748  # "HGSC"
+ABI_MAJOR, ABI_MINOR = 1, 0
+HELLO_STAT = 2
+HELLO = struct.Struct("<IHHII4I")  # magic, abi major, minor, kind, features, reserved
+WELCOME = struct.Struct("<IHHiIIIIII3I32s32s32s")
+assert HELLO.size == 32 and WELCOME.size == 144
+
+
+def runtime_dir(given: str | None = None) -> str:
+    """The socket directory, resolved as the C core does."""
+    if given:
+        return given
+    if os.environ.get("HGSMI_RUNTIME_DIR"):
+        return os.environ["HGSMI_RUNTIME_DIR"]
+    if os.environ.get("XDG_RUNTIME_DIR"):
+        return os.path.join(os.environ["XDG_RUNTIME_DIR"], "hgsmi")
+    return f"/tmp/hgsmi-{os.geteuid()}"
+
+
+def socket_path(name: str, rundir: str | None = None) -> str:
+    """The control socket of host ``name`` (a name containing '/' is a path)."""
+    return name if "/" in name else os.path.join(runtime_dir(rundir), name + ".sock")
+
+
+def _recv_exact(s: socket.socket, n: int) -> bytes:
+    out = bytearray()
+    while len(out) < n:
+        chunk = s.recv(n - len(out))
+        if not chunk:
+            raise ProtocolError(errno.EPROTO, f"stat: the host closed after {len(out)} of "
+                                              f"{n} bytes")
+        out += chunk
+    return bytes(out)
+
+
+def query(name: str, rundir: str | None = None, timeout: float = 3.0) -> dict[str, Any]:
+    """The host's statistics as a dict.  Raises :class:`HostNotFound`, :class:`Timeout`."""
+    path = socket_path(name, rundir)
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(timeout)
+        try:
+            s.connect(path)
+        except (FileNotFoundError, ConnectionRefusedError) as e:
+            what = "no socket" if isinstance(e, FileNotFoundError) else "nobody listens on"
+            raise HostNotFound(errno.ENOENT, f"no host {name!r} running ({what} {path})") from None
+        try:
+            s.sendall(HELLO.pack(MAGIC, ABI_MAJOR, ABI_MINOR, HELLO_STAT, 0, 0, 0, 0, 0))
+            w = WELCOME.unpack(_recv_exact(s, WELCOME.size))
+            if w[0] != MAGIC:
+                raise ProtocolError(errno.EPROTO, f"stat: {path} does not speak hgsmi")
+            if w[3] < 0:
+                raise error(w[3], f"stat: host {name!r} refused")
+            (length,) = struct.unpack("<I", _recv_exact(s, 4))
+            data = _recv_exact(s, length)
+        except socket.timeout:
+            raise Timeout(errno.ETIMEDOUT, f"stat: host {name!r} did not answer") from None
+    if not data:
+        raise HgsmiError(errno.ENODATA, f"host {name!r} publishes no statistics "
+                                        "(not run by `hgsmi host`?)")
+    try:
+        return json.loads(data)
+    except ValueError:
+        raise ProtocolError(errno.EPROTO, f"stat: host {name!r} sent bad JSON") from None
+
+
+def human(n: float, unit: str = "B") -> str:
+    """1536 -> '1.5 KiB'."""
+    for prefix in ("", "Ki", "Mi", "Gi", "Ti"):
+        if abs(n) < 1024 or prefix == "Ti":
+            return f"{n:.0f} {unit}" if prefix == "" else f"{n:.1f} {prefix}{unit}"
+        n /= 1024
+    return f"{n} {unit}"
+
+
+def _channel_lines(channels: dict[str, Any], names: dict[str, Any], indent: str) -> list[str]:
+    lines = []
+    for ch, c in channels.items():
+        label = names.get(ch, {}).get("name", "")
+        lines.append(f"{indent}ch {ch:>3} {label:<8} in {c['msgs_in']:>9} msgs "
+                     f"{human(c['bytes_in']):>11}"
+                     f"   out {c['msgs_out']:>9} msgs {human(c['bytes_out']):>11}")
+    return lines
+
+
+def render(st: dict[str, Any]) -> str:
+    """A human view of a stat reply."""
+    names = st.get("channels", {})
+    lines = [f"host {st['name']}  pid {st['pid']}  up {st['uptime_s']:.1f} s  "
+             f"{st['doorbell']}  segment {human(st['segment_size'])}  "
+             f"guests {len(st['guests'])} now, {st['guests_total']} since start, "
+             f"{st['refused']} refused",
+             f"socket {st['socket']}",
+             f"store  {st['blob']['dir']}: {st['blob']['stored']} stored "
+             f"({human(st['blob']['bytes_stored'])}), {st['blob']['fetched']} fetched "
+             f"({human(st['blob']['bytes_fetched'])}), {st['blob']['failed']} failed",
+             "channels (all guests since start; C drivers are counted per guest only):"]
+    for ch, c in names.items():
+        c = {k: c.get(k, 0) for k in ("msgs_in", "bytes_in", "msgs_out", "bytes_out")}
+        lines += _channel_lines({ch: c}, names, "  ")
+        lines[-1] += f"   [{names[ch]['driver']}]"
+    for g in st["guests"]:
+        h = g["heap"]
+        errs = ", ".join(f"{k} {v}" for k, v in g["errors"].items() if v) or "none"
+        lines += [
+            f"guest {g['id']} (epoch {g['epoch']})",
+            f"  host heap  used {human(h['used'])}  peak {human(h['peak'])}  largest free "
+            f"{human(h['largest_free'])}  of {human(h['capacity'])}  fragmentation "
+            f"{h['fragmentation']:.1%}",
+            f"  rings      submit depth {g['submit_depth']}  host buffers in flight "
+            f"{g['inflight_host']}",
+            f"  notify     doorbells {g['doorbells']}  IRQs {g['irqs']}  suppressed "
+            f"{g['irqs_suppressed']}",
+            f"  traffic    in {g['msgs_in']} msgs {human(g['bytes_in'])}  out {g['msgs_out']} "
+            f"msgs {human(g['bytes_out'])}",
+            f"  errors     {errs}",
+        ]
+        lines += _channel_lines(g["channels"], names, "  ")
+    return "\n".join(lines)
