@@ -339,7 +339,7 @@ def build_parser(parser: Optional[argparse.ArgumentParser] = None) -> argparse.A
     p.add_argument("--spin-us", type=int, default=DEFAULT_SPIN_US,
                    help=f"adaptive spin for the spin rtt run (default {DEFAULT_SPIN_US})")
     p.add_argument("--runs", type=int, default=3, help="runs per figure (>= 3)")
-    p.add_argument("--seconds", type=float, help="per stream run (default 0.5; quick 0.12)")
+    p.add_argument("--seconds", type=float, help="per stream run (default 0.5; quick 0.1)")
     p.add_argument("--sizes", type=int, nargs="+", default=list(SIZES))
     return p
 
@@ -350,8 +350,8 @@ def main(argv: Optional[Sequence[str]] = None,
         args = build_parser().parse_args(argv)
     args.runs = max(3, args.runs)
     if args.seconds is None:
-        args.seconds = 0.12 if args.quick else 0.5
-    args.rtt_count = 600 if args.quick else 3000
+        args.seconds = 0.1 if args.quick else 0.5
+    args.rtt_count = 500 if args.quick else 3000
     args.idle_seconds = 5.0
     args.silent = False
     try:
