@@ -22,14 +22,37 @@ def name() -> str:
     return "t" + secrets.token_hex(5)
 
 
+def _ours(entry: str) -> bool:
+    """Was this segment created by this test process or one of its children?
+
+    The segment header records its host's pid (offset 32); another test run on
+    the same machine is not ours to judge.  Semaphores carry no owner: the
+    per-name ``no_leaks`` fixture checks those.
+    """
+    try:
+        with open(os.path.join("/dev/shm", entry), "rb") as f:
+            head = f.read(36)
+    except OSError:
+        return False
+    if len(head) < 36 or head[:4] != b"HGSM":
+        return False
+    pid = int.from_bytes(head[32:36], "little")
+    if pid == os.getpid():
+        return True
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return int(f.read().rsplit(")", 1)[1].split()[1]) == os.getpid()
+    except (OSError, ValueError, IndexError):
+        return False
+
+
 def _hgsmi_shm() -> set[str]:
-    # Test instances are named "t<hex>"; other sessions' runs are not ours.
-    return {e for e in os.listdir("/dev/shm") if e.startswith(("hgsmi-t", "sem.hgsmi-t"))}
+    return {e for e in os.listdir("/dev/shm") if e.startswith("hgsmi-t") and _ours(e)}
 
 
 @pytest.fixture(autouse=True)
 def _nothing_left_in_dev_shm():
-    """Every test: no new hgsmi segment or semaphore may outlive it."""
+    """Every test: no segment this process (or a live child) made may outlive it."""
     before = _hgsmi_shm()
     yield
     left = _hgsmi_shm() - before
