@@ -3,15 +3,23 @@
 # Makefile - the developer's and CI's entry point.  `make test` on a fresh
 # checkout creates .venv, installs hgsmi editable with its test extras (which
 # builds hgsmi/_native*.so in place), builds libhgsmi, runs the C tests
-# (plain, ASan+UBSan, TSan) and then pytest.
+# (plain, ASan+UBSan, TSan), a short fuzzing smoke run, pytest, and the
+# hostile-guest and peer-death tests again against an ASan build of the
+# extension.
 #
 #   make            ext + lib
 #   make deps       .venv with hgsmi installed editable + test extras
 #   make ext        rebuild hgsmi/_native*.so after native/ changes
 #   make lib        native/build/libhgsmi.{so*,a}          (native/Makefile)
-#   make test       test-c + test-py
+#   make test       test-c + fuzz-smoke + test-py + test-asan-py
 #   make test-c     native C tests: plain, asan, tsan
 #   make test-py    pytest  (PYTEST_ARGS='-k heap -x', PYTEST_PATHS=tests/x.py)
+#   make test-asan-py  the hostile-guest and peer-death tests with an ASan +
+#                   UBSan build of the extension, kept apart in build/asan-py
+#                   (ASAN_PY_TESTS, ASAN_PY_SELECT: the -k, ASAN_PY_ARGS)
+#   make fuzz       libFuzzer harnesses, FUZZ_SECONDS (60) each (native/;
+#                   installs clang with apt-get if it is missing)
+#   make fuzz-smoke the saved corpus, every regression input, 10 s each
 #   make asan|tsan  one sanitizer flavour of the C tests
 #   make demo       .venv/bin/hgsmi demo
 #   make bench      pytest-benchmark over bench/ -> bench/report.json
@@ -36,8 +44,8 @@ EXT_STAMP := build/.hgsmi-ext
 EXT_INPUTS := $(wildcard native/src/*.c native/src/*.h native/include/*.h \
 			 native/include/*/*.h) native/hgsmi.cdef native/ffi_build.py
 
-.PHONY: FORCE all deps ext lib test test-c test-py asan tsan demo bench install \
-	uninstall clean distclean
+.PHONY: FORCE all deps ext lib test test-c test-py test-asan-py asan tsan fuzz \
+	fuzz-smoke demo bench install uninstall clean distclean
 
 all: ext lib
 
@@ -83,7 +91,9 @@ lib:
 
 test: ext lib
 	@$(MAKE) --no-print-directory test-c
+	@$(MAKE) --no-print-directory fuzz-smoke
 	@$(MAKE) --no-print-directory test-py
+	@$(MAKE) --no-print-directory test-asan-py
 
 test-c:
 	@$(MAKE) --no-print-directory -C native test
@@ -93,8 +103,51 @@ test-c:
 test-py: ext
 	$(PY_SAN_ENV) $(VPY) -m pytest -q $(PYTEST_ARGS) $(PYTEST_PATHS)
 
-asan tsan:
+asan tsan fuzz fuzz-smoke:
 	@$(MAKE) --no-print-directory -C native $@
+
+# ---- the host under ASan: hostile guests and peer death ----------------------
+# The extension is built with ASan + UBSan into build/asan-py (its own build
+# temp: no object is shared with the plain build, and hgsmi/_native*.so in the
+# tree is never touched).  The package's Python files and the tests are copied
+# next to it, so that the tests' peers, which put the tests' parent directory
+# on PYTHONPATH, import the same ASan build; pytest runs from there.  gcc's
+# libasan is preloaded into the uninstrumented python (and inherited by every
+# peer it starts).
+ASAN_PY := build/asan-py
+ASAN_PY_SO := $(ASAN_PY)/hgsmi/_native.abi3.so
+ASAN_PY_TESTS ?= tests/test_hostile.py tests/test_transport.py
+ASAN_PY_SELECT ?= hostile or death or disconnect
+ASAN_PY_ARGS ?=
+ASAN_PY_ENV := LD_PRELOAD="$$($(CC) -print-file-name=libasan.so)" \
+	ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 \
+	UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+	PYTHONPATH=$(abspath $(ASAN_PY))
+
+$(ASAN_PY_SO): $(DEPS_STAMP) $(EXT_INPUTS)
+	@echo "test-asan-py: building hgsmi/_native with ASan + UBSan in $(ASAN_PY)"
+	@rm -rf $(ASAN_PY) $(ASAN_PY).tmp
+	HGSMI_SANITIZE=address,undefined $(VPY) setup.py --quiet build_ext \
+		--build-lib $(ASAN_PY) --build-temp $(ASAN_PY).tmp --force
+	@# Instrumented, or this whole target would prove nothing.
+	@nm -D --undefined-only $@ | grep -q __asan_report_store && \
+	 nm -D --undefined-only $@ | grep -q __ubsan_handle_ || \
+	 { echo "test-asan-py: $@ is not instrumented" >&2; rm -f $@; exit 1; }
+
+test-asan-py: $(ASAN_PY_SO)
+	@rm -rf $(ASAN_PY)/tests && mkdir -p $(ASAN_PY)/tests
+	@find $(ASAN_PY)/hgsmi -type f ! -name '*.so' -delete
+	@tar -C hgsmi --exclude='*.so' --exclude=__pycache__ -cf - . | \
+		tar -C $(ASAN_PY)/hgsmi -xf -
+	@tar -C tests --exclude=__pycache__ -cf - . | tar -C $(ASAN_PY)/tests -xf -
+	@# From there, not from the tree: python puts its cwd first on sys.path.
+	@cd $(ASAN_PY) && $(ASAN_PY_ENV) $(abspath $(VPY)) -c 'import sys, hgsmi._native as n; \
+		sys.exit(0 if n.__file__.startswith("$(abspath $(ASAN_PY))/") else \
+		"test-asan-py: imported " + n.__file__ + ", not the ASan build")'
+	@# --capture=sys: a sanitizer report (C, fd 2) reaches the terminal
+	@# before the abort, instead of dying in pytest's capture file.
+	cd $(ASAN_PY) && $(ASAN_PY_ENV) $(abspath $(VPY)) -m pytest -q -p no:cacheprovider \
+		--capture=sys $(ASAN_PY_ARGS) -k "$(ASAN_PY_SELECT)" $(ASAN_PY_TESTS)
 
 demo: deps ext
 	$(VENV)/bin/hgsmi demo

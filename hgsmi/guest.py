@@ -91,6 +91,8 @@ class Guest:
         Raises :class:`HeapExhausted` (full now) or :class:`MessageTooLarge`.
         """
         check_channel(channel, info)
+        if self._held:
+            self._retry_held()
         check_int("size", size, 0, 1 << 63)
         check_int("reply_size", reply_size, 0, 1 << 63)
         if max(size, reply_size) > 0xFFFFFFFF:
@@ -193,6 +195,8 @@ class Guest:
         """
         out: list[Buffer] = []
         timeout_ms(timeout)  # None or >= 0, else ValueError
+        if self._held:
+            self._retry_held()
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             n = lib.hgsmi_guest_reap(self._g, self._msgs, len(self._msgs))
@@ -326,6 +330,11 @@ class Guest:
         buf._lease = None
         buf.state = "in-flight"
 
+    def _retry_held(self) -> None:
+        """Free the buffers held back by a view, now that the view is gone."""
+        for buf in list(self._held):
+            self._free_buffer(buf)
+
     def _take_back(self, buf: Buffer) -> None:
         buf._lease = Lease(self._base + buf.offset + 16, buf.size)
         buf.state = "filling"
@@ -342,10 +351,14 @@ class Guest:
             raise ValueError("the host still has this buffer; wait for its completion")
         for lease in (buf._lease, buf._reply):
             if lease is not None and not lease.release():
-                # Memory under a live view is never reused: hold it back.
-                self._held.append(buf)
-                buf.state = "held"
+                # Memory under a live view is never reused: hold it back
+                # (_retry_held frees it once the view is gone).
+                if buf.state != "held":
+                    self._held.append(buf)
+                    buf.state = "held"
                 return
+        if buf.state == "held":
+            self._held.remove(buf)
         buf._lease = buf._reply = None
         if self._g is not None:
             check(lib.hgsmi_guest_free(self._g, buf.offset), "free")

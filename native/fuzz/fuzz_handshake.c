@@ -53,6 +53,7 @@
 #include <poll.h>
 #include <pthread.h>
 #include <semaphore.h>
+#include <signal.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
@@ -140,7 +141,12 @@ static void send_with_fds(int sock, const void *buf, size_t len, const int *fds,
 
 static void *fake_host(void *arg)
 {
+	sigset_t all;
+
 	(void)arg;
+	/* Signals (libFuzzer's alarm) go to the main thread. */
+	sigfillset(&all);
+	pthread_sigmask(SIG_BLOCK, &all, NULL);
 	for (;;) {
 		struct hgsmi_hello hello;
 		struct pollfd p;
@@ -194,7 +200,8 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 
 	(void)argc, (void)argv;
 	verbose = getenv("HGSMI_FUZZ_VERBOSE") != NULL;
-	snprintf(dir, sizeof(dir), "/tmp/hgsmi-fuzz-XXXXXX");
+	/* The pid in every name lets fuzz/run.sh remove what a crash left. */
+	snprintf(dir, sizeof(dir), "/tmp/hgsmi-fuzz-%d-XXXXXX", (int)getpid());
 	FUZZ_CHECK(mkdtemp(dir));
 	snprintf(host_dir, sizeof(host_dir), "%s/h", dir);
 	snprintf(fake_path, sizeof(fake_path), "%s/fake.sock", dir);
@@ -341,7 +348,7 @@ static void welcome(struct cursor *in)
 	uint8_t plen = take_u8(in), npre = take_u8(in);
 	struct timespec ts;
 	uint8_t *guards;
-	int irq = -1, rc;
+	int irq = -1, rc, rc2;
 
 	memset(reply, 0, sizeof(reply));
 	reply_len = take_bytes(in, reply, plen);
@@ -372,7 +379,10 @@ static void welcome(struct cursor *in)
 	rc = hgsmi_guest_attach(fake_path, &cfg, &g);
 	clock_gettime(CLOCK_REALTIME, &ts);
 	ts.tv_sec += 10;
-	FUZZ_CHECK(sem_timedwait(&done, &ts) == 0);
+	/* libFuzzer's SIGALRM (its -timeout) interrupts the wait. */
+	while ((rc2 = sem_timedwait(&done, &ts)) < 0 && errno == EINTR)
+		;
+	FUZZ_CHECK(rc2 == 0);
 	if (verbose)
 		fprintf(stderr, "fuzz_handshake: attach %d (%s)\n", rc, hgsmi_strerror(rc));
 	FUZZ_CHECK((rc == 0) == (g != NULL));

@@ -25,8 +25,8 @@
  *                  A last pass runs after the ops.
  *
  * The conn is built in memory the way hgsmi_int_conn_create builds it, over
- * a heap block of exactly the image's size (posix_memalign), so a byte read
- * or written outside the segment is an ASan report.  Oracles, after every
+ * a heap block whose bytes after the image are poisoned (64 KiB), so a byte
+ * read or written outside the segment is an ASan report.  Oracles, after every
  * pass: the host heap passes its invariant check and holds exactly the
  * buffers still posted; the host wrote only where it may (its rings, the
  * consumer heads, the host flags, the two heaps); every buffer handed to a
@@ -45,12 +45,13 @@
 #include "fuzz.h"
 
 #define MAX_OPS 64
+#define GUARD (64u << 10) /* poisoned bytes after the image */
 #define MAX_PASSES 16
 #define CH_HANDLER 0x10  /* served by a C handler in the library */
 #define CH_DEFERRED 0x11 /* returned by recv, completed by the "app" */
 #define CH_ECHO HGSMI_CH_ECHO /* handler, replies as long as asked */
 
-static struct hgsmi_host host; /* channels only: conn.c reads nothing else */
+static struct hgsmi_host host; /* conn.c reads its channels and cfg.max_inflight */
 static int irq_fd = -1;
 static struct hgsmi_conn *cur; /* for the handlers' oracle */
 static bool verbose;           /* HGSMI_FUZZ_VERBOSE=1: stats per input */
@@ -166,6 +167,10 @@ static void pass(struct hgsmi_conn *c, uint8_t *before, const struct span *no,
 	bool was_alive = c->alive;
 
 	memcpy(before, c->seg.base, c->seg.size);
+	/* A consumer never believes more than a ring holds. */
+	FUZZ_CHECK(hgsmi_int_ring_pending(&c->submit) <= c->seg.ring_entries);
+	FUZZ_CHECK(hgsmi_int_ring_pending(&c->hostack) <= c->seg.ring_entries);
+	FUZZ_CHECK(!hgsmi_int_conn_pending(c) || c->alive);
 	for (int round = 0; round < 4; round++) {
 		int n = hgsmi_conn_recv(c, out, HGSMI_BATCH);
 
@@ -238,9 +243,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		len = (uint32_t)in.left;
 	if (len < sizeof(struct hgsmi_segment_header))
 		return 0;
-	if (posix_memalign((void **)&img, 64, len))
+	if (posix_memalign((void **)&img, 64, (size_t)len + GUARD))
 		return 0;
 	take_bytes(&in, img, len);
+	/* Past the image, as far as a wild 32-bit offset is likely to land
+	 * near: a read or write there is an ASan report, not a silent hit on
+	 * some other heap block. */
+	ASAN_POISON_MEMORY_REGION(img + len, GUARD);
 	h = (struct hgsmi_segment_header *)(void *)img;
 	if (flags & 1)
 		h->size = len;
@@ -339,6 +348,7 @@ out:
 	hgsmi_heap_destroy(c.host_heap);
 	hgsmi_int_inflight_free(&c.posted);
 	free(before);
+	ASAN_UNPOISON_MEMORY_REGION(img + len, GUARD);
 	free(img);
 	return 0;
 }

@@ -217,15 +217,61 @@ def handshake_seeds() -> None:
     ops += [(HS_HOSTFIFO + RING_HEADER, HS_HHEAP), (HS_HOSTFIFO, 1), (HOST_IRQ, 0),
             (GUEST_WORK, 0), (GUEST_CALL, 0x10_02), (GUEST_WORK, 0)]
     write("fuzz_handshake", "welcome-traffic", bytes([1, all_real, len(w), 0]) + w + hs_ops(ops))
-    # A host that shrinks its heap in the header before the attach.
+
+
+# ---- regressions: inputs that crashed, one per bug ------------------------
+# Each is named <harness>-<what>.bin and replayed by `make fuzz-smoke`.  The
+# ones made here are hand-written equivalents of what the fuzzer found (the
+# comments say what each must no longer do); a crash the fuzzer finds later
+# is copied in as it is (after libFuzzer's -minimize_crash=1).
+REGRESSIONS = HERE / "regressions"
+
+
+def regression(name: str, data: bytes) -> None:
+    REGRESSIONS.mkdir(exist_ok=True)
+    (REGRESSIONS / f"{name}.bin").write_bytes(data)
+
+
+def regressions() -> None:
+    all_real = 2 | 4 | 8 | 16
+    w = welcome()
+    # A host whose header gives its heap 16 bytes: the guest's check of where
+    # it may write a status (writable_host_header) computed size - 24 in
+    # unsigned arithmetic and let the host aim an 8-byte write anywhere above
+    # the heap, here into the page after the guest's mapping.
     pre = [(64 + 8 * 5 + 4, 16)]  # regions[HOST_HEAP].size = 16
-    write("fuzz_handshake", "welcome-small-hheap",
-          bytes([1, all_real, len(w), len(pre)]) + w + hs_ops(pre + [
-              (HS_HOSTFIFO + RING_HEADER, HS_HHEAP + 64 * 385), (HS_HOSTFIFO, 1),
-              (GUEST_WORK, 0)]))
+    regression("fuzz_handshake-small-host-heap",
+               bytes([1, all_real, len(w), len(pre)]) + w + hs_ops(pre + [
+                   (HS_HOSTFIFO + RING_HEADER, HS_HHEAP + 64 * 385), (HS_HOSTFIFO, 1),
+                   (GUEST_WORK, 0)]))
+    # The same unsigned wrap on the host side (writable_header), reached
+    # through a layout with a 16-byte guest heap: the host wrote a completion
+    # status past the end of the segment.
+    img, lay = ring_image(4, [], heap=1024)
+    img = bytearray(img)
+    regs = lay["regions"]
+    struct.pack_into("<I", img, 64 + 8 * 4 + 4, 16)  # regions[GUEST_HEAP].size = 16
+    sub = regs[0][0]
+    struct.pack_into("<I", img, sub, 1)  # submit tail
+    struct.pack_into("<I", img, sub + RING_HEADER, len(img))  # just past the image
+    regression("fuzz_ring-small-guest-heap", ring_input(0, bytes(img), [(PASS, 0)]))
+    # A welcome whose segment name (and the two names after it) has no NUL:
+    # the guest ran strlen() off the end of its stack copy of the welcome.
+    bad = bytearray(welcome())
+    bad[48:144] = b"/" + b"A" * 95
+    regression("fuzz_handshake-unterminated-name", bytes([1, 2 | 8 | 16, 144, 0]) + bytes(bad))
+    # A call while a host command waits, unserved, on the host FIFO: the
+    # call's wait saw "work" at once, forever, and neither its timeout (0
+    # here) nor a dead host ended it (a busy loop; libFuzzer's -timeout).
+    hb = buffer(HS_HHEAP, b"host cmd", 0x33, 4)
+    ops = store_bytes(HS_HHEAP, hb)
+    ops += [(HS_HOSTFIFO + RING_HEADER, HS_HHEAP), (HS_HOSTFIFO, 1), (GUEST_CALL, 0x08_02)]
+    regression("fuzz_handshake-call-ignores-timeout",
+               bytes([1, all_real, len(w), 0]) + w + hs_ops(ops))
 
 
 if __name__ == "__main__":
     verify_seeds()
     ring_seeds()
     handshake_seeds()
+    regressions()

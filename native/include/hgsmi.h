@@ -183,7 +183,8 @@ struct hgsmi_conn_stats {
 /*
  * Create the listening socket (mode 0600) for `cfg->name`.  A stale socket
  * or segment whose owner is dead is removed; a live host of the same name
- * gives -EADDRINUSE.  Blocks: no.
+ * gives -EADDRINUSE.  -EINVAL for a bad name, backend or ring size, or a
+ * segment_size too small for the layout; -ENAMETOOLONG.  Blocks: no.
  */
 HGSMI_API int hgsmi_host_create(const struct hgsmi_host_config *cfg,
 				struct hgsmi_host **out);
@@ -216,10 +217,42 @@ HGSMI_API int hgsmi_host_unregister(struct hgsmi_host *host, uint8_t channel);
  */
 HGSMI_API int hgsmi_host_wait(struct hgsmi_host *host, int timeout_ms);
 /*
+ * For an event loop (asyncio, libuv, epoll) that sleeps on hgsmi_host_fileno
+ * itself instead of calling hgsmi_host_wait.  The cycle is: disarm, accept
+ * if HGSMI_EV_ACCEPT, serve every guest (hgsmi_conn_recv/complete), arm; if
+ * arm returns 1, go round again at once, else wait for the fd.
+ *
+ * hgsmi_host_arm: announce sleep in every guest's segment, full barrier,
+ * re-check the rings.  Returns 1 if some guest already has work (nothing is
+ * announced: serve, do not sleep), or 0 when armed: the next doorbell makes
+ * the fd readable (semaphore backend: wakes hgsmi_host_doorbell_wait).
+ * Blocks: no.
+ *
+ * hgsmi_host_disarm: withdraw the announcement and collect what woke the
+ * loop: drain the doorbells, note attaches and hang-ups.  Returns a mask of
+ * HGSMI_EV_* (HGSMI_EV_WORK also whenever a ring has entries), or -errno.
+ * Blocks: no.
+ */
+HGSMI_API int hgsmi_host_arm(struct hgsmi_host *host);
+HGSMI_API int hgsmi_host_disarm(struct hgsmi_host *host);
+/*
+ * Sleep until a doorbell rings: for the semaphore backend, which has no fd
+ * to poll, on the shared doorbell semaphore (the fd still reports attaches
+ * and hang-ups); for eventfds, until the fd is readable.  Returns 1 (the
+ * next hgsmi_host_disarm reports HGSMI_EV_WORK), 0 on timeout or a signal,
+ * or -errno.  Unlike every other call, it may run in another thread while
+ * this one uses the host: it reads nothing the others change.  Call
+ * hgsmi_host_destroy only after it returned.  Blocks: up to timeout_ms.
+ */
+HGSMI_API int hgsmi_host_doorbell_wait(struct hgsmi_host *host, int timeout_ms);
+/*
  * Accept and handshake one guest (SO_PEERCRED, ABI, features), create its
  * segment, heaps, rings and doorbells, and pass them.  Blocks: up to about
  * one second for the guest's hello.  -EAGAIN if nobody is knocking.
  * A refused guest (-EACCES, -EPROTO, -EUSERS) is told why and closed.
+ * The segment (0600) of an allowed guest of another uid is fchown'ed to it
+ * (needs CAP_CHOWN, else -EACCES); with the semaphore backend, whose
+ * doorbell all guests share, another uid is refused with -EACCES.
  * *out is NULL for a served stat request (see hgsmi_host_set_stat_reply).
  */
 HGSMI_API int hgsmi_host_accept(struct hgsmi_host *host, struct hgsmi_conn **out);
@@ -403,6 +436,36 @@ HGSMI_API int hgsmi_guest_ack(struct hgsmi_guest *guest,
  * gone.  Blocks: up to timeout_ms.
  */
 HGSMI_API int hgsmi_guest_wait(struct hgsmi_guest *guest, int timeout_ms);
+/*
+ * For an event loop that sleeps on hgsmi_guest_fileno itself instead of
+ * calling hgsmi_guest_wait.  The cycle is: disarm, reap completions and
+ * recv/ack host commands until none are left, arm; if arm returns 1, go
+ * round again at once, else wait for the fd to become readable.
+ *
+ * hgsmi_guest_arm: announce sleep (guest_waiting), full barrier, ack an IRQ
+ * that is still raised and re-check completions and the host FIFO, as
+ * hgsmi_guest_wait does before it sleeps.  Returns 1 if work is ready (the
+ * announcement is withdrawn: do not sleep), 0 when armed (the host's next IRQ
+ * makes the fd readable; semaphore backend: wakes hgsmi_guest_irq_wait), or
+ * -EPIPE.  Completions of fire-and-forget sends are collected here.
+ * Blocks: no.
+ *
+ * hgsmi_guest_disarm: withdraw the announcement, drain the IRQ eventfd and
+ * ack the IRQ line.  Returns 1 if the IRQ had fired (counted in stats irqs),
+ * 0 if not, -EPIPE if the host reset this guest.  Blocks: no.
+ */
+HGSMI_API int hgsmi_guest_arm(struct hgsmi_guest *guest);
+HGSMI_API int hgsmi_guest_disarm(struct hgsmi_guest *guest);
+/*
+ * Sleep until the IRQ fires (eventfd or semaphore) or the host hangs up.
+ * The rings are not looked at: pair it with hgsmi_guest_arm, for a waiter
+ * thread when the semaphore backend leaves nothing to poll.  Returns 1 when
+ * signalled, 0 on timeout or a signal, -EPIPE if the host is gone.  Unlike
+ * every other call, it may run in another thread while this one uses the
+ * guest: it reads nothing the others change.  Call hgsmi_guest_detach only
+ * after it returned.  Blocks: up to timeout_ms.
+ */
+HGSMI_API int hgsmi_guest_irq_wait(struct hgsmi_guest *guest, int timeout_ms);
 /* Serve host commands through the C handlers until timeout; count served. */
 HGSMI_API int hgsmi_guest_poll(struct hgsmi_guest *guest, int timeout_ms);
 /* Ask the host's setup channel (QUERY_CONF); *value gets the answer. */

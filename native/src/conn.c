@@ -225,6 +225,7 @@ static bool writable_header(const struct hgsmi_conn *c, uint32_t off)
 	const struct hgsmi_region *g = area(c, HGSMI_REGION_GUEST_HEAP);
 
 	return off % HGSMI_HEAP_ALIGN == 0 && off >= g->offset &&
+	       g->size >= HGSMI_BUFFER_OVERHEAD &&
 	       off - g->offset <= g->size - HGSMI_BUFFER_OVERHEAD;
 }
 

@@ -30,6 +30,7 @@ struct hgsmi_guest {
 	int sock;
 	uint32_t epoch, spin_us;
 	bool gone;
+	int irq_seen; /* hgsmi_guest_irq_wait (another thread) took a wake-up */
 	struct hgsmi_guest_stats st;
 };
 
@@ -80,6 +81,9 @@ static int setup(struct hgsmi_guest *g, const struct hgsmi_welcome *w,
 	uint32_t e;
 	int rc;
 
+	/* The host's name is used as a C string: it must end in the field. */
+	if (!memchr(w->segment, 0, HGSMI_NAME_MAX))
+		return -EPROTO;
 	if ((rc = hgsmi_int_segment_open(&g->seg, w->segment, w->segment_size)) < 0)
 		return rc;
 	g->epoch = w->epoch;
@@ -265,10 +269,12 @@ static int queue(struct hgsmi_guest *g, const uint32_t *offs, unsigned n)
 
 	if (host_gone(g))
 		return -EPIPE;
-	if (g->sent.count + n > g->seg.ring_entries && collect(g) < 0)
+	/* No more in flight than the completion ring can hold, and no more
+	 * in flight plus completed-but-unreaped than the stash can hold:
+	 * collect() moves completions from `sent` to the stash. */
+	if (g->sent.count + g->stash_count + n > g->seg.ring_entries && collect(g) < 0)
 		return -EPROTO;
-	room = g->seg.ring_entries - g->sent.count;
-	/* No more in flight than the completion ring can hold. */
+	room = g->seg.ring_entries - g->sent.count - g->stash_count;
 	pushed = hgsmi_int_ring_push(&g->submit, offs, n < room ? n : room);
 	if (pushed < 0)
 		return -EPROTO;
@@ -417,13 +423,45 @@ static bool take_stashed(struct hgsmi_guest *g, uint32_t off, struct hgsmi_msg *
 	return false;
 }
 
-/* Work: completions to reap, freed fire-and-forget buffers, host commands. */
-static bool work_ready(struct hgsmi_guest *g)
+/*
+ * Work: completions to reap, freed fire-and-forget buffers, host commands.
+ * A call waits for new completions only: what is stashed or queued on the
+ * host FIFO is not what it consumes, and counting it would make the call's
+ * wait return at once, forever (a busy loop past the timeout).
+ */
+static bool work_ready(struct hgsmi_guest *g, bool call)
 {
+	if (call)
+		return collect(g) != 0;
 	return collect(g) != 0 || g->stash_count || hgsmi_int_ring_pending(&g->hostfifo);
 }
 
-int hgsmi_guest_wait(struct hgsmi_guest *g, int timeout_ms)
+/*
+ * Announce the sleep, full barrier, then look again (the host does the
+ * mirror image in raise_irq).  Returns 0 with guest_waiting set (the IRQ will
+ * fire), 1 if work is ready (announcement withdrawn), or -1 if the IRQ was
+ * still raised: the host skipped the eventfd, so it is acked here and the
+ * caller must look at the rings again before announcing once more.
+ */
+static int announce(struct hgsmi_guest *g, bool call)
+{
+	struct hgsmi_segment_header *h = hgsmi_int_seg_hdr(&g->seg);
+
+	WRITE_ONCE(h->guest_waiting.value, 1);
+	full_fence();
+	if (READ_ONCE(h->host_flags.value) & HGSMI_HOSTFLAGS_IRQ) {
+		WRITE_ONCE(h->guest_waiting.value, 0);
+		__atomic_fetch_and(&h->host_flags.value, ~HGSMI_HOSTFLAGS_IRQ, __ATOMIC_SEQ_CST);
+		return -1;
+	}
+	if (work_ready(g, call)) {
+		WRITE_ONCE(h->guest_waiting.value, 0);
+		return 1;
+	}
+	return 0;
+}
+
+static int wait_irq(struct hgsmi_guest *g, int timeout_ms, bool call)
 {
 	struct hgsmi_segment_header *h = hgsmi_int_seg_hdr(&g->seg);
 	uint64_t start = hgsmi_int_now_ns();
@@ -432,28 +470,19 @@ int hgsmi_guest_wait(struct hgsmi_guest *g, int timeout_ms)
 	for (;;) {
 		if (host_gone(g))
 			return -EPIPE;
-		if (work_ready(g))
+		if (work_ready(g, call))
 			return 1;
 		while (g->spin_us && hgsmi_int_now_ns() - start < g->spin_us * 1000ull) {
-			if (work_ready(g))
+			if (work_ready(g, call))
 				return 1;
 			__builtin_ia32_pause();
 		}
-		/* Announce the sleep, full barrier, then look again (the host
-		 * does the mirror image in raise_irq).  An IRQ still raised
-		 * means the host skipped the eventfd: ack it and re-check. */
-		WRITE_ONCE(h->guest_waiting.value, 1);
-		full_fence();
-		if (READ_ONCE(h->host_flags.value) & HGSMI_HOSTFLAGS_IRQ) {
-			WRITE_ONCE(h->guest_waiting.value, 0);
-			__atomic_fetch_and(&h->host_flags.value, ~HGSMI_HOSTFLAGS_IRQ, __ATOMIC_SEQ_CST);
-			if (work_ready(g))
+		/* An IRQ still raised means the host skipped the eventfd: it
+		 * was acked, look again. */
+		if ((rc = announce(g, call)) != 0) {
+			if (rc > 0 || work_ready(g, call))
 				return 1;
 			continue;
-		}
-		if (work_ready(g)) {
-			WRITE_ONCE(h->guest_waiting.value, 0);
-			return 1;
 		}
 		rc = hgsmi_int_notify_wait(&g->irq, g->sock, hgsmi_int_remaining_ms(timeout_ms, start));
 		WRITE_ONCE(h->guest_waiting.value, 0);
@@ -462,11 +491,63 @@ int hgsmi_guest_wait(struct hgsmi_guest *g, int timeout_ms)
 		if (rc < 0)
 			return rc;
 		if (rc == 0)
-			return work_ready(g) ? 1 : 0;
+			return work_ready(g, call) ? 1 : 0;
 		g->st.irqs++;
 		/* Ack: lower the line; anything raised after this re-raises. */
 		__atomic_fetch_and(&h->host_flags.value, ~HGSMI_HOSTFLAGS_IRQ, __ATOMIC_SEQ_CST);
 	}
+}
+
+int hgsmi_guest_wait(struct hgsmi_guest *g, int timeout_ms)
+{
+	return wait_irq(g, timeout_ms, false);
+}
+
+int hgsmi_guest_arm(struct hgsmi_guest *g)
+{
+	int rc;
+
+	for (;;) {
+		if (host_gone(g))
+			return -EPIPE;
+		if (work_ready(g, false))
+			return 1;
+		if ((rc = announce(g, false)) >= 0)
+			return rc;
+	}
+}
+
+int hgsmi_guest_disarm(struct hgsmi_guest *g)
+{
+	struct hgsmi_segment_header *h = hgsmi_int_seg_hdr(&g->seg);
+	uint64_t v;
+	int fired = 0;
+
+	WRITE_ONCE(h->guest_waiting.value, 0);
+	if (g->irq.backend == HGSMI_BACKEND_EVENTFD) {
+		/* Non-blocking: an eventfd is a counter, one read empties it. */
+		while (!fired && read(g->irq.fd, &v, sizeof(v)) == (ssize_t)sizeof(v))
+			fired = 1;
+	}
+	if (__atomic_exchange_n(&g->irq_seen, 0, __ATOMIC_ACQ_REL))
+		fired = 1;
+	if (fired)
+		g->st.irqs++;
+	/* Ack: lower the line; anything raised after this re-raises. */
+	__atomic_fetch_and(&h->host_flags.value, ~HGSMI_HOSTFLAGS_IRQ, __ATOMIC_SEQ_CST);
+	if (host_gone(g))
+		return -EPIPE;
+	return fired;
+}
+
+int hgsmi_guest_irq_wait(struct hgsmi_guest *g, int timeout_ms)
+{
+	/* Only the notifier and the socket: nothing another thread changes. */
+	int rc = hgsmi_int_notify_wait(&g->irq, g->sock, timeout_ms);
+
+	if (rc > 0)
+		__atomic_store_n(&g->irq_seen, 1, __ATOMIC_RELEASE);
+	return rc;
 }
 
 int hgsmi_guest_call_buffer(struct hgsmi_guest *g, uint32_t offset, int timeout_ms,
@@ -485,11 +566,11 @@ int hgsmi_guest_call_buffer(struct hgsmi_guest *g, uint32_t offset, int timeout_
 			return rc;
 		if (take_stashed(g, offset, out))
 			return out->status < 0 ? out->status : (int)out->size;
-		rc = hgsmi_guest_wait(g, hgsmi_int_remaining_ms(timeout_ms, start));
+		if (hgsmi_int_remaining_ms(timeout_ms, start) == 0)
+			return -ETIMEDOUT;
+		rc = wait_irq(g, hgsmi_int_remaining_ms(timeout_ms, start), true);
 		if (rc < 0)
 			return rc;
-		if (rc == 0 && hgsmi_int_remaining_ms(timeout_ms, start) == 0)
-			return -ETIMEDOUT;
 	}
 }
 
@@ -519,6 +600,7 @@ int hgsmi_guest_call(struct hgsmi_guest *g, uint8_t channel, uint16_t info,
 static bool writable_host_header(const struct hgsmi_guest *g, uint32_t off)
 {
 	return off % HGSMI_HEAP_ALIGN == 0 && off >= g->hheap.offset &&
+	       g->hheap.size >= HGSMI_BUFFER_OVERHEAD &&
 	       off - g->hheap.offset <= g->hheap.size - HGSMI_BUFFER_OVERHEAD;
 }
 

@@ -5,6 +5,7 @@
  */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -258,12 +259,14 @@ static int handle_events(struct hgsmi_host *h, struct epoll_event *evs, int n)
 		if (d == 0) {
 			mask |= HGSMI_EV_ACCEPT;
 		} else if (d & TAG_SOCK) {
-			if (hgsmi_int_sock_closed(c->sock)) {
-				/* Stop watching it: level-triggered EOF would spin. */
-				epoll_ctl(h->epfd, EPOLL_CTL_DEL, c->sock, NULL);
-				c->alive = false;
-				mask |= HGSMI_EV_HANGUP;
-			}
+			/* A guest sends nothing after its hello: readable means it
+			 * left, or broke the protocol.  Either way it is cut off
+			 * (and unwatched: a level-triggered fd would spin). */
+			if (!hgsmi_int_sock_closed(c->sock))
+				c->st.errors_protocol++;
+			epoll_ctl(h->epfd, EPOLL_CTL_DEL, c->sock, NULL);
+			c->alive = false;
+			mask |= HGSMI_EV_HANGUP;
 		} else {
 			hgsmi_int_notify_drain(&c->doorbell);
 			c->st.doorbells++;
@@ -341,6 +344,62 @@ int hgsmi_host_wait(struct hgsmi_host *h, int timeout_ms)
 	}
 	set_waiting(h, 0);
 	return mask;
+}
+
+int hgsmi_host_arm(struct hgsmi_host *h)
+{
+	if (any_pending(h))
+		return 1;
+	/* As in hgsmi_host_wait: announce, full barrier, look once more. */
+	set_waiting(h, 1);
+	full_fence();
+	if (any_pending(h)) {
+		set_waiting(h, 0);
+		return 1;
+	}
+	return 0;
+}
+
+int hgsmi_host_disarm(struct hgsmi_host *h)
+{
+	struct epoll_event evs[64];
+	int n, mask = 0;
+
+	set_waiting(h, 0);
+	/* Drains the doorbell eventfds and notes attaches and hang-ups. */
+	do {
+		n = epoll_wait(h->epfd, evs, 64, 0);
+		if (n > 0)
+			mask |= handle_events(h, evs, n);
+	} while (n == 64);
+	if (n < 0 && errno != EINTR)
+		return -errno;
+	if (__atomic_exchange_n(&h->doorbell_seen, 0, __ATOMIC_ACQ_REL)) {
+		for (struct hgsmi_conn *c = h->conns; c; c = c->next)
+			c->st.doorbells++;
+		mask |= HGSMI_EV_WORK;
+	}
+	if (any_pending(h))
+		mask |= HGSMI_EV_WORK;
+	return mask;
+}
+
+int hgsmi_host_doorbell_wait(struct hgsmi_host *h, int timeout_ms)
+{
+	struct pollfd p = {.fd = h->epfd, .events = POLLIN};
+	int rc;
+
+	if (h->cfg.backend == HGSMI_BACKEND_SEMAPHORE) {
+		/* Only the shared semaphore: nothing another thread changes. */
+		rc = hgsmi_int_notify_wait(&h->sem_doorbell, -1, timeout_ms);
+		if (rc > 0)
+			__atomic_store_n(&h->doorbell_seen, 1, __ATOMIC_RELEASE);
+		return rc;
+	}
+	rc = poll(&p, 1, timeout_ms);
+	if (rc < 0)
+		return errno == EINTR ? 0 : -errno;
+	return rc > 0;
 }
 
 static bool uid_allowed(const struct hgsmi_host *h, uint32_t uid)

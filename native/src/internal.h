@@ -189,6 +189,7 @@ struct hgsmi_host {
 	void *stat_reply;
 	size_t stat_len;
 	unsigned busy_passes; /* hgsmi_host_wait returns without epoll while busy */
+	int doorbell_seen; /* hgsmi_host_doorbell_wait (another thread) woke */
 };
 
 HGSMI_INT int hgsmi_int_conn_create(struct hgsmi_host *host, int sock,

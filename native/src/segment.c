@@ -101,6 +101,10 @@ int hgsmi_int_segment_validate(const struct hgsmi_segment_header *hp,
 			return -ERANGE;
 		if (i <= HGSMI_REGION_HOSTACK && a.size < ring_need)
 			return -ERANGE;
+		/* A heap holds at least one block: the buffer checks subtract
+		 * the buffer overhead from its size. */
+		if (i >= HGSMI_REGION_GUEST_HEAP && a.size < HGSMI_HEAP_ALIGN)
+			return -ERANGE;
 		for (int j = 0; j < i; j++) {
 			struct hgsmi_region b = h.regions[j];
 			if (a.offset < b.offset + b.size && b.offset < a.offset + a.size)
