@@ -43,7 +43,7 @@ setup(
         "posix_ipc>=1.1",
     ],
     extras_require={
-        "test": ["pytest", "pytest-timeout", "hypothesis"],
+        "test": ["pytest", "pytest-timeout", "hypothesis", "numpy"],
         "bench": ["pytest-benchmark", "matplotlib"],
         "numpy": ["numpy"],
     },

@@ -357,8 +357,6 @@ class AsyncGuest(Guest):
         if self._held_timer is not None:
             self._held_timer.cancel()
             self._held_timer = None
-        for t in self._tasks:
-            t.cancel()
         # The segment is unmapped below: no message view may survive it.
         for msg in self._live.values():
             msg._release()
@@ -368,7 +366,12 @@ class AsyncGuest(Guest):
         self._cmd_held.clear()
         if self._gone is None:
             self._gone = PeerGone(errno.EPIPE, "guest is closed")
-        self._fail_pending(self._gone)
+        try:
+            for t in self._tasks:
+                t.cancel()
+            self._fail_pending(self._gone)
+        except RuntimeError:  # the loop is closed: nobody awaits these any more
+            pass
         super().close()
 
     async def __aenter__(self) -> AsyncGuest:
@@ -735,6 +738,8 @@ class AsyncHost(Host):
         """Serve until :meth:`stop` (or SIGTERM/SIGINT, in the main thread)."""
         self.start()
         loop = self._loop
+        if self._stopped.done():  # as Host.serve: an earlier stop() does not count
+            self._stopped = loop.create_future()
         handled = []
         if signals and threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGTERM, signal.SIGINT):
@@ -838,7 +843,10 @@ class AsyncHost(Host):
         for st in list(getattr(self, "_state", {}).values()) + [
                 st for _, st in getattr(self, "_done_conns", [])]:
             for t in st.tasks:
-                t.cancel()
+                try:
+                    t.cancel()
+                except RuntimeError:  # the loop is closed
+                    pass
             for msg in st.live.values():
                 msg._release()
             for _, msg in st.held:

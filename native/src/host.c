@@ -518,7 +518,10 @@ int hgsmi_host_poll(struct hgsmi_host *h, int timeout_ms)
 		int n;
 
 		next = c->next;
-		while ((n = hgsmi_conn_recv(c, msgs, HGSMI_BATCH)) > 0) {
+		/* A few batches per guest per pass: a full ring cannot starve
+		 * the others (the next wait returns at once while work is left). */
+		for (int round = 0; round < 4 && (n = hgsmi_conn_recv(c, msgs, HGSMI_BATCH)) > 0;
+		     round++) {
 			/* Channels registered without a handler have nobody to
 			 * serve them in a pure C loop. */
 			for (int i = 0; i < n; i++)
