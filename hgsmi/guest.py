@@ -59,6 +59,7 @@ class Guest:
         self._reply = bytearray(4096)
         self._inflight: dict[int, Buffer] = {}
         self._held: list[Buffer] = []  # freed while a view was still exported
+        self._held_acks: list[tuple[Any, Message]] = []  # host commands, ditto
 
     # -- calls ----------------------------------------------------------------
     def call(self, channel: int, info: int, data: Any, reply_size: int = 0,
@@ -234,6 +235,8 @@ class Guest:
         Returns how many host commands were served.  Raises :class:`PeerGone`.
         """
         self._wait(timeout)
+        if self._held_acks:
+            self._retry_held_acks()
         served = 0
         msgs = self._msgs
         while True:
@@ -242,17 +245,33 @@ class Guest:
                 raise error(n, "poll")
             if n == 0:
                 return served
+            held = False
             for i in range(n):
                 m = msgs[i]
                 msg = Message(m.channel, m.info, m.capacity,
                               Lease(self._base + m.data, m.size), self)
                 self._dispatch(self._handlers[m.channel], msg, m)
                 if not msg._release():
-                    # The host will reuse this memory: a view may not outlive it.
-                    m.status, m.size = -errno.EBUSY, 0
-                    log.error("channel %d handler kept a view of the buffer", m.channel)
-            lib.hgsmi_guest_ack(self._g, msgs, n)
+                    # The host reuses the memory once acked: hold the ack
+                    # back until the last view of it is gone.
+                    self._held_acks.append((ffi.new("struct hgsmi_msg *", m), msg))
+                    m.offset, held = 0xFFFFFFFF, True
+            if held:
+                for i in range(n):
+                    if msgs[i].offset != 0xFFFFFFFF:
+                        lib.hgsmi_guest_ack(self._g, msgs + i, 1)
+            else:
+                lib.hgsmi_guest_ack(self._g, msgs, n)
             served += n
+
+    def _retry_held_acks(self) -> None:
+        still = []
+        for m, msg in self._held_acks:
+            if msg._release():
+                lib.hgsmi_guest_ack(self._g, m, 1)
+            else:
+                still.append((m, msg))
+        self._held_acks = still
 
     def _dispatch(self, handler: Handler | None, msg: Message, m: Any) -> None:
         try:

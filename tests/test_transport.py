@@ -220,6 +220,26 @@ def test_host_disconnects_a_live_guest(name, runtime_dir, no_leaks, doorbell):
         pump.stop()
 
 
+def test_guest_holds_an_ack_while_a_view_lives(name, runtime_dir, no_leaks):
+    """The host reuses a host buffer once acked: a kept view must delay the ack."""
+    kept = []
+    with hgsmi.Host(name, size=4 << 20) as host:
+        pump = _pump(host)
+        with hgsmi.Guest(name) as g:
+            g.register(0x40, lambda m: kept.append(m.data[0:4]))  # a slice outlives the call
+            pump.stop()
+            conn = host.guests[0]
+            conn.post(0x40, 0, b"abcdefgh")
+            assert g.poll(2) == 1
+            host.poll(0.05)
+            assert conn.stats()["inflight_host"] == 1  # not acked: the view is alive
+            assert bytes(kept[0]) == b"abcd"
+            kept.clear()  # let go of the view
+            g.poll(0)
+            host.poll(0.05)
+            assert conn.stats()["inflight_host"] == 0
+
+
 class _pump:
     """Serve a host from a thread while the test drives the guest."""
 
