@@ -56,6 +56,7 @@ from .errors import HgsmiError, MessageTooLarge, PeerGone, Timeout, error
 from .guest import Guest
 from .host import _BATCHES_PER_ROUND, GuestConn, Host
 from .lease import Lease
+from .reply import fail_status, fill_reply
 from .message import Buffer, Message
 
 log = logging.getLogger("hgsmi.aio")
@@ -70,27 +71,6 @@ _POST_RETRY = 0.05
 #: (Python has no hook for "the last export of a buffer went away")
 _HELD_RETRY = 0.02
 _EV_ACCEPT = lib.HGSMI_EV_ACCEPT
-
-
-def _fill_reply(base: Any, m: Any, reply: Any) -> None:
-    """Write a handler's reply (None: left in place) into the buffer of ``m``."""
-    if reply is None:
-        return
-    src = memoryview(reply).cast("B")
-    if src.nbytes > m.capacity:
-        m.status, m.size = -errno.EOVERFLOW, 0
-        log.warning("channel %d reply of %d bytes exceeds capacity %d",
-                    m.channel, src.nbytes, m.capacity)
-        return
-    ffi.memmove(base + m.data, src, src.nbytes)
-    m.size = src.nbytes
-
-
-def _fail_status(m: Any, exc: BaseException) -> None:
-    code = exc.errno if isinstance(exc, HgsmiError) and exc.errno else errno.EIO
-    if isinstance(exc, asyncio.CancelledError):
-        code = errno.ECANCELED
-    m.status, m.size = -code, 0
 
 
 class _Waiter(threading.Thread):
@@ -608,9 +588,9 @@ class AsyncGuest(Guest):
                         self._tasks.add(task)
                         task.add_done_callback(lambda t, mc=mc, msg=msg: self._cmd_done(t, mc, msg))
                         continue
-                    _fill_reply(base, m, reply)
+                    fill_reply(base, m, reply)
                 except Exception as e:
-                    _fail_status(m, e)
+                    fail_status(m, e)
                     log.exception("channel %d handler raised", m.channel)
                 self._served(ffi.new("struct hgsmi_msg *", m), msg)
             if n < len(msgs):
@@ -621,9 +601,9 @@ class AsyncGuest(Guest):
         if self._live.pop(mc.offset, None) is None:  # closed meanwhile
             return
         try:
-            _fill_reply(self._base, mc, task.result())
+            fill_reply(self._base, mc, task.result())
         except BaseException as e:  # noqa: B036 - CancelledError too
-            _fail_status(mc, e)
+            fail_status(mc, e)
             if not isinstance(e, asyncio.CancelledError):
                 log.error("channel %d handler raised", mc.channel, exc_info=e)
         self._served(mc, msg)
@@ -953,7 +933,7 @@ class AsyncHost(Host):
                             lambda t, conn=conn, st=st, mc=mc, msg=msg:
                             self._handler_done(t, conn, st, mc, msg))
                         continue
-                    _fill_reply(base, m, reply)
+                    fill_reply(base, m, reply)
                 except Exception as e:
                     self._handler_failed(m, e)
                 if msg._release():
@@ -969,7 +949,7 @@ class AsyncHost(Host):
                 return
 
     def _handler_failed(self, m: Any, e: BaseException) -> None:
-        _fail_status(m, e)
+        fail_status(m, e)
         if isinstance(e, asyncio.CancelledError):
             return
         self.handler_errors += 1
@@ -985,7 +965,7 @@ class AsyncHost(Host):
             return
         if self._h is not None and lib.hgsmi_conn_alive(conn._c):
             try:
-                _fill_reply(conn._base, mc, task.result())
+                fill_reply(conn._base, mc, task.result())
             except BaseException as e:  # noqa: B036 - CancelledError too
                 self._handler_failed(mc, e)
         if msg._release():

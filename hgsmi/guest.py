@@ -10,10 +10,11 @@ from typing import Any, Callable, Iterable
 from ._native import ffi, lib
 from ._util import (as_buffer, backend_name, check_channel, check_int, check_name, struct_dict,
                     timeout_ms)
-from .errors import (HgsmiError, HostNotFound, MessageTooLarge, PeerGone, Timeout, check, error)
+from .errors import (HostNotFound, MessageTooLarge, PeerGone, Timeout, check, error)
 from .heap import with_fragmentation
 from .lease import Lease
 from .message import Buffer, Message
+from .reply import fail_status, fill_reply
 
 log = logging.getLogger("hgsmi.guest")
 
@@ -277,17 +278,10 @@ class Guest:
         try:
             reply = handler(msg) if handler else None
         except Exception as e:
-            code = e.errno if isinstance(e, HgsmiError) and e.errno else errno.EIO
-            m.status, m.size = -code, 0
+            fail_status(m, e)
             log.exception("channel %d handler raised", m.channel)
             return
-        if reply is not None:
-            src = memoryview(reply).cast("B")
-            if src.nbytes > m.capacity:
-                m.status, m.size = -errno.EOVERFLOW, 0
-                return
-            ffi.memmove(self._base + m.data, src, src.nbytes)
-            m.size = src.nbytes
+        fill_reply(self._base, m, reply)
 
     # -- misc ------------------------------------------------------------------
     def fileno(self) -> int:

@@ -17,6 +17,7 @@ from .errors import HgsmiError, PeerGone, Timeout, check, error
 from .heap import with_fragmentation
 from .lease import Lease
 from .message import Message
+from .reply import fail_status, fill_reply
 
 log = logging.getLogger("hgsmi.host")
 
@@ -132,26 +133,15 @@ class GuestConn:
     def _dispatch(self, handler: Handler, msg: Message, m: Any) -> None:
         try:
             reply = handler(msg)
-        except HgsmiError as e:
-            m.status, m.size = -(e.errno or errno.EIO), 0
-            log.warning("channel %d handler failed: %s", m.channel, e)
+        except Exception as e:
+            fail_status(m, e)
+            if isinstance(e, HgsmiError):
+                log.warning("channel %d handler failed: %s", m.channel, e)
+            else:
+                log.exception("channel %d handler raised", m.channel)
             self._host.handler_errors += 1
             return
-        except Exception:
-            m.status, m.size = -errno.EIO, 0
-            log.exception("channel %d handler raised", m.channel)
-            self._host.handler_errors += 1
-            return
-        if reply is None:
-            return
-        src = memoryview(reply).cast("B")
-        if src.nbytes > m.capacity:
-            m.status, m.size = -errno.EOVERFLOW, 0
-            log.warning("channel %d reply of %d bytes exceeds capacity %d",
-                        m.channel, src.nbytes, m.capacity)
-            return
-        ffi.memmove(self._base + m.data, src, src.nbytes)
-        m.size = src.nbytes
+        fill_reply(self._base, m, reply)
 
     def _complete_unheld(self, n: int) -> None:
         ready = [self._msgs[i] for i in range(n) if self._msgs[i].offset != 0xFFFFFFFF]
