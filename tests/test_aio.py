@@ -394,3 +394,106 @@ def test_same_loop_both_backends_and_failures(name, runtime_dir, no_leaks):
 
     asyncio.run(asyncio.wait_for(main("eventfd", name), 20))
     asyncio.run(asyncio.wait_for(main("semaphore", name), 20))
+
+
+async def _until(cond, timeout: float = 5.0, what: str = "condition") -> None:
+    """Poll ``cond()`` from the loop until true; fail after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.01)
+
+
+def test_async_guest_holds_an_ack_while_a_view_lives(name, runtime_dir, no_leaks):
+    """The host reuses a host buffer once acked: a handler's kept view delays the ack."""
+    seen = []  # (message, its own view, a slice that outlives the handler)
+
+    def keep(m):
+        seen.append((m, m.data, m.data[0:4]))
+
+    async def akeep(m):
+        await asyncio.sleep(0)
+        seen.append((m, m.data, m.data[4:8]))
+
+    async def main():
+        async with AsyncHost(name, size=4 << 20) as host:
+            async with AsyncGuest.connect(name) as g:
+                g.register(CH_PUSH, keep)
+                g.register(CH_PUSH + 1, akeep)
+                conn = host.guests[0]
+                base = conn.stats()["host_heap"]["used"]
+                for ch, part in ((CH_PUSH, b"abcd"), (CH_PUSH + 1, b"efgh")):
+                    await host.post(ch, 0, b"abcdefgh")
+                    await _until(lambda: seen, what="the handler")
+                    await asyncio.sleep(0.1)  # several rounds and held-retries
+                    assert conn.stats()["inflight_host"] == 1  # not acked: a view lives
+                    msg, view, kept = seen.pop()
+                    assert bytes(kept) == part  # still the host's bytes, not reused
+                    del kept  # let go: the loop notices within a few ms
+                    await _until(lambda: conn.stats()["inflight_host"] == 0, what="the ack")
+                    with pytest.raises(hgsmi.BufferReleased):
+                        msg.data
+                    with pytest.raises(ValueError):
+                        view[0]  # the view itself died with the ack
+                    assert conn.stats()["host_heap"]["used"] == base
+                # Several held at once, released in reverse order: all acked.
+                for i in range(5):
+                    await host.post(CH_PUSH, i, b"%8d" % i)
+                await _until(lambda: len(seen) == 5, what="five commands")
+                await asyncio.sleep(0.05)
+                assert conn.stats()["inflight_host"] == 5
+                while seen:
+                    n = len(seen)
+                    seen.pop()
+                    await _until(lambda: conn.stats()["inflight_host"] == n - 1, what="an ack")
+                assert conn.stats()["host_heap"]["used"] == base
+            assert host.handler_errors == 0
+
+    asyncio.run(asyncio.wait_for(main(), 20))
+
+
+@pytest.mark.parametrize("doorbell", BACKENDS)
+def test_async_host_holds_a_completion_while_a_view_lives(name, runtime_dir, no_leaks, doorbell):
+    """A guest buffer is reused once completed: a handler's kept view delays it."""
+    seen = []
+
+    def keep(m):
+        seen.append((m, m.data, m.data[0:2]))  # results left in place
+
+    async def akeep(m):
+        await asyncio.sleep(0)
+        seen.append((m, m.data, m.data[0:2]))
+
+    async def main():
+        async with AsyncHost(name, size=4 << 20, doorbell=doorbell) as host:
+            host.register(CH_REV, keep)
+            host.register(CH_AREV, akeep)
+            async with AsyncGuest.connect(name) as g:
+                conn = host.guests[0]
+                base = g.stats()["guest_heap"]["used"]
+                for ch in (CH_REV, CH_AREV):
+                    call = asyncio.ensure_future(g.call(ch, 0, b"hi there"))
+                    with g.alloc(ch, 0, 4) as buf:  # zero copy too
+                        buf.data[:] = b"zero"
+                        fut = g.submit(buf)
+                        await _until(lambda: len(seen) == 2, what="both handlers")
+                        done, _ = await asyncio.wait([call, fut], timeout=0.2)
+                        assert not done  # neither completed: their views live
+                        assert conn.stats()["held_completions"] == 2
+                        assert sorted(bytes(k) for _, _, k in seen) == [b"hi", b"ze"]
+                        views = [(m, v) for m, v, _ in seen]
+                        seen.clear()  # drops the slices: both complete
+                        assert await asyncio.wait_for(call, 5) == b"hi there"
+                        assert (await asyncio.wait_for(fut, 5)) is buf
+                        assert bytes(buf.reply) == b"zero"
+                    assert conn.stats()["held_completions"] == 0
+                    for m, v in views:
+                        with pytest.raises(hgsmi.BufferReleased):
+                            m.data
+                        with pytest.raises(ValueError):
+                            v[0]
+                    assert g.stats()["guest_heap"]["used"] == base
+                    assert g.stats()["inflight"] == 0
+            assert host.handler_errors == 0
+
+    asyncio.run(asyncio.wait_for(main(), 20))
