@@ -1,11 +1,13 @@
 """The guest: attaches to a host, calls and submits buffers, serves host commands."""
 from __future__ import annotations
 
+import asyncio
 import errno
+import inspect
 import logging
 import os
 import time
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Generator, Iterable
 
 from ._native import ffi, lib
 from ._util import (as_buffer, backend_name, check_channel, check_int, check_name, struct_dict,
@@ -14,7 +16,7 @@ from .errors import (HostNotFound, MessageTooLarge, PeerGone, Timeout, check, er
 from .heap import with_fragmentation
 from .lease import Lease
 from .message import Buffer, Message
-from .reply import fail_status, fill_reply
+from .reply import HeldBack, fail_status, fill_reply, msg_array, serve_batch
 
 log = logging.getLogger("hgsmi.guest")
 
@@ -60,7 +62,7 @@ class Guest:
         self._reply = bytearray(4096)
         self._inflight: dict[int, Buffer] = {}
         self._held: list[Buffer] = []  # freed while a view was still exported
-        self._held_acks: list[tuple[Any, Message]] = []  # host commands, ditto
+        self._held_acks = HeldBack()  # host commands, ditto: their acks
 
     # -- calls ----------------------------------------------------------------
     def call(self, channel: int, info: int, data: Any, reply_size: int = 0,
@@ -165,17 +167,38 @@ class Guest:
         """:meth:`send` for many messages, batched: one doorbell per batch.
 
         Waits for room while the heap or ring is full (up to ``timeout``).
-        Returns how many were sent.
+        Returns how many were sent.  Raises :class:`Timeout`,
+        :class:`PeerGone`, :class:`MessageTooLarge`.
+        """
+        steps = self._send_steps(channel, info, datas, timeout)
+        try:
+            while True:
+                _, left = next(steps)
+                self._wait(left)
+        except StopIteration as done:
+            return done.value
+
+    def _send_steps(self, channel: int, info: int, datas: Iterable[Any],
+                    timeout: float | None) -> Generator[tuple[int, float | None], None, int]:
+        """The send_many loop, for the sync and asyncio guests alike.
+
+        Sends what fits; while the heap or ring is full it yields
+        ``(rc, seconds left or None)`` and its driver waits for room (the
+        sync guest sleeps on the IRQ, hgsmi.aio awaits the next round).
+        Returns how many were sent; raises as :meth:`send_many`.
         """
         check_channel(channel, info)
         srcs = [as_buffer(d) for d in datas]
         n = len(srcs)
-        ptrs = ffi.new("void *[]", srcs) if n else None
-        lens = ffi.new("uint32_t[]", [len(s) for s in srcs]) if n else None
+        if not n:
+            return 0
+        ptrs = ffi.new("void *[]", srcs)
+        lens = ffi.new("uint32_t[]", [len(s) for s in srcs])
         timeout_ms(timeout)  # None or >= 0, else ValueError
         deadline = None if timeout is None else time.monotonic() + timeout
         sent = 0
         while sent < n:
+            self._check_open()
             rc = lib.hgsmi_guest_send(self._g, channel, info, ptrs + sent, lens + sent, n - sent)
             if rc > 0:
                 sent += rc
@@ -185,7 +208,7 @@ class Guest:
             left = None if deadline is None else deadline - time.monotonic()
             if left is not None and left <= 0:
                 raise Timeout(errno.ETIMEDOUT, f"send: {sent} of {n} sent, no room")
-            self._wait(left)
+            yield rc, left
         return sent
 
     def completions(self, timeout: float | None = 0) -> list[Buffer]:
@@ -233,11 +256,13 @@ class Guest:
     def poll(self, timeout: float | None = None) -> int:
         """Wait up to ``timeout`` for the IRQ, then serve the host FIFO.
 
+        A host command is acked when its handler returns, unless the
+        handler kept a view of it: then the ack waits for a later poll that
+        finds the view gone (the host reuses the memory once acked).
         Returns how many host commands were served.  Raises :class:`PeerGone`.
         """
         self._wait(timeout)
-        if self._held_acks:
-            self._retry_held_acks()
+        self._ack_ready()
         served = 0
         msgs = self._msgs
         while True:
@@ -246,42 +271,40 @@ class Guest:
                 raise error(n, "poll")
             if n == 0:
                 return served
-            held = False
-            for i in range(n):
-                m = msgs[i]
-                msg = Message(m.channel, m.info, m.capacity,
-                              Lease(self._base + m.data, m.size), self)
-                self._dispatch(self._handlers[m.channel], msg, m)
-                if not msg._release():
-                    # The host reuses the memory once acked: hold the ack
-                    # back until the last view of it is gone.
-                    self._held_acks.append((ffi.new("struct hgsmi_msg *", m), msg))
-                    m.offset, held = 0xFFFFFFFF, True
-            if held:
-                for i in range(n):
-                    if msgs[i].offset != 0xFFFFFFFF:
-                        lib.hgsmi_guest_ack(self._g, msgs + i, 1)
-            else:
-                lib.hgsmi_guest_ack(self._g, msgs, n)
+            k = serve_batch(msgs, n, self._base, self, self._handlers, self._dispatch,
+                            self._held_acks)
+            if k:
+                lib.hgsmi_guest_ack(self._g, msgs, k)
             served += n
 
-    def _retry_held_acks(self) -> None:
-        still = []
-        for m, msg in self._held_acks:
-            if msg._release():
-                lib.hgsmi_guest_ack(self._g, m, 1)
-            else:
-                still.append((m, msg))
-        self._held_acks = still
+    def _ack_ready(self) -> int:
+        """Ack the host commands held back by a view that is now gone; -errno or >= 0."""
+        ready = self._held_acks.ready() if self._held_acks else None
+        if not ready:
+            return 0
+        return lib.hgsmi_guest_ack(self._g, msg_array(ready), len(ready))
 
-    def _dispatch(self, handler: Handler | None, msg: Message, m: Any) -> None:
+    def _dispatch(self, handler: Handler | None, msg: Message, m: Any) -> bool:
+        """Serve one host command into ``m``; False if it finishes later (see reply.serve_batch)."""
         try:
             reply = handler(msg) if handler else None
+            if inspect.isawaitable(reply):
+                return self._start_async(msg, m, reply)
+            fill_reply(self._base, m, reply)
         except Exception as e:
-            fail_status(m, e)
-            log.exception("channel %d handler raised", m.channel)
-            return
-        fill_reply(self._base, m, reply)
+            self._handler_failed(m, e)
+        return True
+
+    def _start_async(self, msg: Message, m: Any, aw: Any) -> bool:
+        """A handler returned an awaitable: only hgsmi.aio can run it."""
+        if inspect.iscoroutine(aw):
+            aw.close()
+        raise TypeError(f"channel {m.channel}: an async handler needs hgsmi.aio.AsyncGuest")
+
+    def _handler_failed(self, m: Any, e: BaseException) -> None:
+        fail_status(m, e)
+        if not isinstance(e, asyncio.CancelledError):
+            log.error("channel %d handler raised", m.channel, exc_info=e)
 
     # -- misc ------------------------------------------------------------------
     def fileno(self) -> int:
@@ -327,9 +350,12 @@ class Guest:
         self.close()
 
     # -- buffer ownership -------------------------------------------------------
-    def _wait(self, timeout: float | None) -> bool:
+    def _check_open(self) -> None:
         if self._g is None:
             raise PeerGone(errno.EPIPE, "guest is closed")
+
+    def _wait(self, timeout: float | None) -> bool:
+        self._check_open()
         rc = lib.hgsmi_guest_wait(self._g, timeout_ms(timeout))
         if rc < 0:
             raise error(rc, "wait")

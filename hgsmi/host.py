@@ -1,23 +1,24 @@
 """The host: owns the VRAM segments, serves channels, posts to guests."""
 from __future__ import annotations
 
+import asyncio
 import collections
 import errno
+import inspect
 import logging
 import os
 import signal
 import threading
 import time
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Generator, Iterable
 
 from ._native import ffi, lib
 from ._util import (as_buffer, backend_id, check_channel, check_int, check_name, struct_dict,
                     timeout_ms)
 from .errors import HgsmiError, PeerGone, Timeout, check, error
 from .heap import with_fragmentation
-from .lease import Lease
 from .message import Message
-from .reply import fail_status, fill_reply
+from .reply import HeldBack, fail_status, fill_reply, msg_array, serve_batch
 
 log = logging.getLogger("hgsmi.host")
 
@@ -38,7 +39,7 @@ class GuestConn:
         self.id: int = lib.hgsmi_conn_id(conn)
         self._base = ffi.cast("char *", lib.hgsmi_conn_base(conn))
         self._msgs = ffi.new("struct hgsmi_msg[]", host._batch)
-        self._held: list[tuple[Any, Message]] = []  # completions waiting for a view
+        self._held = HeldBack()  # completions waiting for a view to go
         self._closed = False
 
     @property
@@ -53,6 +54,23 @@ class GuestConn:
         0: raise at once).  Returns the buffer's offset.  Raises
         :class:`HeapExhausted` / :class:`RingFull` (timeout 0),
         :class:`Timeout`, :class:`PeerGone`, :class:`MessageTooLarge`.
+        """
+        steps = self._post_steps(channel, info, data, timeout)
+        try:
+            while True:
+                next(steps)
+                self._host.poll(0.001)
+        except StopIteration as done:
+            return done.value
+
+    def _post_steps(self, channel: int, info: int, data: Any,
+                    timeout: float | None) -> Generator[tuple[int, float | None], None, int]:
+        """The post loop, for Host and AsyncHost alike.
+
+        Posts if there is room; while the host heap or the FIFO is full it
+        yields ``(rc, seconds left or None)`` and its driver serves (acks
+        free room) before the next try.  Returns the offset; raises as
+        :meth:`post`.
         """
         check_channel(channel, info)
         src = as_buffer(data)
@@ -69,7 +87,7 @@ class GuestConn:
                 if timeout == 0:
                     raise error(rc, "post")
                 raise Timeout(errno.ETIMEDOUT, "post: no room in the host heap or FIFO")
-            self._host.poll(0.001)
+            yield rc, None if deadline is None else deadline - time.monotonic()
 
     def stats(self) -> dict[str, Any]:
         """Counters, errors by kind, ring depth and host-heap figures of this guest.
@@ -101,61 +119,31 @@ class GuestConn:
         """Serve up to a few batches of this guest; return how many buffers.
 
         The cap keeps one busy guest from starving the others: the host's
-        wait returns at once while any guest has work left.
+        wait returns at once while any guest has work left.  A buffer whose
+        handler kept a view is completed by a later round, once it is gone.
         """
         served = 0
-        if self._held:
-            self._retry_held()
-        handlers = self._host._handlers
+        self._complete_ready()
         msgs = self._msgs
         for _ in range(_BATCHES_PER_ROUND):
             n = lib.hgsmi_conn_recv(self._c, msgs, len(msgs))
             if n <= 0:
                 return served
-            held = 0
-            for i in range(n):
-                m = msgs[i]
-                msg = Message(m.channel, m.info, m.capacity,
-                              Lease(self._base + m.data, m.size), self)
-                self._dispatch(handlers[m.channel], msg, m)
-                if not msg._release():
-                    # A view outlived the handler: complete only when it goes.
-                    self._held.append((ffi.new("struct hgsmi_msg *", m), msg))
-                    m.offset = 0xFFFFFFFF
-                    held += 1
-            if held:
-                self._complete_unheld(n)
-            else:
-                lib.hgsmi_conn_complete(self._c, msgs, n)
+            k = serve_batch(msgs, n, self._base, self, self._host._handlers, self._dispatch,
+                            self._held)
+            if k:
+                lib.hgsmi_conn_complete(self._c, msgs, k)
             served += n
         return served
 
-    def _dispatch(self, handler: Handler, msg: Message, m: Any) -> None:
-        try:
-            reply = handler(msg)
-        except Exception as e:
-            fail_status(m, e)
-            if isinstance(e, HgsmiError):
-                log.warning("channel %d handler failed: %s", m.channel, e)
-            else:
-                log.exception("channel %d handler raised", m.channel)
-            self._host.handler_errors += 1
-            return
-        fill_reply(self._base, m, reply)
+    def _dispatch(self, handler: Handler, msg: Message, m: Any) -> bool:
+        return self._host._dispatch(self, handler, msg, m)
 
-    def _complete_unheld(self, n: int) -> None:
-        ready = [self._msgs[i] for i in range(n) if self._msgs[i].offset != 0xFFFFFFFF]
-        for m in ready:
-            lib.hgsmi_conn_complete(self._c, m, 1)
-
-    def _retry_held(self) -> None:
-        still = []
-        for m, msg in self._held:
-            if msg._release():
-                lib.hgsmi_conn_complete(self._c, m, 1)
-            else:
-                still.append((m, msg))
-        self._held = still
+    def _complete_ready(self) -> None:
+        """Complete the buffers held back by a view that is now gone (one IRQ)."""
+        ready = self._held.ready() if self._held else None
+        if ready:
+            lib.hgsmi_conn_complete(self._c, msg_array(ready), len(ready))
 
     def __repr__(self) -> str:
         return f"<hgsmi.GuestConn id={self.id} {'alive' if self.alive else 'gone'}>"
@@ -336,12 +324,7 @@ class Host:
 
         Raises :class:`PeerGone` with no guest and ``ValueError`` with several.
         """
-        conns = self.guests
-        if not conns:
-            raise PeerGone(errno.ENOTCONN, "no guest attached")
-        if len(conns) > 1:
-            raise ValueError("several guests attached: use host.guests[i].post()")
-        return conns[0].post(channel, info, data, timeout)
+        return self._only_guest().post(channel, info, data, timeout)
 
     def wait_for_guests(self, n: int = 1, timeout: float | None = 10.0) -> list[GuestConn]:
         """Serve until ``n`` guests are attached; :class:`Timeout` after ``timeout``."""
@@ -365,10 +348,47 @@ class Host:
         """The bytes a stat request on the control socket is answered with."""
         check(lib.hgsmi_host_set_stat_reply(self._h, data, len(data)), "stat reply")
 
+    def _dispatch(self, conn: GuestConn, handler: Handler, msg: Message, m: Any) -> bool:
+        """Serve one guest buffer into ``m``; False if it finishes later (see reply.serve_batch)."""
+        try:
+            reply = handler(msg)
+            if inspect.isawaitable(reply):
+                return self._start_async(conn, msg, m, reply)
+            fill_reply(conn._base, m, reply)
+        except Exception as e:
+            self._handler_failed(m, e)
+        return True
+
+    def _start_async(self, conn: GuestConn, msg: Message, m: Any, aw: Any) -> bool:
+        """A handler returned an awaitable: only hgsmi.aio can run it."""
+        if inspect.iscoroutine(aw):
+            aw.close()
+        raise TypeError(f"channel {m.channel}: an async handler needs hgsmi.aio.AsyncHost")
+
+    def _handler_failed(self, m: Any, e: BaseException) -> None:
+        fail_status(m, e)
+        if isinstance(e, asyncio.CancelledError):
+            return
+        self.handler_errors += 1
+        if isinstance(e, HgsmiError):
+            log.warning("channel %d handler failed: %s", m.channel, e)
+        else:
+            log.error("channel %d handler raised", m.channel, exc_info=e)
+
+    def _only_guest(self) -> GuestConn:
+        """The one attached guest: :class:`PeerGone` with none, ``ValueError`` with several."""
+        conns = self.guests
+        if not conns:
+            raise PeerGone(errno.ENOTCONN, "no guest attached")
+        if len(conns) > 1:
+            raise ValueError("several guests attached: pass the guest "
+                             "(host.guests[i].post(), or guest= on AsyncHost.post)")
+        return conns[0]
+
     def _accept_all(self) -> None:
         while True:
             rc = lib.hgsmi_host_accept(self._h, self._conn_out)
-            if rc == -errno.EAGAIN:
+            if rc in (-errno.EAGAIN, -errno.EINPROGRESS):  # nobody (else) ready yet
                 return
             if rc == -errno.EPIPE:  # connected and left: a probe for a live host
                 continue
