@@ -2,16 +2,14 @@
 from __future__ import annotations
 
 import asyncio
-import errno
 import logging
 import signal
 import threading
-import time
 from typing import Any
 
 from ._aio_loop import LoopDriven, Waiter, in_loop_thread
 from ._native import ffi, lib
-from .errors import Timeout, error
+from .errors import error
 from .host import GuestConn, Host
 from .message import Message
 from .reply import HeldBack, fill_reply, msg_array
@@ -115,11 +113,7 @@ class AsyncHost(LoopDriven, Host):
                               timeout: float | None = 10.0) -> list[GuestConn]:
         """Wait until ``n`` guests are attached; :class:`Timeout` after ``timeout``."""
         self.start()
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while len(self._conns) < n:
-            left = None if deadline is None else deadline - time.monotonic()
-            if left is not None and left <= 0:
-                raise Timeout(errno.ETIMEDOUT, f"{len(self._conns)} of {n} guests attached")
+        for left in self._guests_steps(n, timeout):
             await self._next_round(left)
         return self.guests
 

@@ -34,7 +34,20 @@ awaitable is run as a task, and its result completes the buffer later, from
 the loop (completions of one iteration go back together, one IRQ/doorbell).
 ``msg.data`` stays valid until then.
 
+A handler that keeps a view of its buffer past its end (a slice, a numpy
+array) holds that buffer's completion (host) or ack (guest) back, exactly as
+the sync ``Host.poll``/``Guest.poll`` do and through the same code
+(:func:`hgsmi.reply.serve_batch`, :class:`hgsmi.reply.HeldBack`): the owner
+would reuse the memory under the view.  While anything is held, the loop
+looks again every 20 ms.
+
 Everything here must be used from the thread running the loop.
+
+The code: ``_aio_loop.py`` (rounds, waiting for room, the semaphore waiter
+thread), ``_aio_guest.py`` (:class:`AsyncGuest`), ``_aio_host.py``
+(:class:`AsyncHost`).  Known limit: ``hgsmi_host_accept`` waits up to 1 s for
+a connecting guest's hello, on the loop (see the xfail test
+``test_a_silent_client_does_not_stall_the_async_host``).
 """
 from __future__ import annotations
 

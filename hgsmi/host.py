@@ -10,7 +10,7 @@ import os
 import signal
 import threading
 import time
-from typing import Any, Callable, Generator, Iterable
+from typing import Any, Callable, Generator, Iterable, Iterator
 
 from ._native import ffi, lib
 from ._util import (as_buffer, backend_id, check_channel, check_int, check_name, struct_dict,
@@ -328,14 +328,20 @@ class Host:
 
     def wait_for_guests(self, n: int = 1, timeout: float | None = 10.0) -> list[GuestConn]:
         """Serve until ``n`` guests are attached; :class:`Timeout` after ``timeout``."""
+        for left in self._guests_steps(n, timeout):
+            self.poll(0.05 if left is None else min(left, 0.05))
+        return self.guests
+
+    def _guests_steps(self, n: int, timeout: float | None) -> Iterator[float | None]:
+        """The wait_for_guests loop: yields the seconds left (None: no limit)
+        while fewer than ``n`` guests are attached; raises :class:`Timeout`."""
         timeout_ms(timeout)  # None or >= 0, else ValueError
         deadline = None if timeout is None else time.monotonic() + timeout
         while len(self._conns) < n:
             left = None if deadline is None else deadline - time.monotonic()
             if left is not None and left <= 0:
                 raise Timeout(errno.ETIMEDOUT, f"{len(self._conns)} of {n} guests attached")
-            self.poll(0.05 if left is None else min(left, 0.05))
-        return self.guests
+            yield left
 
     def stats(self) -> dict[str, Any]:
         """The host's figures: name, socket, backend and every guest's stats."""
