@@ -36,6 +36,9 @@ class AsyncGuest(LoopDriven, Guest):
     ``completions``) raise ``TypeError``: the loop does their work.
     """
 
+    #: async handlers finish later: a Lease per view, not a Window's slice
+    _windowed = False
+
     def __init__(self, name: str, *, runtime_dir: str | os.PathLike[str] | None = None,
                  connect_timeout: float = 2.0, batch: int = 64,
                  loop: asyncio.AbstractEventLoop | None = None) -> None:

@@ -43,6 +43,9 @@ class AsyncHost(LoopDriven, Host):
     ``TypeError``: the loop serves.
     """
 
+    #: async handlers finish later: a Lease per view, not a Window's slice
+    _windowed = False
+
     def __init__(self, name: str, size: int = 16 << 20, doorbell: str = "eventfd",
                  **kwargs: Any) -> None:
         super().__init__(name, size, doorbell, **kwargs)

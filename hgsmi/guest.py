@@ -14,7 +14,7 @@ from ._util import (as_buffer, backend_name, check_channel, check_int, check_nam
                     timeout_ms)
 from .errors import (HostNotFound, MessageTooLarge, PeerGone, Timeout, check, error)
 from .heap import with_fragmentation
-from .lease import Lease
+from .lease import Lease, Windows
 from .message import Buffer, Message
 from .reply import HeldBack, fail_status, fill_reply, msg_array, serve_batch
 
@@ -32,6 +32,9 @@ class Guest:
     the host refuses this uid, :class:`ProtocolError` on an ABI mismatch,
     :class:`Timeout` if the handshake stalls.
     """
+
+    #: views of host commands are sliced from a Window (handlers never defer)
+    _windowed = True
 
     def __init__(self, name: str, *, runtime_dir: str | os.PathLike[str] | None = None,
                  spin_us: int = 0, connect_timeout: float = 2.0, batch: int = 64) -> None:
@@ -63,6 +66,9 @@ class Guest:
         self._inflight: dict[int, Buffer] = {}
         self._held: list[Buffer] = []  # freed while a view was still exported
         self._held_acks = HeldBack()  # host commands, ditto: their acks
+        # what a sync guest's views of host commands are sliced from (hgsmi/lease.py)
+        self._windows = (Windows(self._base, lib.hgsmi_guest_size(self._g))
+                         if self._windowed else None)
 
     # -- calls ----------------------------------------------------------------
     def call(self, channel: int, info: int, data: Any, reply_size: int = 0,
@@ -272,7 +278,7 @@ class Guest:
             if n == 0:
                 return served
             k = serve_batch(msgs, n, self._base, self, self._handlers, self._dispatch,
-                            self._held_acks)
+                            self._held_acks, self._windows)
             if k:
                 lib.hgsmi_guest_ack(self._g, msgs, k)
             served += n
@@ -337,6 +343,8 @@ class Guest:
                 buf._lease = buf._reply = None
                 buf.state = "freed"
             self._inflight.clear()
+            if self._windows is not None:
+                self._windows.retire()
             lib.hgsmi_guest_detach(self._g)
             self._g = None
 

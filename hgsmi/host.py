@@ -17,6 +17,7 @@ from ._util import (as_buffer, backend_id, check_channel, check_int, check_name,
                     timeout_ms)
 from .errors import HgsmiError, PeerGone, Timeout, check, error
 from .heap import with_fragmentation
+from .lease import Windows
 from .message import Message
 from .reply import HeldBack, fail_status, fill_reply, msg_array, serve_batch
 
@@ -40,6 +41,9 @@ class GuestConn:
         self._base = ffi.cast("char *", lib.hgsmi_conn_base(conn))
         self._msgs = ffi.new("struct hgsmi_msg[]", host._batch)
         self._held = HeldBack()  # completions waiting for a view to go
+        # what a sync host's views are sliced from (hgsmi/lease.py)
+        self._windows = (Windows(self._base, lib.hgsmi_conn_size(conn))
+                         if host._windowed else None)
         self._closed = False
 
     @property
@@ -109,6 +113,8 @@ class GuestConn:
         if not self._closed:
             self._closed = True
             self._host._conns.pop(self.id, None)
+            if self._windows is not None:
+                self._windows.retire()
             lib.hgsmi_conn_close(self._c)
 
     def _check_open(self) -> None:
@@ -130,7 +136,7 @@ class GuestConn:
             if n <= 0:
                 return served
             k = serve_batch(msgs, n, self._base, self, self._host._handlers, self._dispatch,
-                            self._held)
+                            self._held, self._windows)
             if k:
                 lib.hgsmi_conn_complete(self._c, msgs, k)
             served += n
@@ -160,6 +166,9 @@ class Host:
     ``ValueError``/``TypeError`` for bad arguments, :class:`HgsmiError` for
     the rest.
     """
+
+    #: views of guest buffers are sliced from a Window (handlers never defer)
+    _windowed = True
 
     def __init__(self, name: str, size: int = 16 << 20, doorbell: str = "eventfd", *,
                  runtime_dir: str | os.PathLike[str] | None = None,

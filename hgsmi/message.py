@@ -25,22 +25,26 @@ class Message:
     valid only while the handler runs; afterwards it raises.
     """
 
-    __slots__ = ("channel", "info", "capacity", "peer", "_lease")
+    __slots__ = ("channel", "info", "capacity", "peer", "_view", "_lease")
 
-    def __init__(self, channel: int, info: int, capacity: int, lease: Lease,
+    def __init__(self, channel: int, info: int, capacity: int, view: memoryview | Lease,
                  peer: GuestConn | Guest | None) -> None:
         self.channel = channel
         self.info = info
         self.capacity = capacity  #: bytes a reply may use
         self.peer = peer  #: the GuestConn (on the host) or the Guest it came from
-        self._lease: Lease | None = lease
+        # A Lease revokes its own view; a bare view comes from a Window,
+        # which revokes it for the whole batch (hgsmi/lease.py).
+        self._lease: Lease | None = view if isinstance(view, Lease) else None
+        self._view: memoryview | None = view.view if isinstance(view, Lease) else view
 
     @property
     def data(self) -> memoryview:
         """The request bytes, in place.  Raises :class:`BufferReleased` after completion."""
-        if self._lease is None:
+        view = self._view
+        if view is None:
             raise BufferReleased(0, "message already completed")
-        return self._lease.view
+        return view
 
     def array(self, dtype: Any = "uint8", shape: Any = None) -> Any:
         """The data as a numpy array (no copy; needs numpy)."""
@@ -52,13 +56,14 @@ class Message:
         return self.peer
 
     def _release(self) -> bool:
-        if self._lease is None or self._lease.release():
-            self._lease = None
-            return True
-        return False
+        """Revoke a Lease's view; False while something derived from it lives on."""
+        if self._lease is not None and not self._lease.release():
+            return False
+        self._view = self._lease = None
+        return True
 
     def __repr__(self) -> str:
-        state = "released" if self._lease is None else f"{len(self._lease.view)} bytes"
+        state = "released" if self._view is None else f"{len(self._view)} bytes"
         return f"<hgsmi.Message channel={self.channel} info={self.info} {state}>"
 
 

@@ -13,11 +13,13 @@ from __future__ import annotations
 import asyncio
 import errno
 import logging
+import struct
+from sys import getrefcount
 from typing import Any, Callable
 
 from ._native import ffi
 from .errors import HgsmiError
-from .lease import Lease
+from .lease import Lease, Windows
 from .message import Message
 
 log = logging.getLogger("hgsmi")
@@ -26,6 +28,10 @@ log = logging.getLogger("hgsmi")
 #: ``m``; True if ``m`` is final now, False if it finishes later (an async
 #: handler, whose owner hands it back through :meth:`HeldBack.settle`).
 Dispatch = Callable[[Any, Message, Any], bool]
+
+#: struct hgsmi_msg, to unpack a batch's fields in one go
+_MSG = struct.Struct("=IIIIBBHiI")
+assert _MSG.size == ffi.sizeof("struct hgsmi_msg")
 
 
 def fill_reply(base: Any, m: Any, reply: Any) -> None:
@@ -66,7 +72,8 @@ class HeldBack:
     __slots__ = ("_items",)
 
     def __init__(self) -> None:
-        self._items: list[tuple[Any, Message]] = []  # (copy of its hgsmi_msg, message)
+        # (copy of its hgsmi_msg, a check that is True once no view is left)
+        self._items: list[tuple[Any, Callable[[], bool]]] = []
 
     def __len__(self) -> int:
         return len(self._items)
@@ -79,38 +86,46 @@ class HeldBack:
         """
         if msg._release():
             return True
+        self.hold(m, msg._release)
+        return False
+
+    def hold(self, m: Any, gone: Callable[[], bool]) -> None:
+        """Keep a copy of ``m`` until ``gone()`` says its views are gone."""
         if ffi.typeof(m).kind == "pointer":  # already a copy of its own (an async handler's)
             m = m[0]
-        self._items.append((ffi.new("struct hgsmi_msg *", m), msg))
-        return False
+        self._items.append((ffi.new("struct hgsmi_msg *", m), gone))
 
     def ready(self) -> list[Any]:
         """Take out the held buffers whose views are gone (``struct hgsmi_msg *`` each)."""
         out, still = [], []
-        for mc, msg in self._items:
-            if msg._release():
+        for mc, gone in self._items:
+            if gone():
                 out.append(mc)
             else:
-                still.append((mc, msg))
+                still.append((mc, gone))
         self._items = still
         return out
 
     def drop(self) -> None:
         """Forget every held buffer (its peer or segment is gone); revoke what can be."""
-        for _, msg in self._items:
-            msg._release()
+        for _, gone in self._items:
+            gone()
         self._items = []
 
 
 def serve_batch(msgs: Any, n: int, base: Any, peer: Any, handlers: list[Any],
-                dispatch: Dispatch, held: HeldBack) -> int:
+                dispatch: Dispatch, held: HeldBack, windows: Windows | None = None) -> int:
     """Run the handlers of ``msgs[0:n]``; return ``k``: ``msgs[0:k]`` may go back now.
 
     Each buffer becomes a :class:`Message` over ``base``; ``dispatch`` serves
     it.  The final ones whose views are gone are moved to the front of
     ``msgs`` (complete or ack them in one call); those with a view still
     alive go to ``held``; those ``dispatch`` deferred are the caller's.
+    A sync peer passes its ``windows`` and must not defer (see
+    :mod:`hgsmi.lease`); an async one gets a Lease per buffer.
     """
+    if windows is not None:
+        return _serve_sliced(msgs, n, peer, handlers, dispatch, held, windows)
     k = 0
     for i in range(n):
         m = msgs[i]
@@ -119,6 +134,44 @@ def serve_batch(msgs: Any, n: int, base: Any, peer: Any, handlers: list[Any],
             if k != i:
                 msgs[k] = m
             k += 1
+    return k
+
+
+def _serve_sliced(msgs: Any, n: int, peer: Any, handlers: list[Any], dispatch: Dispatch,
+                  held: HeldBack, windows: Windows) -> int:
+    """serve_batch with views sliced from one window: fields come out in one
+    unpack, and a view costs a slice instead of an exporter of its own."""
+    win = windows.get()
+    whole, mbuf = win.whole, win.mbuf
+    refs = getrefcount(mbuf)
+    k = 0
+    kept_any = False
+    fields = _MSG.iter_unpack(ffi.buffer(msgs, n * _MSG.size))
+    for i, (_, data, size, capacity, channel, _, info, _, _) in enumerate(fields):
+        view = whole[data:data + size]
+        msg = Message(channel, info, capacity, view, peer)
+        m = msgs[i]
+        if not dispatch(handlers[channel], msg, m):
+            raise RuntimeError("a sync peer deferred a buffer")  # its dispatch fails awaitables
+        msg._view = msg = None
+        try:
+            view.release()
+            kept = getrefcount(view) - 2  # the handler kept the view itself: harmless now
+        except BufferError:  # something exports from it: a numpy array
+            win.keep(view)
+            kept = -1
+        view = None
+        now = getrefcount(mbuf)
+        if now > refs + kept:  # a view derived from this one lives on
+            held.hold(m, win.free)
+            kept_any = True
+        else:
+            if k != i:
+                msgs[k] = m
+            k += 1
+        refs = now
+    if kept_any:
+        windows.retire()
     return k
 
 

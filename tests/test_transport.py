@@ -252,3 +252,45 @@ class _pump:
     def stop(self) -> None:
         self.host.stop()
         self.t.join(5)
+
+
+def test_host_holds_exactly_the_completions_whose_views_live(name, runtime_dir, no_leaks):
+    """A batch's views are slices of one window: a kept slice holds back its
+    own buffer only, a kept (released) view holds back nothing and raises."""
+    slices, views = [], []
+
+    def handler(m: hgsmi.Message) -> None:
+        tag = bytes(m.data[:4])
+        if tag == b"keep":
+            slices.append(m.data[4:8])  # derived: must hold this buffer back
+        elif tag == b"view":
+            views.append(m.data)  # the view itself: released at completion
+
+    with hgsmi.Host(name, size=4 << 20) as host:
+        host.register(0x41, handler)
+        pump = _pump(host)
+        with hgsmi.Guest(name) as g:
+            pump.stop()  # attached: this thread serves from here on
+            bufs = []
+            for tag in (b"pass", b"keep", b"view", b"pass"):
+                buf = g.alloc(0x41, 0, 8)
+                buf.data[:] = tag + b"1234"
+                bufs.append(buf)
+            for buf in bufs:
+                g.submit(buf)  # one doorbell per submit: one or more host batches
+            deadline = time.monotonic() + 5
+            done: list = []
+            while len(done) < 3 and time.monotonic() < deadline:
+                host.poll(0.05)
+                done += g.completions(0)
+            assert sorted(b.offset for b in done) == sorted(b.offset for b in bufs if b is not bufs[1])
+            assert host.guests[0].stats()["held_completions"] == 1
+            assert bytes(slices[0]) == b"1234"  # the guest's memory, not reused
+            with pytest.raises(ValueError):
+                views[0][0]
+            slices.clear()
+            host.poll(0.05)
+            assert g.completions(5) == [bufs[1]]
+            assert host.guests[0].stats()["held_completions"] == 0
+            for buf in bufs:
+                buf.free()
