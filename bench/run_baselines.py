@@ -21,7 +21,6 @@ transports/base.py, ``Cpus``).
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import sys
 import time
@@ -29,36 +28,8 @@ from typing import Optional, Sequence
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+from hgsmi.bench import SIZES, human_size, percentile, placement  # noqa: E402
 from transports import DIRECTIONS, Transport, baselines  # noqa: E402
-from transports.base import Cpus  # noqa: E402
-
-SIZES = (64, 4096, 65536, 1 << 20)
-
-
-def human_size(n: int) -> str:
-    """64 B, 4 KiB, 1 MiB."""
-    for unit, shift in (("MiB", 20), ("KiB", 10)):
-        if n >= 1 << shift and n % (1 << shift) == 0:
-            return f"{n >> shift} {unit}"
-    return f"{n} B"
-
-
-def percentile(samples: Sequence[float], q: float) -> float:
-    """Nearest-rank percentile (q in 0..100) of unsorted samples."""
-    ordered = sorted(samples)
-    return ordered[max(0, math.ceil(q / 100 * len(ordered)) - 1)]
-
-
-def placement(pin: str) -> Cpus:
-    """The (host, guest) CPUs for a --pin choice."""
-    cpus = sorted(os.sched_getaffinity(0))
-    if pin == "none":
-        return None
-    if pin == "same":
-        return cpus[-1], cpus[-1]
-    if len(cpus) < 2:
-        raise SystemExit("--pin split needs two CPUs")
-    return cpus[0], cpus[1]
 
 
 def measure(t: Transport, args: argparse.Namespace) -> dict[str, object]:

@@ -20,6 +20,8 @@ import pytest
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from transports import baselines  # noqa: E402
+from transports.hgsmi_async import HgsmiAsync  # noqa: E402
+from transports.hgsmi_c import HgsmiC  # noqa: E402
 from transports.hgsmi_transports import hgsmi_transports  # noqa: E402
 
 pytest.importorskip("pytest_benchmark")
@@ -30,7 +32,9 @@ _CPUS = sorted(os.sched_getaffinity(0))
 PIN = (_CPUS[0], _CPUS[-1])
 SPIN_US = 50
 
-TRANSPORTS = {t.name: t for t in baselines() + hgsmi_transports(0)}
+#: hgsmi-c streams with the adaptive spin, as in `hgsmi bench` (the ceiling busy-polls)
+TRANSPORTS = {t.name: t for t in baselines() + hgsmi_transports(0) + [HgsmiC(SPIN_US),
+                                                                       HgsmiAsync(0)]}
 STREAM_CASES = [(name, d, size)
                 for name, t in TRANSPORTS.items()
                 for d in ("g2h", "h2g")
@@ -38,7 +42,8 @@ STREAM_CASES = [(name, d, size)
                 if getattr(t, "supports", lambda w: True)(d)]
 RTT_CASES = [(name, 0) for name, t in TRANSPORTS.items()
              if getattr(t, "supports", lambda w: True)("rtt")]
-RTT_CASES += [(t.name, SPIN_US) for t in hgsmi_transports(SPIN_US) if t.supports("rtt")]
+RTT_CASES += [(t.name, SPIN_US) for t in hgsmi_transports(SPIN_US) + [HgsmiC(), HgsmiAsync()]
+              if t.supports("rtt")]
 
 
 @pytest.mark.parametrize("name,direction,size", STREAM_CASES,
@@ -61,7 +66,7 @@ def test_stream(benchmark, name, direction, size):
 
 @pytest.mark.parametrize("name,spin", RTT_CASES, ids=[f"{n}-spin{s}" for n, s in RTT_CASES])
 def test_call_rtt(benchmark, name, spin):
-    t = TRANSPORTS[name] if spin == 0 else type(TRANSPORTS[name])(spin)
+    t = type(TRANSPORTS[name])(spin) if hasattr(TRANSPORTS[name], "spin_us") else TRANSPORTS[name]
     p50, p99 = [], []
 
     def once():
@@ -73,6 +78,23 @@ def test_call_rtt(benchmark, name, spin):
     benchmark.pedantic(once, rounds=ROUNDS, iterations=1)
     benchmark.extra_info.update(transport=name, workload="call-rtt", size=64, spin_us=spin,
                                 p50_us=statistics.median(p50), p99_us=statistics.median(p99))
+
+
+def test_call_concurrent(benchmark):
+    """hgsmi-async: 256 coroutines with a 64 B call in flight each (calls/s)."""
+    t = HgsmiAsync(0)
+    rates = []
+
+    def once():
+        r = t.concurrent(64, 256, seconds=SECONDS, cpus=PIN, timeout=60)
+        assert r["msgs"] > 0 and r["seconds"] > 0
+        rates.append(r["msgs"] / r["seconds"])
+
+    benchmark.group = "call-concurrent 64 B"
+    benchmark.pedantic(once, rounds=ROUNDS, iterations=1)
+    mps = statistics.median(rates)
+    benchmark.extra_info.update(transport=t.name, workload="call-concurrent", size=64,
+                                inflight=256, msgs_per_s=mps, mb_per_s=mps * 64 / 1e6)
 
 
 def test_idle_cpu(benchmark):

@@ -7,6 +7,11 @@ The transports live in the source tree's ``bench/`` directory (not part of
 the installed package); this module finds it next to the package (flat,
 editable layout) and says so in one line if it is absent.
 
+Besides the Python transports, ``hgsmi-c`` runs the same workloads from C
+through libhgsmi (bench/c/hgsmi_c.c), and ``hgsmi-async`` with an asyncio
+guest (hgsmi.aio.AsyncGuest; its spin_us is the host's only), including
+``call-concurrent``: calls/s with ASYNC_INFLIGHT coroutines calling at once.
+
 Every figure is the median of ``--runs`` runs (at least 3; the 64 B c-ceiling
 and hgsmi-c figures at least 5). Ratios (x hgcm, % of c-ceiling) are taken
 within the run. Progress goes to stderr, so ``--json`` prints exactly one
@@ -30,6 +35,11 @@ STREAMS = ("g2h-stream", "h2g-stream")
 #: with the peers on two vCPUs, 50 µs covers a round trip (8 µs median) while
 #: 10 µs does not (37 µs); see README "Benchmarks".
 DEFAULT_SPIN_US = 50
+#: coroutines with a call in flight in the hgsmi-async call-concurrent row
+ASYNC_INFLIGHT = 256
+#: hgsmi-async stream sizes under --quick (every spawned Python run costs
+#: ~0.3 s of start-up, more than the 0.1 s it measures)
+QUICK_ASYNC_SIZES = (64, 65536)
 
 
 class BenchError(Exception):
@@ -55,7 +65,15 @@ def _import_transports() -> Any:
     return transports, hgsmi_transports
 
 
+def _extra_transports() -> tuple[Any, Any]:
+    """The hgsmi-c and hgsmi-async transport classes (after _import_transports)."""
+    from transports.hgsmi_async import HgsmiAsync
+    from transports.hgsmi_c import HgsmiC
+    return HgsmiC, HgsmiAsync
+
+
 def human_size(n: int) -> str:
+    """64 B, 4 KiB, 1 MiB."""
     for unit, shift in (("MiB", 20), ("KiB", 10)):
         if n >= 1 << shift and n % (1 << shift) == 0:
             return f"{n >> shift} {unit}"
@@ -63,11 +81,14 @@ def human_size(n: int) -> str:
 
 
 def percentile(samples: Sequence[float], q: float) -> float:
+    """Nearest-rank percentile (q in 0..100) of unsorted samples."""
     ordered = sorted(samples)
     return ordered[max(0, math.ceil(q / 100 * len(ordered)) - 1)]
 
 
 def placement(pin: str) -> Optional[tuple[int, int]]:
+    """The (host, guest) CPUs for a --pin choice: "split" puts them on two
+    CPUs (one, if only one is available), "same" on one, "none" unpinned."""
     cpus = sorted(os.sched_getaffinity(0))
     if pin == "none":
         return None
@@ -98,8 +119,11 @@ def machine(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _log(args: argparse.Namespace, text: str) -> None:
+    """A progress line on stderr, stamped with the seconds since the start
+    (which section eats the --quick budget shows at a glance)."""
     if not args.silent:
-        print(text, file=sys.stderr, flush=True)
+        t = time.monotonic() - getattr(args, "t_start", time.monotonic())
+        print(f"[{t:5.1f} s] {text}", file=sys.stderr, flush=True)
 
 
 def _repeat(n: int, fn: Callable[[], Any], what: str,
@@ -140,6 +164,20 @@ def rtt_row(t: Any, workload: str, args: argparse.Namespace,
             "runs": len(res)}
 
 
+def concurrent_row(t: Any, args: argparse.Namespace) -> Optional[dict[str, Any]]:
+    """hgsmi-async with ASYNC_INFLIGHT coroutines calling at once (64 B echo)."""
+    res = _repeat(args.runs, lambda: t.concurrent(64, ASYNC_INFLIGHT, seconds=args.seconds,
+                                                  cpus=args.cpus, timeout=60),
+                  f"{t.name} call-concurrent", args)
+    res = [r for r in res if r["seconds"] > 0 and r["msgs"] > 0]
+    if not res:
+        return None
+    mps = statistics.median(r["msgs"] / r["seconds"] for r in res)
+    return {"transport": t.name, "workload": "call-concurrent", "size": 64,
+            "msgs_per_s": round(mps, 1), "mb_per_s": round(mps * 64 / 1e6, 3),
+            "inflight": ASYNC_INFLIGHT, "runs": len(res)}
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     transports, ht = _import_transports()
     args.cpus = placement(args.pin)
@@ -148,38 +186,49 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     names = {t.name: t for t in base}
     hg = {spin: {t.name: t for t in ht.hgsmi_transports(spin)}
           for spin in (0, args.spin_us)}
-    hgc = ht.HgsmiC() if hasattr(ht, "HgsmiC") else None
+    HgsmiC, HgsmiAsync = _extra_transports()
+    # hgsmi-c streams with the adaptive spin: the C ceiling it is compared
+    # with busy-polls, and a C user streaming would configure the spin.
+    hgc = HgsmiC(args.spin_us)
+    hga = HgsmiAsync(0)
     rows: list[dict[str, Any]] = []
-    t_start = time.monotonic()
+    t_start = args.t_start = time.monotonic()
 
     def add(row: Optional[dict[str, Any]], **extra: Any) -> None:
         if row is not None:
             row.update(extra)
             rows.append(row)
 
-    stream_ts = [names["c-ceiling"]] + ([hgc] if hgc else []) + \
-        list(hg[0].values()) + [t for t in base if t.name != "c-ceiling"]
+    stream_ts = [names["c-ceiling"], hgc] + list(hg[0].values()) + [hga] + \
+        [t for t in base if t.name != "c-ceiling"]
     for workload in STREAMS:
         for t in stream_ts:
             if hasattr(t, "supports") and not t.supports(workload[:3]):
                 continue
             _log(args, f"{workload}: {t.name}")
-            for size in args.sizes:
+            # --quick: the async guest only at the two regimes (per-message
+            # cost, bulk copy), to keep within the 2-minute budget.
+            sizes = [z for z in args.sizes if z in QUICK_ASYNC_SIZES] \
+                if t is hga and args.quick else args.sizes
+            for size in sizes or args.sizes:
                 small_c = size == 64 and t.name in ("c-ceiling", "hgsmi-c")
                 add(stream_row(t, workload, size, args,
-                               max(args.runs, 5) if small_c else args.runs))
+                               max(args.runs, 5) if small_c else args.runs),
+                    **({"spin_us": t.spin_us} if t is hgc else {}))
     # call-rtt: baselines once (they never spin); hgsmi with spin, and without.
     for t in base:
         _log(args, f"call-rtt: {t.name}")
         add(rtt_row(t, "call-rtt", args,
                     max(args.runs, 5) if t.name == "c-ceiling" else args.runs))
     for spin, wl in ((args.spin_us, "call-rtt"), (0, "call-rtt-nospin")):
-        ts = [t for t in hg[spin].values() if t.supports("rtt")]
-        if hgc:
-            ts = [ht.HgsmiC(spin)] + ts
+        ts = [HgsmiC(spin)] + [t for t in hg[spin].values() if t.supports("rtt")] + \
+            [HgsmiAsync(spin)]
         for t in ts:
             _log(args, f"{wl}: {t.name} (spin_us={spin})")
             add(rtt_row(t, wl, args, args.runs), spin_us=spin)
+    # Many calls in flight from one asyncio guest (issue 6): calls/s.
+    _log(args, f"call-concurrent: hgsmi-async ({ASYNC_INFLIGHT} in flight)")
+    add(concurrent_row(hga, args))
     # idle-cpu: the adaptive-spin configuration, attached and idle.
     _log(args, f"idle-cpu: hgsmi ({args.idle_seconds:g} s x {args.runs})")
     t = hg[args.spin_us]["hgsmi-copy"]

@@ -38,6 +38,10 @@ struct bench_opts {
 	unsigned timeout;	/* -T: hard bound, SIGALRM kills (default 60) */
 	uint64_t warmup;	/* -w: untimed calls (ceiling_eventfd) */
 	int cpu[2];		/* -p P,C: pin parent to P, child to C (-1: no) */
+	/* Only hgsmi_c uses these; the ceiling programs ignore them. */
+	const char *mode;	/* -m: workload (hgsmi_c: g2h, h2g, rtt) */
+	unsigned spin_us;	/* -S: the library's adaptive spin (0: sleep only) */
+	unsigned batch;		/* -b: messages per doorbell (0: the program's choice) */
 };
 
 /* The child's pid while it runs, so bench_fail() can kill it. */
@@ -91,14 +95,18 @@ static inline void bench_parse(int argc, char **argv, struct bench_opts *o)
 {
 	int c;
 
-	*o = (struct bench_opts){ .size = 64, .timeout = 60, .warmup = 50, .cpu = { -1, -1 } };
-	while ((c = getopt(argc, argv, "s:n:t:T:w:p:")) != -1) {
+	*o = (struct bench_opts){ .size = 64, .timeout = 60, .warmup = 50, .cpu = { -1, -1 },
+				   .mode = "" };
+	while ((c = getopt(argc, argv, "s:n:t:T:w:p:m:S:b:")) != -1) {
 		switch (c) {
 		case 's': o->size = strtoul(optarg, NULL, 0); break;
 		case 'n': o->count = strtoull(optarg, NULL, 0); break;
 		case 't': o->seconds = strtod(optarg, NULL); break;
 		case 'T': o->timeout = (unsigned)strtoul(optarg, NULL, 0); break;
 		case 'w': o->warmup = strtoull(optarg, NULL, 0); break;
+		case 'm': o->mode = optarg; break;
+		case 'S': o->spin_us = (unsigned)strtoul(optarg, NULL, 0); break;
+		case 'b': o->batch = (unsigned)strtoul(optarg, NULL, 0); break;
 		case 'p':
 			if (sscanf(optarg, "%d,%d", &o->cpu[0], &o->cpu[1]) != 2 ||
 			    o->cpu[0] < 0 || o->cpu[1] < 0 || o->cpu[0] >= CPU_SETSIZE ||
@@ -107,7 +115,8 @@ static inline void bench_parse(int argc, char **argv, struct bench_opts *o)
 			break;
 		default:
 			bench_fail("usage: %s -s size [-n count] [-t seconds] [-T timeout] [-w warmup]"
-				   " [-p parent_cpu,child_cpu]", argv[0]);
+				   " [-p parent_cpu,child_cpu] [-m mode] [-S spin_us] [-b batch]",
+				   argv[0]);
 		}
 	}
 	if (o->size < 1 || o->size > BENCH_MAX_SIZE)

@@ -29,19 +29,20 @@ _built = False
 
 
 def build() -> None:
-    """``make -C bench/c`` once per process (make skips what is fresh)."""
+    """``make -C bench/c`` once per process (make skips what is fresh); it
+    builds the ceiling programs and hgsmi_c (which needs libhgsmi)."""
     global _built
     if _built:
         return
     proc = subprocess.run(["make", "--no-print-directory", "-s", "-C", C_DIR],
                           capture_output=True, text=True, timeout=120)
     if proc.returncode != 0:
-        raise RuntimeError(f"building the C ceiling failed:\n{proc.stdout}{proc.stderr}")
+        raise RuntimeError(f"building bench/c failed:\n{proc.stdout}{proc.stderr}")
     _built = True
 
 
 def run_program(name: str, args: list[str], timeout: float) -> dict[str, Any]:
-    """Run one ceiling program and parse the JSON line it prints; the
+    """Run one bench/c program and parse the JSON line it prints; the
     whole process group is killed if it fails or overruns."""
     build()
     exe = os.path.join(C_DIR, "build", name)
@@ -60,7 +61,7 @@ def run_program(name: str, args: list[str], timeout: float) -> dict[str, Any]:
     return result
 
 
-def _pin(job: Job, parent: Literal["host", "guest"],
+def pin_args(job: Job, parent: Literal["host", "guest"],
          child: Literal["host", "guest"]) -> list[str]:
     """``-p parent_cpu,child_cpu`` for a pinned job, else nothing."""
     if job.cpus is None:
@@ -78,7 +79,8 @@ class CCeiling(Transport):
                timeout: float = DEFAULT_TIMEOUT, cpus: Cpus = None) -> StreamResult:
         job = Job("stream", direction, size, seconds, count, timeout=timeout, cpus=cpus)
         # The producer (parent) is the sender, the consumer (child) the receiver.
-        pin = _pin(job, "guest", "host") if direction == "g2h" else _pin(job, "host", "guest")
+        sender, receiver = ("guest", "host") if direction == "g2h" else ("host", "guest")
+        pin = pin_args(job, sender, receiver)
         out = run_program("ceiling_ring", ["-s", str(size), "-n", str(count or 0),
                                            "-t", repr(seconds or 0.0), *pin], timeout)
         return {"msgs": out["msgs"], "bytes": out["bytes"], "seconds": out["seconds"]}
@@ -90,5 +92,5 @@ class CCeiling(Transport):
         # The caller (parent) is the guest, the server (child) the host.
         out = run_program("ceiling_eventfd", ["-s", str(size), "-n", str(count),
                                               "-w", str(warmup), "-t", repr(seconds or 0.0),
-                                              *_pin(job, "guest", "host")], timeout)
+                                              *pin_args(job, "guest", "host")], timeout)
         return [us * 1e-6 for us in out["samples_us"]]

@@ -30,16 +30,14 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import multiprocessing as mp
 import os
 import shutil
 import tempfile
 import time
-from typing import Any, Callable, Iterator, Optional
+from typing import Any, Iterator, Optional
 
-from .base import (DEFAULT_TIMEOUT, DEFAULT_WARMUP, Cpus, Direction, Job,
-                   StreamResult, markers, pattern_buffer)
-from .peers import _CTX, _EXIT_GRACE, PeerTransport, _collect, _reap, _child
+from .base import DEFAULT_TIMEOUT, Cpus, Job, StreamResult, markers, pattern_buffer
+from .peers import Loop, PeerTransport
 
 DATA_CH, END_CH, GO_CH = 16, 17, 18
 #: bytes per guest segment: room for several 1 MiB messages in flight
@@ -108,46 +106,55 @@ def _bad(size: int, data: Any) -> RuntimeError:
     return RuntimeError(f"corrupt message: {len(data)} bytes, expected {size}")
 
 
+class StreamCounter:
+    """The receiving end of a stream, as handlers: ``on_data`` checks the
+    first and last byte of each message, ``on_end`` notes an end marker;
+    the clock runs from the first message to the last end marker, and the
+    first message is not counted (as in every transport)."""
+
+    __slots__ = ("size", "first", "last", "n", "t0", "t1", "ends")
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.first, self.last = markers(size)
+        self.n, self.t0, self.t1, self.ends = -1, 0.0, 0.0, 0
+
+    def on_data(self, msg: Any) -> None:
+        d = msg.data
+        if len(d) != self.size or d[0] != self.first or d[-1] != self.last:
+            raise _bad(self.size, d)
+        if self.n < 0:
+            self.t0 = time.perf_counter()
+        self.n += 1
+
+    def on_end(self, msg: Any) -> None:
+        self.t1 = time.perf_counter()
+        self.ends += 1
+
+    def register(self, peer: Any) -> None:
+        """Serve DATA_CH and END_CH of a Host or Guest with this counter."""
+        peer.register(DATA_CH, self.on_data)
+        peer.register(END_CH, self.on_end)
+
+    def result(self) -> StreamResult:
+        if self.n < 1:
+            raise RuntimeError("the stream ended before its second message")
+        return {"msgs": self.n, "bytes": self.n * self.size, "seconds": self.t1 - self.t0}
+
+
+def _drain_guests(host: Any, seconds: float) -> None:
+    """Serve until every guest has detached (their end calls complete)."""
+    end = time.monotonic() + seconds
+    while host.guests and time.monotonic() < end:
+        host.poll(0.05)
+
+
 # -- g2h and rtt: the host serves -------------------------------------------
 
 def host_recv(peer: _Peer, job: Job) -> Optional[StreamResult]:
     """Serve the data channel (check first/last byte of each message) until
     the end call; for streams return the steady-state measurement."""
-    host = peer.obj
-    size = job.size
-    first, last = markers(size)
-    state = {"n": -1, "t0": 0.0, "t1": 0.0, "done": False}
-    clock = time.perf_counter
-
-    def on_data(msg: Any) -> None:
-        d = msg.data
-        if len(d) != size or d[0] != first or d[-1] != last:
-            raise _bad(size, d)
-        n = state["n"]
-        if n < 0:
-            state["t0"] = clock()
-        state["n"] = n + 1
-
-    def on_end(msg: Any) -> None:
-        state["t1"] = clock()
-        state["done"] = True
-
-    host.register(DATA_CH, on_data)
-    host.register(END_CH, on_end)
-    host.wait_for_guests(1, timeout=job.timeout)
-    poll = host.poll
-    while not state["done"]:
-        poll(0.5)
-    # let the guest's end call complete and the guest detach
-    end = time.monotonic() + 5
-    while host.guests and time.monotonic() < end:
-        poll(0.05)
-    if job.kind == "rtt":
-        return None
-    n = int(state["n"])
-    if n < 1:
-        raise RuntimeError("the stream ended before its second message")
-    return {"msgs": n, "bytes": n * size, "seconds": state["t1"] - state["t0"]}
+    return host_recv_n(1, peer, job)
 
 
 def _await_go(g: Any, timeout: float) -> None:
@@ -267,39 +274,24 @@ def guest_rtt(mode: str, peer: _Peer, job: Job) -> list[float]:
     return lat
 
 
-def host_recv_n(nguests: int, peer: _Peer, job: Job) -> StreamResult:
-    """host_recv for several guests: aggregate from the first message of
-    any guest to the last guest's end marker."""
+def host_recv_n(nguests: int, peer: _Peer, job: Job,
+                go: bool = False) -> Optional[StreamResult]:
+    """Serve ``nguests`` guests' data channel until each has sent its end
+    call; the aggregate runs from the first message of any guest to the last
+    end marker. With ``go``, each guest is told to start (GO_CH) once all
+    are attached, so that they stream at the same time."""
     host = peer.obj
-    size = job.size
-    first, last = markers(size)
-    state = {"n": -1, "t0": 0.0, "t1": 0.0, "ends": 0}
-    clock = time.perf_counter
-
-    def on_data(msg: Any) -> None:
-        d = msg.data
-        if len(d) != size or d[0] != first or d[-1] != last:
-            raise _bad(size, d)
-        n = state["n"]
-        if n < 0:
-            state["t0"] = clock()
-        state["n"] = n + 1
-
-    def on_end(msg: Any) -> None:
-        state["t1"] = clock()
-        state["ends"] += 1
-
-    host.register(DATA_CH, on_data)
-    host.register(END_CH, on_end)
-    for conn in host.wait_for_guests(nguests, timeout=job.timeout):
-        conn.post(GO_CH, 0, b"go")
-    while state["ends"] < nguests:
-        host.poll(0.5)
-    end = time.monotonic() + 5
-    while host.guests and time.monotonic() < end:
-        host.poll(0.05)
-    n = int(state["n"])
-    return {"msgs": n, "bytes": n * size, "seconds": state["t1"] - state["t0"]}
+    rx = StreamCounter(job.size)
+    rx.register(host)
+    conns = host.wait_for_guests(nguests, timeout=job.timeout)
+    if go:
+        for conn in conns:
+            conn.post(GO_CH, 0, b"go")
+    poll = host.poll
+    while rx.ends < nguests:
+        poll(0.5)
+    _drain_guests(host, 5)
+    return None if job.kind == "rtt" else rx.result()
 
 
 def _cpu_seconds() -> float:
@@ -316,9 +308,7 @@ def idle_host(peer: _Peer, job: Job) -> float:
     while time.monotonic() < end:
         host.poll(max(0.0, min(1.0, end - time.monotonic())))
     used = _cpu_seconds() - c0
-    deadline = time.monotonic() + 10
-    while host.guests and time.monotonic() < deadline:
-        host.poll(0.05)
+    _drain_guests(host, 10)
     return used
 
 
@@ -333,12 +323,22 @@ def idle_guest(peer: _Peer, job: Job) -> float:
 
 # -- h2g: the host posts, the guest serves -----------------------------------
 
-def host_post(peer: _Peer, job: Job) -> None:
+def host_post(peer: _Peer, job: Job, ready_call: bool = False) -> None:
     """Post job.size-byte messages to the guest, then the end marker, then
-    serve until the guest detaches."""
+    serve until the guest detaches. With ``ready_call``, first wait for the
+    guest's call on GO_CH: a guest that serves host commands as soon as it
+    attaches (asyncio) would fail messages for channels it has not yet
+    registered."""
     host = peer.obj
     size = job.size
+    ready: list[int] = []
+    host.register(GO_CH, lambda msg: ready.append(1))
     conn = host.wait_for_guests(1, timeout=job.timeout)[0]
+    deadline = time.monotonic() + job.timeout
+    while ready_call and not ready:
+        if time.monotonic() > deadline:
+            raise TimeoutError("the guest never said it was ready")
+        host.poll(0.1)
     msg = memoryview(pattern_buffer(size))[:size]
     clock = time.perf_counter
     count, end = job.max_count, clock() + job.max_seconds
@@ -348,44 +348,19 @@ def host_post(peer: _Peer, job: Job) -> None:
         post(DATA_CH, 0, msg)
         n += 1
     post(END_CH, 0, b"end")
-    deadline = time.monotonic() + job.timeout
-    while host.guests and time.monotonic() < deadline:
-        host.poll(0.05)
+    _drain_guests(host, job.timeout)
 
 
 def guest_recv(peer: _Peer, job: Job) -> StreamResult:
     """Serve host commands (check first/last byte) until the end marker."""
     g = peer.obj
-    size = job.size
-    first, last = markers(size)
-    state = {"n": -1, "t0": 0.0, "t1": 0.0, "done": False}
-    clock = time.perf_counter
-
-    def on_data(msg: Any) -> None:
-        d = msg.data
-        if len(d) != size or d[0] != first or d[-1] != last:
-            raise _bad(size, d)
-        n = state["n"]
-        if n < 0:
-            state["t0"] = clock()
-        state["n"] = n + 1
-
-    def on_end(msg: Any) -> None:
-        state["t1"] = clock()
-        state["done"] = True
-
-    g.register(DATA_CH, on_data)
-    g.register(END_CH, on_end)
+    rx = StreamCounter(job.size)
+    rx.register(g)
     poll = g.poll
-    while not state["done"]:
+    while not rx.ends:
         poll(0.5)
-    n = int(state["n"])
-    if n < 1:
-        raise RuntimeError("the stream ended before its second message")
-    return {"msgs": n, "bytes": n * size, "seconds": state["t1"] - state["t0"]}
+    return rx.result()
 
-
-Loop = Callable[[Any, Job], Any]
 
 
 class HgsmiTransport(PeerTransport):
@@ -420,19 +395,6 @@ class HgsmiTransport(PeerTransport):
         """Whether a workload ("g2h", "h2g", "rtt") uses this mode's API."""
         return True
 
-    def stream(self, direction: Direction, size: int, *,
-               seconds: Optional[float] = 0.5, count: Optional[int] = None,
-               timeout: float = DEFAULT_TIMEOUT, cpus: Cpus = None) -> StreamResult:
-        job = Job("stream", direction, size, seconds, count, timeout=timeout, cpus=cpus)
-        host, guest = self.run(job)
-        result: StreamResult = host if direction == "g2h" else guest
-        return result
-
-    def run(self, job: Job) -> tuple[Any, Any]:
-        """PeerTransport.run with this transport's own loops."""
-        results = self.run_peers(job, *self.loops(job))
-        return results["host"], results["guest"]
-
     def idle_cpu(self, seconds: float = 5.0, cpus: Cpus = None) -> dict[str, float]:
         """CPU seconds (user+sys) the host and an attached guest use while
         idle for ``seconds``, each measured with getrusage in its own process."""
@@ -445,42 +407,10 @@ class HgsmiTransport(PeerTransport):
         """Aggregate g2h throughput of ``n`` guests streaming to one host."""
         job = Job("stream", "g2h", size, seconds, None, timeout=timeout)
         guest_loop = functools.partial(guest_send, self.mode, barrier=True)
-        host_loop = functools.partial(host_recv_n, n)
+        host_loop = functools.partial(host_recv_n, n, go=True)
         r = self.run_peers(job, host_loop, guest_loop, guests=n)
         result: StreamResult = r["host"]
         return result
-
-    def run_peers(self, job: Job, host_loop: Loop, guest_loop: Loop,
-                  guests: int = 1) -> dict[str, Any]:
-        """Run a host and ``guests`` guests (roles host, guest, guest1..);
-        return each role's result."""
-        deadline = time.monotonic() + job.timeout
-        procs: list[mp.process.BaseProcess] = []
-        conns: dict[Any, str] = {}
-        ok = False
-        with self.endpoints(job) as (host_end, guest_end):
-            peers = [("host", type(self).open_host, host_loop, host_end)]
-            peers += [("guest" if i == 0 else f"guest{i}", type(self).open_guest,
-                       guest_loop, guest_end) for i in range(guests)]
-            try:
-                for role, opener, loop, end in peers:
-                    rx, tx = _CTX.Pipe(duplex=False)
-                    proc = _CTX.Process(
-                        target=_child, name=f"{self.name}-{role}", daemon=True,
-                        args=(opener, loop, end, job,
-                              job.cpu("host" if role == "host" else "guest"),
-                              tx, os.getpid()))
-                    conns[rx] = role
-                    proc.start()
-                    procs.append(proc)
-                    tx.close()
-                results = _collect(dict(conns), procs, deadline)
-                ok = True
-            finally:
-                _reap(procs, _EXIT_GRACE if ok else 0.0)
-                for rx in conns:
-                    rx.close()
-        return results
 
 
 class HgsmiCopy(HgsmiTransport):

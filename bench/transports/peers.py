@@ -106,24 +106,36 @@ class PeerTransport(Transport):
         latencies: list[float] = self.run(job)[1]
         return latencies
 
+    def loops(self, job: Job) -> tuple[Loop, Loop]:
+        """The (host, guest) loops of a job: by default the shared ones of
+        :mod:`.channel`."""
+        return _loops(job)
+
     def run(self, job: Job) -> tuple[Any, Any]:
         """Run one job in two fresh processes; return (host, guest) results."""
+        results = self.run_peers(job, *self.loops(job))
+        return results["host"], results["guest"]
+
+    def run_peers(self, job: Job, host_loop: Loop, guest_loop: Loop,
+                  guests: int = 1) -> dict[str, Any]:
+        """Run a host and ``guests`` guests (roles host, guest, guest1..),
+        each in a fresh process, and return each role's result."""
         deadline = time.monotonic() + job.timeout
-        host_loop, guest_loop = _loops(job)
         procs: list[mp.process.BaseProcess] = []
         conns: dict[Connection, str] = {}
         ok = False
         with self.endpoints(job) as (host_end, guest_end):
-            peers: tuple[tuple[Role, Opener, Loop, Any], ...] = (
-                ("host", type(self).open_host, host_loop, host_end),
-                ("guest", type(self).open_guest, guest_loop, guest_end))
+            peers: list[tuple[str, Role, Opener, Loop, Any]] = [
+                ("host", "host", type(self).open_host, host_loop, host_end)]
+            peers += [("guest" if i == 0 else f"guest{i}", "guest", type(self).open_guest,
+                       guest_loop, guest_end) for i in range(guests)]
             try:
-                for role, opener, loop, end in peers:
+                for name, role, opener, loop, end in peers:
                     rx, tx = _CTX.Pipe(duplex=False)
                     proc = _CTX.Process(
-                        target=_child, name=f"{self.name}-{role}", daemon=True,
+                        target=_child, name=f"{self.name}-{name}", daemon=True,
                         args=(opener, loop, end, job, job.cpu(role), tx, os.getpid()))
-                    conns[rx] = role
+                    conns[rx] = name
                     proc.start()
                     procs.append(proc)
                     tx.close()
@@ -133,7 +145,7 @@ class PeerTransport(Transport):
                 _reap(procs, _EXIT_GRACE if ok else 0.0)
                 for rx in conns:
                     rx.close()
-        return results["host"], results["guest"]
+        return results
 
 
 def _collect(conns: dict[Connection, str], procs: list[mp.process.BaseProcess],

@@ -1,0 +1,81 @@
+# SPDX-License-Identifier: MIT
+"""The benchmark's hgsmi-c and hgsmi-async transports run and report sane,
+well-formed figures, and ``hgsmi bench``'s rows get their ratios.
+
+Benchmarks are measured, not asserted: nothing here checks a speed. Each
+run is a few thousand messages, so the file takes a few seconds.
+"""
+from __future__ import annotations
+
+import os
+import sys
+
+import pytest
+
+from hgsmi import bench
+
+sys.path.insert(0, bench.bench_dir())
+
+from transports.hgsmi_async import HgsmiAsync  # noqa: E402
+from transports.hgsmi_c import HgsmiC  # noqa: E402
+
+pytestmark = pytest.mark.multiprocess
+CPUS = sorted(os.sched_getaffinity(0))
+PIN = (CPUS[0], CPUS[-1])
+
+
+@pytest.mark.parametrize("direction", ["g2h", "h2g"])
+@pytest.mark.parametrize("size", [64, 65536])
+def test_hgsmi_c_stream_counts_every_message(direction, size):
+    r = HgsmiC(spin_us=20).stream(direction, size, count=3000, seconds=None, cpus=PIN,
+                                  timeout=30)
+    assert r["msgs"] == 2999 and r["bytes"] == 2999 * size and r["seconds"] > 0
+
+
+@pytest.mark.parametrize("spin", [0, 50])
+def test_hgsmi_c_rtt_gives_one_latency_per_call(spin):
+    lat = HgsmiC(spin).rtt(64, 200, warmup=10, cpus=PIN, timeout=30)
+    assert len(lat) == 200 and all(0 < x < 30 for x in lat)
+
+
+def test_hgsmi_c_fails_loudly():
+    with pytest.raises(RuntimeError, match="size must be"):
+        HgsmiC().stream("g2h", 32 << 20, count=10, seconds=None, timeout=30)
+
+
+@pytest.mark.parametrize("direction", ["g2h", "h2g"])
+def test_hgsmi_async_stream_counts_every_message(direction):
+    r = HgsmiAsync().stream(direction, 4096, count=2000, seconds=None, cpus=PIN, timeout=30)
+    assert r["msgs"] == 1999 and r["seconds"] > 0
+
+
+def test_hgsmi_async_rtt_and_concurrent_calls():
+    t = HgsmiAsync()
+    assert len(t.rtt(64, 100, warmup=5, cpus=PIN, timeout=30)) == 100
+    r = t.concurrent(64, 32, count=1000, seconds=5.0, cpus=PIN, timeout=30)
+    # the workers stop at the count, each after its call in flight
+    assert 1000 <= r["msgs"] < 1000 + 32 and r["seconds"] > 0
+
+
+def test_ratios_and_table_cover_the_new_rows():
+    rows = [
+        {"transport": "c-ceiling", "workload": "g2h-stream", "size": 64,
+         "msgs_per_s": 4e7, "mb_per_s": 2560.0},
+        {"transport": "hgcm", "workload": "g2h-stream", "size": 64,
+         "msgs_per_s": 1e4, "mb_per_s": 0.64},
+        {"transport": "hgsmi-c", "workload": "g2h-stream", "size": 64,
+         "msgs_per_s": 1e7, "mb_per_s": 640.0, "spin_us": 50},
+        {"transport": "c-ceiling", "workload": "call-rtt", "size": 64, "p50_us": 50.0,
+         "p99_us": 90.0},
+        {"transport": "hgcm", "workload": "call-rtt", "size": 64, "p50_us": 100.0,
+         "p99_us": 200.0},
+        {"transport": "hgsmi-c", "workload": "call-rtt", "size": 64, "p50_us": 0.5,
+         "p99_us": 0.7, "spin_us": 50},
+        {"transport": "hgsmi-async", "workload": "call-concurrent", "size": 64,
+         "msgs_per_s": 1e5, "mb_per_s": 6.4, "inflight": 256},
+    ]
+    bench.add_ratios(rows)
+    assert rows[2]["pct_c_ceiling"] == 25.0 and rows[2]["x_hgcm"] == 1000.0
+    assert rows[5]["x_hgcm"] == 200.0 and rows[5]["pct_c_ceiling"] == 10000.0
+    text = bench.format_matrix({"machine": {}, "results": rows})
+    assert "hgsmi-c" in text and "call-concurrent" in text
