@@ -6,13 +6,13 @@ import collections
 import errno
 import os
 import socket
-from typing import Any, Iterable
+from typing import Any, Iterable, Mapping
 
 from ._aio_loop import LoopDriven, Waiter
 from ._native import ffi, lib
 from ._util import as_buffer, check_channel, check_int
 from .errors import MessageTooLarge, PeerGone, Timeout, error
-from .guest import Guest
+from .guest import Guest, Handler
 from .message import Buffer, Message
 from .reply import fill_reply, msg_array, serve_batch
 
@@ -34,6 +34,9 @@ class AsyncGuest(LoopDriven, Guest):
     ``await g.send(...)`` and async (or plain) handlers via ``g.register``.
     The blocking methods of :class:`Guest` (``poll``, ``wait``,
     ``completions``) raise ``TypeError``: the loop does their work.
+    Host commands are served from the moment it attaches, and one for a
+    channel with no handler fails: pass ``handlers={channel: fn}`` to have
+    them registered first.
     """
 
     #: async handlers finish later: a Lease per view, not a Window's slice
@@ -41,10 +44,11 @@ class AsyncGuest(LoopDriven, Guest):
 
     def __init__(self, name: str, *, runtime_dir: str | os.PathLike[str] | None = None,
                  connect_timeout: float = 2.0, batch: int = 64,
+                 handlers: Mapping[int, Handler] | None = None,
                  loop: asyncio.AbstractEventLoop | None = None) -> None:
         self._prepare(loop or asyncio.get_running_loop())
         super().__init__(name, runtime_dir=runtime_dir, connect_timeout=connect_timeout,
-                         batch=batch)
+                         batch=batch, handlers=handlers)
         self._start()
 
     @classmethod

@@ -7,7 +7,7 @@ import inspect
 import logging
 import os
 import time
-from typing import Any, Callable, Generator, Iterable
+from typing import Any, Callable, Generator, Iterable, Mapping
 
 from ._native import ffi, lib
 from ._util import (as_buffer, backend_name, check_channel, check_int, check_name, struct_dict,
@@ -28,8 +28,10 @@ _SETUP, _QUERY_CONF = 1, 1
 class Guest:
     """A guest attached to the host ``name`` (or to a socket path).
 
-    Raises :class:`HostNotFound` if nobody listens, :class:`AccessDenied` if
-    the host refuses this uid, :class:`ProtocolError` on an ABI mismatch,
+    ``handlers`` maps channels to handlers, registered as by
+    :meth:`register` before anything is served.  Raises
+    :class:`HostNotFound` if nobody listens, :class:`AccessDenied` if the
+    host refuses this uid, :class:`ProtocolError` on an ABI mismatch,
     :class:`Timeout` if the handshake stalls.
     """
 
@@ -37,7 +39,8 @@ class Guest:
     _windowed = True
 
     def __init__(self, name: str, *, runtime_dir: str | os.PathLike[str] | None = None,
-                 spin_us: int = 0, connect_timeout: float = 2.0, batch: int = 64) -> None:
+                 spin_us: int = 0, connect_timeout: float = 2.0, batch: int = 64,
+                 handlers: Mapping[int, Handler] | None = None) -> None:
         self._g = None
         raw_name = check_name(name, path_ok=True)
         self._keep = []
@@ -69,6 +72,8 @@ class Guest:
         # what a sync guest's views of host commands are sliced from (hgsmi/lease.py)
         self._windows = (Windows(self._base, lib.hgsmi_guest_size(self._g))
                          if self._windowed else None)
+        for channel, handler in (handlers or {}).items():
+            self.register(channel, handler)
 
     # -- calls ----------------------------------------------------------------
     def call(self, channel: int, info: int, data: Any, reply_size: int = 0,

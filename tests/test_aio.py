@@ -547,3 +547,32 @@ def test_a_silent_client_does_not_stall_the_async_host(name, runtime_dir, no_lea
             assert max(worst) < 0.3, f"a call took {max(worst):.3f} s"
 
     asyncio.run(asyncio.wait_for(main(), 30))
+
+
+def test_handlers_given_at_attach_miss_no_early_command(name, runtime_dir, no_leaks):
+    """A host may post the moment a guest attaches: handlers= are in place first."""
+    got = []
+    with hgsmi.Host(name, size=4 << 20) as host:
+        stop = threading.Event()
+
+        def pump():  # post 100 commands as soon as the guest is there
+            while not host.guests and not stop.is_set():
+                host.poll(0.01)
+            for i in range(100):
+                host.post(CH_PUSH, i, b"%d" % i, timeout=5)
+            while not stop.is_set():
+                host.poll(0.01)
+
+        t = threading.Thread(target=pump, daemon=True)
+        t.start()
+
+        async def main():
+            async with AsyncGuest.connect(name, handlers={CH_PUSH: lambda m: got.append(m.info)}):
+                await _until(lambda: len(got) == 100, what="100 commands")
+
+        try:
+            asyncio.run(asyncio.wait_for(main(), 20))
+        finally:
+            stop.set()
+            t.join(5)
+        assert got == list(range(100)) and host.handler_errors == 0
