@@ -158,7 +158,25 @@ struct hgsmi_host_config {
 	uint32_t socket_mode;   /* 0: 0600 */
 	const uint32_t *allowed_uids; /* NULL: only the host's own uid */
 	uint32_t n_allowed_uids;
+	/* -- 0.3: fields are only ever appended; zero means the default -- */
+	uint32_t segment;      /* HGSMI_SEGMENT_*; 0: memfd */
+	uint32_t max_message;  /* largest data_size a guest may submit; 0: the heap's */
+	uint32_t max_doorbells_per_s; /* per guest (eventfd backend); 0: 100000,
+					 HGSMI_UNLIMITED: no limit */
 };
+
+/*
+ * Where a guest's segment lives.  MEMFD (the default): an anonymous memfd,
+ * sealed against shrinking and growing, passed to the guest over the socket;
+ * nothing appears in /dev/shm and a guest cannot truncate the host's memory.
+ * POSIX: a named segment in /dev/shm (shm_open), as the original; it trusts
+ * the guest not to ftruncate it (which would SIGBUS the host), and a guest of
+ * another allowed uid gets it fchown'ed.
+ */
+#define HGSMI_SEGMENT_MEMFD 1
+#define HGSMI_SEGMENT_POSIX 2
+#define HGSMI_UNLIMITED 0xffffffffu
+#define HGSMI_DOORBELLS_PER_S_DEFAULT 100000u
 
 /* Stats structs only ever grow at the end, so older callers stay correct. */
 struct hgsmi_conn_stats {
@@ -178,6 +196,11 @@ struct hgsmi_conn_stats {
 	uint32_t inflight_host; /* host buffers posted and not yet acked */
 	uint32_t submit_depth;  /* entries waiting in the submit ring */
 	struct hgsmi_heap_stats host_heap;
+	/* -- 0.3 -- */
+	uint64_t doorbells_throttled; /* doorbells ignored over max_doorbells_per_s */
+	uint64_t errors_size;         /* buffers over max_message, failed -EMSGSIZE */
+	uint32_t inflight_guest;      /* guest buffers taken and not yet completed */
+	uint32_t inflight_guest_peak; /* never above max_inflight */
 };
 
 /*

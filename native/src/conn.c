@@ -70,8 +70,8 @@ int hgsmi_int_conn_create(struct hgsmi_host *host, int sock, uint32_t features,
 		snprintf(name, sizeof(name), "/hgsmi-%s.%u", host->name, c->id);
 		c->epoch = ++host->epoch;
 		rc = hgsmi_int_segment_create(&c->seg, name, cfg->segment_size, e,
-					      cfg->guest_heap_percent, c->id,
-					      c->epoch, features);
+					      cfg->guest_heap_percent, c->id, c->epoch,
+					      features, cfg->segment == HGSMI_SEGMENT_MEMFD);
 	}
 	if (rc < 0)
 		goto fail;
@@ -85,6 +85,9 @@ int hgsmi_int_conn_create(struct hgsmi_host *host, int sock, uint32_t features,
 	hgsmi_int_ring_init(&c->hostack, c->seg.base, area(c, HGSMI_REGION_HOSTACK), e, false);
 
 	memset(w, 0, sizeof(*w));
+	*nfds = 0;
+	if (c->seg.memfd)
+		fds[(*nfds)++] = c->seg.fd; /* first, as HGSMI_F_SEGMENT_FD says */
 	if (cfg->backend == HGSMI_BACKEND_SEMAPHORE) {
 		char irq[64];
 
@@ -94,15 +97,13 @@ int hgsmi_int_conn_create(struct hgsmi_host *host, int sock, uint32_t features,
 		c->doorbell = host->sem_doorbell; /* shared: all guests ring one */
 		strcpy(w->sem_doorbell, host->sem_doorbell.name);
 		strcpy(w->sem_irq, irq);
-		*nfds = 0;
 	} else {
 		if ((rc = hgsmi_int_notify_create_eventfd(&c->doorbell)) < 0 ||
 		    (rc = hgsmi_int_notify_create_eventfd(&c->irq)) < 0)
 			goto fail;
 		c->own_doorbell = true;
-		fds[0] = c->doorbell.fd;
-		fds[1] = c->irq.fd;
-		*nfds = 2;
+		fds[(*nfds)++] = c->doorbell.fd;
+		fds[(*nfds)++] = c->irq.fd;
 	}
 	w->features = features;
 	w->guest_id = c->id;

@@ -48,6 +48,12 @@ static int fill_defaults(struct hgsmi_host *h, const struct hgsmi_host_config *c
 		c->max_inflight = c->ring_entries;
 	if (!c->socket_mode)
 		c->socket_mode = 0600;
+	if (!c->segment)
+		c->segment = HGSMI_SEGMENT_MEMFD;
+	if (!c->max_doorbells_per_s)
+		c->max_doorbells_per_s = HGSMI_DOORBELLS_PER_S_DEFAULT;
+	if (c->segment != HGSMI_SEGMENT_MEMFD && c->segment != HGSMI_SEGMENT_POSIX)
+		return -EINVAL;
 	if (c->backend != HGSMI_BACKEND_EVENTFD && c->backend != HGSMI_BACKEND_SEMAPHORE)
 		return -EINVAL;
 	if (c->ring_entries < 2 || (c->ring_entries & (c->ring_entries - 1)))
@@ -431,6 +437,9 @@ static int give_to(const struct hgsmi_host *h, struct hgsmi_conn *c, uint32_t ui
 {
 	if (h->cfg.backend == HGSMI_BACKEND_SEMAPHORE)
 		return -EACCES;
+	/* A memfd is reached only through the fd the guest is given. */
+	if (c->seg.memfd)
+		return 0;
 	return hgsmi_int_segment_give(&c->seg, uid);
 }
 
@@ -442,7 +451,8 @@ int hgsmi_host_accept(struct hgsmi_host *h, struct hgsmi_conn **out)
 	struct ucred cred;
 	socklen_t clen = sizeof(cred);
 	struct hgsmi_conn *c;
-	int fd, fds[2], nfds, rc;
+	int fd, fds[3], nfds, rc;
+	uint32_t features;
 
 	*out = NULL;
 	fd = accept4(h->listen_fd, NULL, NULL, SOCK_CLOEXEC);
@@ -473,8 +483,14 @@ int hgsmi_host_accept(struct hgsmi_host *h, struct hgsmi_conn **out)
 		return refuse(fd, &w, -EPROTO);
 	if ((uint32_t)h->n_conns >= h->cfg.max_guests)
 		return refuse(fd, &w, -EUSERS);
-	/* The features both sides understand. */
-	rc = hgsmi_int_conn_create(h, fd, hello.features & HGSMI_F_ALL, &c, &w, fds, &nfds);
+	/* The features both sides understand.  A memfd segment can only be
+	 * given to a guest that takes it as an fd; a named one never is. */
+	features = hello.features & HGSMI_F_ALL;
+	if (h->cfg.segment == HGSMI_SEGMENT_POSIX)
+		features &= ~HGSMI_F_SEGMENT_FD;
+	else if (!(features & HGSMI_F_SEGMENT_FD))
+		return refuse(fd, &w, -EPROTO);
+	rc = hgsmi_int_conn_create(h, fd, features, &c, &w, fds, &nfds);
 	if (rc < 0)
 		return refuse(fd, &w, rc);
 	if (cred.uid != (uint32_t)geteuid() && give_to(h, c, cred.uid) < 0) {
@@ -493,6 +509,10 @@ int hgsmi_host_accept(struct hgsmi_host *h, struct hgsmi_conn **out)
 		hgsmi_int_conn_destroy(c);
 		return rc;
 	}
+	/* The guest has its own fd now; our mapping keeps the memfd alive. */
+	if (c->seg.fd >= 0)
+		close(c->seg.fd);
+	c->seg.fd = -1;
 	c->next = h->conns;
 	h->conns = c;
 	h->n_conns++;

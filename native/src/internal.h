@@ -93,18 +93,25 @@ HGSMI_INT int hgsmi_int_recv_fds(int sock, void *buf, size_t len, int *fds,
 struct hgsmi_segment {
 	uint8_t *base;
 	uint32_t size;
+	int fd;     /* a memfd until it is passed to the guest, else -1 */
+	bool memfd; /* no name in /dev/shm: nothing to unlink or hand over */
 	char name[HGSMI_NAME_MAX];
 	/* validated private copies of the header's layout fields */
 	struct hgsmi_region regions[HGSMI_REGION_COUNT];
 	uint32_t ring_entries;
 };
 
+/*
+ * Create and lay out a segment: a named POSIX one (memfd false), or a memfd
+ * sealed against shrinking and growing, whose fd is left in seg->fd for the
+ * caller to pass (name is then only its label).
+ */
 HGSMI_INT int hgsmi_int_segment_create(struct hgsmi_segment *seg,
 				       const char *name, uint32_t size,
 				       uint32_t ring_entries,
 				       uint32_t guest_heap_percent,
 				       uint32_t guest_id, uint32_t epoch,
-				       uint32_t features);
+				       uint32_t features, bool memfd);
 /* 0 if a segment of these parameters has room for its layout, else -EINVAL. */
 HGSMI_INT int hgsmi_int_segment_check_layout(uint32_t size, uint32_t ring_entries,
 					     uint32_t guest_heap_percent);
@@ -113,6 +120,12 @@ HGSMI_INT int hgsmi_int_segment_give(const struct hgsmi_segment *seg, uint32_t u
 /* Map an existing segment and validate its header against `size`. */
 HGSMI_INT int hgsmi_int_segment_open(struct hgsmi_segment *seg,
 				     const char *name, uint32_t size);
+/*
+ * The same for a segment passed as an fd (taken over: closed in any case).
+ * It must be sealed against shrinking, or the host could SIGBUS us.
+ */
+HGSMI_INT int hgsmi_int_segment_open_fd(struct hgsmi_segment *seg, int fd,
+					const char *label, uint32_t size);
 HGSMI_INT void hgsmi_int_segment_close(struct hgsmi_segment *seg, bool unlink);
 /* Check a header's layout fields (also the fuzzers' entry point). */
 HGSMI_INT int hgsmi_int_segment_validate(const struct hgsmi_segment_header *h,
