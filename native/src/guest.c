@@ -494,11 +494,15 @@ static int wait_irq(struct hgsmi_guest *g, int timeout_ms, bool call)
 	uint64_t start = hgsmi_int_now_ns();
 	int rc;
 
-	for (;;) {
+	for (bool again = false;; again = true) {
 		if (host_gone(g))
 			return -EPIPE;
 		if (work_ready(g, call))
 			return 1;
+		/* Back after an ack (a host may keep raising the line, or ring
+		 * the eventfd, without any work): the caller's timeout holds. */
+		if (again && hgsmi_int_remaining_ms(timeout_ms, start) == 0)
+			return 0;
 		while (g->spin_us && hgsmi_int_now_ns() - start < g->spin_us * 1000ull) {
 			if (work_ready(g, call))
 				return 1;
