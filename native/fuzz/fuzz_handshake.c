@@ -45,10 +45,10 @@
  *   of the segment, see reserve_guarded()); no fd is leaked; the guest's
  *   stats stay consistent.
  *
- * Not reachable this way: a welcome or hello that arrives in pieces, then
- * stalls.  Both sides read the fixed-size message with MSG_WAITALL on a
- * blocking socket after a poll(), so a peer that sends part of it and waits
- * blocks the reader forever (see fuzz/README.md, "Known open issues").
+ * Not reachable this way: a welcome that arrives in pieces, then stalls (the
+ * guest bounds it with SO_RCVTIMEO, too slow to fuzz).  The host no longer
+ * blocks on a hello at all: pending connections wait in its epoll set
+ * (tests/test_limits.py covers silent and half hellos).
  */
 #define _GNU_SOURCE
 #include <dirent.h>

@@ -658,17 +658,22 @@ int hgsmi_host_accept(struct hgsmi_host *h, struct hgsmi_conn **out)
 		return rc;
 	for (unsigned i = 0; i < h->n_pending; i++) {
 		struct hgsmi_pending *p = &h->pending[i], done;
-		ssize_t r = hgsmi_int_recv_some(p->fd, (uint8_t *)&p->hello + p->got,
-						sizeof(p->hello) - p->got);
+		ssize_t r;
 		int fd;
 
-		if (r == -EAGAIN)
-			continue;
-		if (r <= 0) { /* EOF before a whole hello: it left (or probed) */
+		/* What has arrived may come in pieces (a message that carried
+		 * fds ends a read): take all of it. */
+		do {
+			r = hgsmi_int_recv_some(p->fd, (uint8_t *)&p->hello + p->got,
+						sizeof(p->hello) - p->got);
+			if (r > 0)
+				p->got += (uint32_t)r;
+		} while (r > 0 && p->got < sizeof(p->hello));
+		if (r == 0 || (r < 0 && r != -EAGAIN)) {
+			/* EOF before a whole hello: it left (or probed) */
 			close(unpend(h, i));
 			return r == 0 ? -EPIPE : (int)r;
 		}
-		p->got += (uint32_t)r;
 		if (p->got < sizeof(p->hello))
 			continue;
 		done = *p;
