@@ -28,6 +28,17 @@ def backend_id(doorbell: str) -> int:
         raise ValueError(f"doorbell must be one of {sorted(_BACKENDS)}, not {doorbell!r}") from None
 
 
+_SEGMENTS = {"memfd": 1, "posix": 2}  # HGSMI_SEGMENT_*
+
+
+def segment_id(segment: str) -> int:
+    """The C constant for a segment kind: ``"memfd"`` or ``"posix"``; else ValueError."""
+    try:
+        return _SEGMENTS[segment]
+    except (KeyError, TypeError):
+        raise ValueError(f"segment must be one of {sorted(_SEGMENTS)}, not {segment!r}") from None
+
+
 def backend_name(backend: int) -> str:
     return {v: k for k, v in _BACKENDS.items()}.get(backend, str(backend))
 

@@ -86,6 +86,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--size", type=_size, help="bytes per guest segment, e.g. 8M, 64k (default 16M)")
     p.add_argument("--config", metavar="FILE", help=CONFIG_HELP)
     p.add_argument("--doorbell", choices=config_mod.DOORBELLS, help="doorbell/IRQ backend")
+    p.add_argument("--segment", choices=config_mod.SEGMENTS,
+                   help="memfd (default: sealed, passed over the socket) or posix (/dev/shm, "
+                        "trusts guests not to truncate it)")
     p.add_argument("--store", metavar="DIR",
                    help="blob store directory (default: $XDG_DATA_HOME/hgsmi/<name>)")
     p.add_argument("--log-level", default="info",
@@ -161,6 +164,8 @@ def host_config(args: argparse.Namespace) -> config_mod.HostConfig:
         cfg.size = config_mod.check_segment_size(args.size, "--size")
     if args.doorbell:
         cfg.doorbell = args.doorbell
+    if args.segment:
+        cfg.segment = args.segment
     if args.store:
         cfg.store = args.store
     return cfg

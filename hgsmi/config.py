@@ -5,6 +5,8 @@ A config file (every key optional)::
     name = "vram0"                 # instance: [A-Za-z0-9_-]{1,16}
     size = "16M"                   # bytes per guest segment: int or "64k", "16M", "1G"
     doorbell = "eventfd"           # or "semaphore"
+    segment = "memfd"              # sealed memfd passed to the guest; or "posix" (/dev/shm,
+                                   # trusts the guest not to truncate it)
     allowed_uids = [1000]          # default: the host's own uid
     store = "/var/lib/hgsmi"       # blob store directory (relative: to this file)
 
@@ -14,6 +16,8 @@ A config file (every key optional)::
     max_inflight = 0               # per guest; 0: ring_entries
     spin_us = 0                    # adaptive spin before sleeping
     guest_heap_percent = 50        # share of each segment's heaps for the guest
+    max_message = 0                # bytes of data in one guest buffer; 0: what the heap holds
+    max_doorbells_per_s = 100000   # per guest; 0: unlimited
 
     [channels.16]                  # channel number 2..255 (2-15 replace a built-in)
     driver = "mypkg.drivers:upper" # Python: handler(msg) -> reply | None
@@ -37,6 +41,7 @@ from typing import Any
 DEFAULT_NAME = "hgsmi"
 DEFAULT_SIZE = 16 << 20
 DOORBELLS = ("eventfd", "semaphore")
+SEGMENTS = ("memfd", "posix")
 
 _NAME_RE = re.compile(r"[A-Za-z0-9_-]{1,16}\Z")
 _SIZE_RE = re.compile(r"\s*(\d+)\s*([kKmMgG]?)(i?[bB])?\s*\Z")
@@ -59,6 +64,7 @@ class HostConfig:
     name: str | None = None  #: None: default_name()
     size: int = DEFAULT_SIZE
     doorbell: str = "eventfd"
+    segment: str = "memfd"
     allowed_uids: list[int] | None = None
     store: str | None = None  #: None: default_store(name)
     ring_entries: int = 1024
@@ -66,6 +72,8 @@ class HostConfig:
     max_inflight: int = 0
     spin_us: int = 0
     guest_heap_percent: int = 50
+    max_message: int = 0
+    max_doorbells_per_s: int = 100_000
     channels: dict[int, ChannelConfig] = dataclasses.field(default_factory=dict)
     base_dir: str = "."  #: where relative paths (store, driver .so) are resolved
 
@@ -80,8 +88,10 @@ _LIMITS = {  # key: (min, max, extra check)
     "max_inflight": (0, 1 << 20),
     "spin_us": (0, 1_000_000),
     "guest_heap_percent": (1, 99),
+    "max_message": (0, (1 << 31) - 1),
+    "max_doorbells_per_s": (0, 0xFFFFFFFE),
 }
-_TOP = {"name", "size", "doorbell", "allowed_uids", "store", "limits", "channels"}
+_TOP = {"name", "size", "doorbell", "segment", "allowed_uids", "store", "limits", "channels"}
 
 
 def default_name() -> str:
@@ -127,6 +137,12 @@ def check_segment_size(n: int, where: str = "size") -> int:
 def check_doorbell(value: Any, where: str = "doorbell") -> str:
     if value not in DOORBELLS:
         raise ConfigError(f"{where}: {value!r} is not one of {', '.join(DOORBELLS)}")
+    return value
+
+
+def check_segment(value: Any, where: str = "segment") -> str:
+    if value not in SEGMENTS:
+        raise ConfigError(f"{where}: {value!r} is not one of {', '.join(SEGMENTS)}")
     return value
 
 
@@ -184,6 +200,8 @@ def from_dict(data: dict[str, Any], base_dir: str = ".") -> HostConfig:
         cfg.size = check_segment_size(parse_size(data["size"]))
     if "doorbell" in data:
         cfg.doorbell = check_doorbell(data["doorbell"])
+    if "segment" in data:
+        cfg.segment = check_segment(data["segment"])
     if "allowed_uids" in data:
         uids = data["allowed_uids"]
         if not isinstance(uids, list) or not uids:

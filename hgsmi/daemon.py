@@ -44,6 +44,7 @@ class HostDaemon:
         os.makedirs(self.store, mode=0o700, exist_ok=True)
         try:
             self.host = Host(cfg.name, cfg.size, cfg.doorbell, runtime_dir=runtime_dir,
+                             segment=cfg.segment,
                              allowed_uids=cfg.allowed_uids, **cfg.limits())
         except NameInUse:
             raise NameInUse(errno.EADDRINUSE, f"a host named {cfg.name!r} is already running "
@@ -140,7 +141,8 @@ class HostDaemon:
         channels = {str(ch): {**meta, **totals.get(str(ch), {})}
                     for ch, meta in sorted(self.channels.items())}
         return {"name": self.cfg.name, "pid": os.getpid(), "socket": self.host.socket_path,
-                "doorbell": self.cfg.doorbell, "segment_size": self.cfg.size,
+                "doorbell": self.cfg.doorbell, "segment": self.cfg.segment,
+                "segment_size": self.cfg.size,
                 "uptime_s": round(time.monotonic() - self.started, 3),
                 "guests_total": len(self._seen), "refused": self.host.refused,
                 "handler_errors": self.host.handler_errors, "channels": channels,

@@ -3,7 +3,9 @@
 No config: the host runs on the embedded defaults in a private temporary
 directory (socket and blob store), which is removed at the end.  The demo
 checks every digest and, after the host's SIGTERM, that nothing is left in
-/dev/shm or the socket directory.
+/dev/shm or the socket directory.  (The default segments are memfds, which
+never appear in /dev/shm and go with the last process that maps them; the
+check still covers semaphores, a ``posix`` segment and the socket.)
 """
 from __future__ import annotations
 

@@ -13,8 +13,8 @@ import time
 from typing import Any, Callable, Generator, Iterable, Iterator
 
 from ._native import ffi, lib
-from ._util import (as_buffer, backend_id, check_channel, check_int, check_name, struct_dict,
-                    timeout_ms)
+from ._util import (as_buffer, backend_id, check_channel, check_int, check_name, segment_id,
+                    struct_dict, timeout_ms)
 from .errors import HgsmiError, PeerGone, Timeout, check, error
 from .heap import with_fragmentation
 from .lease import Windows
@@ -29,6 +29,8 @@ Handler = Callable[[Message], Any]
 _SERVE_SLICE = 0.25
 #: batches one guest may have served per round before the next guest's turn
 _BATCHES_PER_ROUND = 4
+#: doorbell wake-ups per second one guest may cause by default (HGSMI_DOORBELLS_PER_S_DEFAULT)
+DEFAULT_DOORBELLS_PER_S = 100_000
 
 
 class GuestConn:
@@ -162,7 +164,23 @@ class Host:
     socket under ``runtime_dir`` (default ``$HGSMI_RUNTIME_DIR``,
     ``$XDG_RUNTIME_DIR/hgsmi`` or ``/tmp/hgsmi-<uid>``) with ``socket_mode``
     (0o600).  A stale socket or segment of a dead host of the same name is
-    removed.  Raises :class:`NameInUse` if a live host has the name,
+    removed.
+
+    ``segment`` is where each guest's VRAM lives: ``"memfd"`` (default), a
+    memfd sealed against shrinking and growing and passed to the guest over
+    the socket, so a guest cannot truncate it under the host; or
+    ``"posix"``, a named segment in /dev/shm, which trusts the guest not to
+    ``ftruncate`` it (that would kill the host with SIGBUS).
+
+    Per-guest limits: ``max_inflight`` guest buffers taken from the submit
+    ring and not yet completed (0: ``ring_entries``; the rest wait in the
+    guest's ring), ``max_message`` bytes of data in one guest buffer (0: what
+    the heap holds; bigger ones fail with :class:`MessageTooLarge`), and
+    ``max_doorbells_per_s`` wake-ups a guest's doorbell may cause (0: no
+    limit; over it the doorbell is ignored for a tick, its ring is still
+    served then).
+
+    Raises :class:`NameInUse` if a live host has the name,
     ``ValueError``/``TypeError`` for bad arguments, :class:`HgsmiError` for
     the rest.
     """
@@ -175,7 +193,8 @@ class Host:
                  ring_entries: int = 1024, guest_heap_percent: int = 50,
                  max_guests: int = 64, max_inflight: int = 0, spin_us: int = 0,
                  allowed_uids: Iterable[int] | None = None, batch: int = 64,
-                 socket_mode: int = 0o600) -> None:
+                 socket_mode: int = 0o600, segment: str = "memfd", max_message: int = 0,
+                 max_doorbells_per_s: int = DEFAULT_DOORBELLS_PER_S) -> None:
         self._h = None
         raw_name = check_name(name)
         if not isinstance(size, int) or size <= 0 or size >= 1 << 31:
@@ -185,8 +204,10 @@ class Host:
             raise ValueError(f"ring_entries must be a power of two, not {ring_entries}")
         check_int("guest_heap_percent", guest_heap_percent, 1, 99)
         for what, v in (("max_guests", max_guests), ("max_inflight", max_inflight),
-                        ("spin_us", spin_us)):
+                        ("spin_us", spin_us), ("max_message", max_message)):
             check_int(what, v, 0, 0xFFFFFFFF)
+        check_int("max_doorbells_per_s", max_doorbells_per_s, 0, 0xFFFFFFFE)
+        seg_kind = segment_id(segment)
         check_int("batch", batch, 1, 1 << 16)
         check_int("socket_mode", socket_mode, 1, 0o777)
         self._keep = [ffi.new("char[]", raw_name)]
@@ -203,6 +224,9 @@ class Host:
         cfg.max_inflight = max_inflight
         cfg.spin_us = spin_us
         cfg.socket_mode = socket_mode
+        cfg.segment = seg_kind
+        cfg.max_message = max_message
+        cfg.max_doorbells_per_s = max_doorbells_per_s or lib.HGSMI_UNLIMITED
         if allowed_uids is not None:
             uids = [check_int("allowed uid", u, 0, 0xFFFFFFFF) for u in allowed_uids]
             self._keep.append(ffi.new("uint32_t[]", uids))
@@ -221,6 +245,7 @@ class Host:
         self._h = out[0]
         self.name = name
         self.doorbell = doorbell
+        self.segment = segment
         self.size = size
         self._batch = batch
         self._handlers: list[Handler | None] = [None] * 256
@@ -355,7 +380,7 @@ class Host:
     def stats(self) -> dict[str, Any]:
         """The host's figures: name, socket, backend and every guest's stats."""
         return {"name": self.name, "socket": self.socket_path, "doorbell": self.doorbell,
-                "segment_size": self.size, "refused": self.refused,
+                "segment": self.segment, "segment_size": self.size, "refused": self.refused,
                 "handler_errors": self.handler_errors,
                 "guests": [c.stats() for c in self._conns.values()]}
 

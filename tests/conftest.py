@@ -76,13 +76,38 @@ def runtime_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return d
 
 
+def memfds(name: str) -> list[str]:
+    """Memfd segments of instance ``name`` this process still maps or holds an fd of.
+
+    A memfd has no name in /dev/shm: it lives while any fd or mapping of it
+    does, and /proc shows those as ``/memfd:hgsmi-<name>.<id> (deleted)``.
+    """
+    tag = f"memfd:hgsmi-{name}."
+    with open("/proc/self/maps") as f:
+        found = [line.split(None, 5)[-1].strip() for line in f if tag in line]
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            continue
+        if tag in target:
+            found.append(f"fd {fd}: {target}")
+    return found
+
+
 @pytest.fixture
 def no_leaks(name: str, runtime_dir: Path):
-    """Fail the test if it leaves anything of ``name`` behind; clean up anyway."""
+    """Fail the test if it leaves anything of ``name`` behind; clean up anyway.
+
+    Named segments and semaphores in /dev/shm, sockets, and memfd segments
+    still mapped or open in this process (a memfd is gone with those).
+    """
     yield
     left = shm_entries(name)
+    held = memfds(name)
     sockets = list(runtime_dir.iterdir())
     for e in left:
         os.unlink(os.path.join("/dev/shm", e))
     assert not left, f"left in /dev/shm: {left}"
+    assert not held, f"memfd segments still mapped or open: {held}"
     assert not sockets, f"left in the socket directory: {sockets}"

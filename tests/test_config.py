@@ -38,6 +38,7 @@ def test_full_config(tmp_path):
         name = "vram0"
         size = "8M"
         doorbell = "semaphore"
+        segment = "posix"
         allowed_uids = [0, 1000]
         store = "blobs"
         [limits]
@@ -46,6 +47,8 @@ def test_full_config(tmp_path):
         max_inflight = 64
         spin_us = 10
         guest_heap_percent = 75
+        max_message = 4096
+        max_doorbells_per_s = 0
         [channels.16]
         driver = "pkg.mod:fn"
         name = "mine"
@@ -55,10 +58,12 @@ def test_full_config(tmp_path):
         17 = "other:handler"
     """))
     assert (cfg.name, cfg.size, cfg.doorbell) == ("vram0", 8 << 20, "semaphore")
+    assert cfg.segment == "posix"
     assert cfg.allowed_uids == [0, 1000]
     assert cfg.store == str(tmp_path / "blobs")
     assert cfg.limits() == {"ring_entries": 256, "max_guests": 4, "max_inflight": 64,
-                            "spin_us": 10, "guest_heap_percent": 75}
+                            "spin_us": 10, "guest_heap_percent": 75, "max_message": 4096,
+                            "max_doorbells_per_s": 0}
     assert cfg.channels[16].name == "mine" and cfg.channels[16].driver == "pkg.mod:fn"
     assert cfg.channels[2].name == "ch2" and cfg.channels[17].driver == "other:handler"
     assert cfg.base_dir == str(tmp_path)
@@ -78,6 +83,10 @@ def test_empty_config_is_defaults(tmp_path):
     ('size = "1k"', "out of range"),
     ('size = "4G"', "out of range"),
     ('doorbell = "pigeon"', "doorbell"),
+    ('segment = "tmpfs"', "segment: 'tmpfs' is not one of memfd, posix"),
+    ('segment = 1', "segment"),
+    ('[limits]\nmax_message = -1', "limits.max_message: -1 is out of range"),
+    ('[limits]\nmax_doorbells_per_s = "fast"', "limits.max_doorbells_per_s: expected an integer"),
     ('allowed_uids = "me"', "allowed_uids"),
     ('allowed_uids = [-1]', "allowed_uids"),
     ('[limits]\nring_entries = 100', "power of two"),

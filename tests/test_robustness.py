@@ -20,8 +20,10 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import fcntl
 import json
 import logging
+import mmap
 import os
 import select
 import shutil
@@ -38,7 +40,7 @@ from pathlib import Path
 import pytest
 
 import hgsmi
-from conftest import shm_entries
+from conftest import memfds, shm_entries
 
 PEER = Path(__file__).parent / "peers" / "robust_peer.py"
 ROOT = Path(__file__).parent.parent
@@ -46,6 +48,7 @@ CH_ECHO, CH_PUSHED, CH_SLEEP = 0x20, 0x23, 0x24
 BACKENDS = ["eventfd", "semaphore"]
 HELLO = struct.Struct("<IHHII4I")  # struct hgsmi_hello: 32 bytes
 CTL_MAGIC = 0x43534748
+F_SEGMENT_FD, F_ALL = 0x04, 0x07  # HGSMI_F_SEGMENT_FD, HGSMI_F_ALL
 WELCOME_SIZE = 144  # struct hgsmi_welcome; i32 status at offset 8
 
 
@@ -90,6 +93,12 @@ def mem_kib() -> int:
 def segments(name: str) -> list[str]:
     """The instance's shm segments (semaphores left out)."""
     return [e for e in shm_entries(name) if not e.startswith("sem.")]
+
+
+def live_segments(name: str) -> list[str]:
+    """The instance's segments: named ones in /dev/shm and memfds this process maps."""
+    mapped = {m.split("memfd:", 1)[1].split()[0].split(":")[-1] for m in memfds(name)}
+    return sorted(set(segments(name)) | mapped)
 
 
 class Pump:
@@ -164,7 +173,7 @@ def test_guest_kill9_mid_transfer_is_reclaimed(name, runtime_dir, no_leaks, dire
                     else before["msgs_out"]) >= 2000, "the transfer never got going"
             if direction == "host_to_guest":  # host buffers in flight at the kill
                 assert before["inflight_host"] > 0 and before["host_heap"]["used"] > 0
-            assert segments(name) == [f"hgsmi-{name}.{conn.id}"]
+            assert live_segments(name) == [f"hgsmi-{name}.{conn.id}"]
 
             p.kill()  # SIGKILL: no goodbye, buffers in flight
             t_kill = time.monotonic()
@@ -181,7 +190,7 @@ def test_guest_kill9_mid_transfer_is_reclaimed(name, runtime_dir, no_leaks, dire
         with pytest.raises(hgsmi.PeerGone):
             conn.stats()  # the C conn went with its segment: no use after free
         # Everything of the dead guest is gone: segment, socket, eventfds.
-        assert segments(name) == []
+        assert live_segments(name) == []
         assert fd_count() == fds0
         assert host.handler_errors == 0
         # A new guest attaches and works within a second of the kill.
@@ -203,10 +212,12 @@ def test_guest_kill9_mid_transfer_is_reclaimed(name, runtime_dir, no_leaks, dire
 
 # -- 2. kill -9 of the host ----------------------------------------------------
 @pytest.mark.timeout(30)
-@pytest.mark.parametrize("doorbell", BACKENDS)
-def test_host_kill9_gives_blocked_guests_peer_gone(name, runtime_dir, no_leaks, doorbell):
+@pytest.mark.parametrize("doorbell,segment", [("eventfd", "memfd"), ("semaphore", "memfd"),
+                                              ("eventfd", "posix")])
+def test_host_kill9_gives_blocked_guests_peer_gone(name, runtime_dir, no_leaks, doorbell,
+                                                   segment):
     """A guest in call() and one in poll(None) both get PeerGone within 2 s."""
-    p = spawn("host", name, doorbell)
+    p = spawn("host", name, doorbell, segment)
     results: dict[str, tuple[BaseException | None, float]] = {}
     guests: list[hgsmi.Guest] = []
     sock = runtime_dir / f"{name}.sock"
@@ -235,7 +246,8 @@ def test_host_kill9_gives_blocked_guests_peer_gone(name, runtime_dir, no_leaks, 
         time.sleep(0.1)  # and the other guest asleep on its IRQ
         assert not results, f"returned before the kill: {results}"
         stale = shm_entries(name)
-        assert len(segments(name)) == 2 and sock.exists()
+        assert len(live_segments(name)) == 2 and sock.exists()
+        assert len(segments(name)) == (2 if segment == "posix" else 0)
 
         p.kill()
         t_kill = time.monotonic()
@@ -265,12 +277,77 @@ def test_host_kill9_gives_blocked_guests_peer_gone(name, runtime_dir, no_leaks, 
             pump.stop()
 
 
+def _raw_attach(path: str) -> tuple[socket.socket, bytes, list[int]]:
+    """Attach by hand, as a hostile guest would: (socket, welcome, fds)."""
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(5)
+    s.connect(path)
+    s.sendall(HELLO.pack(CTL_MAGIC, 1, 1, 1, F_ALL, 0, 0, 0, 0))
+    w, fds, _flags, _addr = socket.recv_fds(s, WELCOME_SIZE, 4)
+    return s, w, fds
+
+
+@pytest.mark.timeout(30)
+def test_guest_cannot_truncate_a_memfd_segment(name, runtime_dir, no_leaks):
+    """The default segment is a memfd sealed against shrink, grow and new
+    seals: a guest's ftruncate fails with EPERM, punching a hole only reads
+    back zeros, and the host (its own process) keeps serving a good guest."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    p = spawn("host", name, "eventfd", "memfd")
+    try:
+        assert readline(p) == "ready"
+        path = str(runtime_dir / f"{name}.sock")
+        with hgsmi.Guest(name) as good:
+            assert good.call(CH_ECHO, 0, b"before", timeout=5) == b"before"
+            s, w, fds = _raw_attach(path)
+            try:
+                magic, _maj, _min, status, features = struct.unpack_from("<IHHiI", w)
+                size, = struct.unpack_from("<I", w, 24)
+                assert (magic, status) == (CTL_MAGIC, 0) and features & F_SEGMENT_FD
+                assert len(fds) == 3  # segment, doorbell, IRQ
+                seg, doorbell = fds[0], fds[1]
+                assert os.fstat(seg).st_size == size
+                assert not any(e for e in segments(name))  # nothing in /dev/shm
+                seals = fcntl.fcntl(seg, fcntl.F_GET_SEALS)
+                want = fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_SEAL
+                assert seals & want == want, hex(seals)
+                for new_size in (0, size // 2, size * 2):
+                    with pytest.raises(PermissionError):
+                        os.ftruncate(seg, new_size)
+                with pytest.raises(PermissionError):
+                    fcntl.fcntl(seg, fcntl.F_ADD_SEALS, fcntl.F_SEAL_WRITE)
+                # FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE: allowed, the size
+                # stays, and the pages read back as zeros on every mapping.
+                rc = libc.fallocate(seg, 3, ctypes.c_long(0), ctypes.c_long(size))
+                assert rc == 0, os.strerror(ctypes.get_errno())
+                assert os.fstat(seg).st_size == size
+                with mmap.mmap(seg, size) as m:  # (the host may set its waiting word
+                    assert m[4096:] == bytes(size - 4096)  # in the header page meanwhile)
+                    assert m[:4] == bytes(4)  # the magic is gone too
+                os.write(doorbell, (1).to_bytes(8, "little"))  # the host reads zeros
+                time.sleep(0.2)
+                assert p.poll() is None, f"the host died: exit {p.returncode}"
+                assert good.call(CH_ECHO, 0, b"during", timeout=5) == b"during"
+            finally:
+                s.close()
+                for fd in fds:
+                    os.close(fd)
+            assert good.call(CH_ECHO, 0, b"after", timeout=5) == b"after"
+            assert good.stats()["errors"] == 0
+        with hgsmi.Guest(name) as g:
+            assert g.call(CH_ECHO, 0, b"z", timeout=5) == b"z"
+        p.terminate()  # a clean stop removes the socket
+        assert p.wait(10) == 0
+    finally:
+        reap(p)
+
+
 @pytest.mark.timeout(20)
-@pytest.mark.xfail(strict=True, reason="known hole: a POSIX shm segment cannot be sealed, so a "
-                   "guest can ftruncate it and the host dies of SIGBUS on its next access; "
-                   "the fix is a sealed memfd (F_SEAL_SHRINK) passed over the socket")
-def test_guest_truncating_its_segment_cannot_kill_the_host(name, runtime_dir, no_leaks):
-    p = spawn("host", name, "eventfd")
+@pytest.mark.xfail(strict=True, reason="known hole of segment='posix': a named POSIX shm "
+                   "segment cannot be sealed, so a guest can ftruncate it and the host dies of "
+                   "SIGBUS on its next access; the default segment='memfd' is sealed")
+def test_guest_truncating_a_posix_segment_cannot_kill_the_host(name, runtime_dir, no_leaks):
+    p = spawn("host", name, "eventfd", "posix")
     try:
         assert readline(p) == "ready"
         pid = os.fork()  # the hostile guest: its own mapping faults too
@@ -336,21 +413,37 @@ def test_reattach_cycles_leak_nothing(name, runtime_dir, no_leaks, doorbell, cyc
 
 # -- 4. permissions --------------------------------------------------------------
 @pytest.mark.timeout(20)
+@pytest.mark.parametrize("segment", ["memfd", "posix"])
 @pytest.mark.parametrize("doorbell", BACKENDS)
-def test_segment_and_socket_are_0600(name, runtime_dir, no_leaks, doorbell):
-    with hgsmi.Host(name, size=1 << 20, doorbell=doorbell) as host:
+def test_segment_and_socket_are_0600(name, runtime_dir, no_leaks, doorbell, segment):
+    """posix: the segment in /dev/shm is 0600.  memfd: there is none, the
+    segment is only reachable through the fd the host passed (and mappings)."""
+    with hgsmi.Host(name, size=1 << 20, doorbell=doorbell, segment=segment) as host:
         host.register(CH_ECHO, lambda m: None)
         pump = Pump(host)
         try:
             with hgsmi.Guest(name) as g:
                 gid = g.stats()["guest_id"]
-                seg = os.stat(f"/dev/shm/hgsmi-{name}.{gid}")
+                segs = segments(name)
+                # The host closes its fd just after sending it (in the pump
+                # thread, maybe just after the guest got it).
+                t0 = time.monotonic()
+                while any("fd " in h for h in memfds(name)) and time.monotonic() - t0 < 2:
+                    time.sleep(0.01)
+                held = memfds(name)
+                seg = os.stat(f"/dev/shm/hgsmi-{name}.{gid}") if segment == "posix" else None
                 sock = os.stat(host.socket_path)
                 sems = [os.stat(f"/dev/shm/{e}") for e in shm_entries(name)
                         if e.startswith("sem.")]
         finally:
             pump.stop()
-    assert stat.S_IMODE(seg.st_mode) == 0o600 and seg.st_uid == os.geteuid()
+    if segment == "posix":
+        assert stat.S_IMODE(seg.st_mode) == 0o600 and seg.st_uid == os.geteuid()
+        assert held == []
+    else:
+        assert segs == [], segs
+        # host and guest (both in this process) map it; neither keeps its fd
+        assert len(held) == 2 and all("fd " not in h for h in held), held
     assert stat.S_ISSOCK(sock.st_mode) and stat.S_IMODE(sock.st_mode) == 0o600
     assert len(sems) == (2 if doorbell == "semaphore" else 0)
     assert all(stat.S_IMODE(s.st_mode) == 0o600 for s in sems)
@@ -375,9 +468,12 @@ def _guest_as(uid: int | None, gid: int | None, path: str, name: str) -> tuple[i
                 os.setuid(uid)
             try:
                 with hgsmi.Guest(path, connect_timeout=3) as g:
-                    seg = os.stat(f"/dev/shm/hgsmi-{name}.{g.stats()['guest_id']}")
-                    out = {"outcome": "ok", "reply": g.call(CH_ECHO, 0, b"abc", timeout=3).decode(),
-                           "seg_mode": stat.S_IMODE(seg.st_mode), "seg_uid": seg.st_uid}
+                    out = {"outcome": "ok", "reply": g.call(CH_ECHO, 0, b"abc", timeout=3).decode()}
+                    try:  # a posix segment; a memfd has no name
+                        seg = os.stat(f"/dev/shm/hgsmi-{name}.{g.stats()['guest_id']}")
+                        out.update(seg_mode=stat.S_IMODE(seg.st_mode), seg_uid=seg.st_uid)
+                    except FileNotFoundError:
+                        pass
             except BaseException as e:
                 out = {"outcome": type(e).__name__, "errno": getattr(e, "errno", None),
                        "message": str(e)}
@@ -439,15 +535,20 @@ def test_foreign_uid_is_refused_then_allowed(name, runtime_dir, no_leaks, caplog
             out = _serve_child(host, *_guest_as(None, None, path, name))
             assert out["outcome"] == "ok" and out["reply"] == "ABC", out
             assert host.refused == 1
-        with hgsmi.Host(name, size=1 << 20, runtime_dir=rdir, socket_mode=0o660,
-                        allowed_uids=[pw.pw_uid]) as host:
-            host.register(CH_ECHO, lambda m: bytes(m.data).upper())
-            os.chown(host.socket_path, -1, pw.pw_gid)
-            out = _serve_child(host, *_guest_as(pw.pw_uid, pw.pw_gid, host.socket_path, name))
-            # Attached: its segment is still 0600, now owned by the guest's uid.
-            assert out == {"outcome": "ok", "reply": "ABC", "seg_mode": 0o600,
-                           "seg_uid": pw.pw_uid}, out
-            assert host.refused == 0
+        for segment in ("posix", "memfd"):
+            with hgsmi.Host(name, size=1 << 20, runtime_dir=rdir, socket_mode=0o660,
+                            allowed_uids=[pw.pw_uid], segment=segment) as host:
+                host.register(CH_ECHO, lambda m: bytes(m.data).upper())
+                os.chown(host.socket_path, -1, pw.pw_gid)
+                out = _serve_child(host, *_guest_as(pw.pw_uid, pw.pw_gid, host.socket_path,
+                                                    name))
+                if segment == "posix":
+                    # Attached: its segment is still 0600, now owned by the guest's uid.
+                    assert out == {"outcome": "ok", "reply": "ABC", "seg_mode": 0o600,
+                                   "seg_uid": pw.pw_uid}, out
+                else:  # the fd it was passed is all it needs: nothing to chown
+                    assert out == {"outcome": "ok", "reply": "ABC"}, out
+                assert host.refused == 0
         # The semaphore doorbell is one per host and cannot be handed to another
         # uid: that is refused up front, clearly.
         with hgsmi.Host(name, size=1 << 20, runtime_dir=rdir, socket_mode=0o660,
@@ -473,6 +574,9 @@ HOST_CASES = [  # (id, Host kwargs or a name override, exception, message patter
     ("size-negative", {"size": -1}, ValueError, "positive int"),
     ("size-str", {"size": "16M"}, ValueError, "positive int"),
     ("doorbell-bogus", {"doorbell": "bogus"}, ValueError, "doorbell must be one of"),
+    ("segment-bogus", {"segment": "tmpfs"}, ValueError, "segment must be one of"),
+    ("max-message-negative", {"max_message": -1}, ValueError, "max_message"),
+    ("doorbells-per-s-str", {"max_doorbells_per_s": "1k"}, TypeError, "max_doorbells_per_s"),
     ("ring-not-pow2", {"ring_entries": 1000}, ValueError, "power of two"),
     ("ring-too-big-for-size", {"size": 1 << 20, "ring_entries": 1 << 16}, ValueError,
      "too small for the segment layout"),

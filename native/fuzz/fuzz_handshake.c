@@ -12,9 +12,10 @@
  *   is shut down and hgsmi_host_accept runs.
  *     u8 ctl    bits 0-1: eventfds passed with SCM_RIGHTS (0..3)
  *     ...       the bytes sent: a struct hgsmi_hello, or anything
- *   Oracles: an accepted guest got a complete welcome with status 0 and two
- *   fds; its segment is gone from /dev/shm after hgsmi_conn_close; no fd is
- *   leaked by any path; the host has no conn left.
+ *   Oracles: an accepted guest got a complete welcome with status 0 and three
+ *   fds, the first a memfd of the segment's size sealed against shrink, grow
+ *   and new seals, with nothing in /dev/shm; no fd is leaked by any path
+ *   (the memfd goes with our copy and the conn); the host has no conn left.
  *
  * bit 0 = 1, welcome: a fake host (a thread of this process listening in the
  *   private directory) answers the guest's hello with the bytes given and
@@ -23,6 +24,8 @@
  *               bit 2: replace the welcome's segment name with the name of a
  *                      real segment this harness made; bit 3: its epoch;
  *                      bit 4: its size (so mutations can get past them)
+ *               bit 5: pass a real sealed memfd segment as the first fd
+ *                      (for HGSMI_F_SEGMENT_FD), before the eventfds
  *     u8 plen   bytes of welcome that follow
  *     u8 npre   how many of the ops below are applied before the attach
  *               (a host that lays out a hostile header)
@@ -35,16 +38,17 @@
  *                           orphaned and freed when it comes back)
  *               0xfffffffc: the host raises the IRQ (eventfd)
  *               otherwise:  the host stores value at (where % (size - 3)) & ~3
- *   The real segment is reset to its pristine image before every input.
+ *   The real segments (one named, one memfd) are reset to their pristine
+ *   image before every input; the host's stores go to both.
  *   Oracles: no crash or ASan report (the guest's private memory is
  *   checked, and PROT_NONE guard pages sit right around the guest's mapping
  *   of the segment, see reserve_guarded()); no fd is leaked; the guest's
  *   stats stay consistent.
  *
- * Not reachable this way: a welcome or hello that arrives in pieces, then
- * stalls.  Both sides read the fixed-size message with MSG_WAITALL on a
- * blocking socket after a poll(), so a peer that sends part of it and waits
- * blocks the reader forever (see fuzz/README.md, "Known open issues").
+ * Not reachable this way: a welcome that arrives in pieces, then stalls (the
+ * guest bounds it with SO_RCVTIMEO, too slow to fuzz).  The host no longer
+ * blocks on a hello at all: pending connections wait in its epoll set
+ * (tests/test_limits.py covers silent and half hellos).
  */
 #define _GNU_SOURCE
 #include <dirent.h>
@@ -72,7 +76,8 @@
 
 static char dir[64], host_dir[96], fake_path[108];
 static struct hgsmi_host *host;
-static struct hgsmi_segment seg; /* the real segment a welcome may name */
+static struct hgsmi_segment seg;  /* the real segment a welcome may name */
+static struct hgsmi_segment mseg; /* the same as a sealed memfd (mseg.fd) */
 static uint8_t *pristine;
 static bool verbose;
 static unsigned long attached, guarded; /* how often the guard pages held */
@@ -82,7 +87,7 @@ static int fake_listen = -1;
 static sem_t go, done;
 static uint8_t reply[256];
 static size_t reply_len;
-static int reply_fds[3], reply_nfds;
+static int reply_fds[4], reply_nfds;
 static int fake_conn = -1; /* the accepted connection, closed by the main thread */
 static volatile bool quitting;
 
@@ -117,7 +122,7 @@ static void close_fds(int *fds, int n)
 static void send_with_fds(int sock, const void *buf, size_t len, const int *fds, int n)
 {
 	union {
-		char buf[CMSG_SPACE(3 * sizeof(int))];
+		char buf[CMSG_SPACE(4 * sizeof(int))];
 		struct cmsghdr align;
 	} u;
 	struct iovec iov = {.iov_base = (void *)buf, .iov_len = len};
@@ -184,6 +189,8 @@ static void cleanup(void)
 	host = NULL;
 	if (seg.base)
 		hgsmi_int_segment_close(&seg, true);
+	if (mseg.base)
+		hgsmi_int_segment_close(&mseg, true);
 	if (fake_listen >= 0)
 		close(fake_listen);
 	unlink(fake_path);
@@ -220,7 +227,11 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 	snprintf(segname, sizeof(segname), "/hgsmi-fy%d.1", (int)getpid() % 10000000);
 	hgsmi_int_segment_cleanup(segname + 7, true);
 	FUZZ_CHECK(hgsmi_int_segment_create(&seg, segname, SEG_SIZE, SEG_ENTRIES, 50, 3,
-					    SEG_EPOCH, HGSMI_F_ALL) == 0);
+					    SEG_EPOCH, HGSMI_F_ALL & ~HGSMI_F_SEGMENT_FD,
+					    false) == 0);
+	FUZZ_CHECK(hgsmi_int_segment_create(&mseg, segname, SEG_SIZE, SEG_ENTRIES, 50, 3,
+					    SEG_EPOCH, HGSMI_F_ALL, true) == 0 &&
+		   mseg.fd >= 0);
 	pristine = malloc(SEG_SIZE);
 	FUZZ_CHECK(pristine);
 	memcpy(pristine, seg.base, SEG_SIZE);
@@ -268,18 +279,21 @@ static void hello(struct cursor *in)
 	if (rc == 0 && conn) {
 		struct hgsmi_welcome w;
 		char shm[HGSMI_NAME_MAX + 16];
-		int got[2], n = 0;
+		int got[3], n = 0, want = F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL;
+		struct stat st;
 
 		FUZZ_CHECK(hgsmi_host_conn_count(host) == 1);
-		FUZZ_CHECK(hgsmi_int_recv_fds(cli, &w, sizeof(w), got, 2, &n, 1000) == 0);
+		FUZZ_CHECK(hgsmi_int_recv_fds(cli, &w, sizeof(w), got, 3, &n, 1000) == 0);
+		FUZZ_CHECK(w.magic == HGSMI_CTL_MAGIC && w.status == 0 && n == 3 &&
+			   w.nfds == 3 && memchr(w.segment, 0, sizeof(w.segment)));
+		FUZZ_CHECK((w.features & ~HGSMI_F_ALL) == 0 && (w.features & HGSMI_F_SEGMENT_FD));
+		FUZZ_CHECK((fcntl(got[0], F_GET_SEALS) & want) == want);
+		FUZZ_CHECK(fstat(got[0], &st) == 0 && st.st_size == SEG_SIZE);
+		FUZZ_CHECK(ftruncate(got[0], 0) < 0 && errno == EPERM);
 		close_fds(got, n);
-		FUZZ_CHECK(w.magic == HGSMI_CTL_MAGIC && w.status == 0 && n == 2 &&
-			   w.nfds == 2 && memchr(w.segment, 0, sizeof(w.segment)));
-		FUZZ_CHECK((w.features & ~HGSMI_F_ALL) == 0);
 		snprintf(shm, sizeof(shm), "/dev/shm%s", w.segment);
-		FUZZ_CHECK(access(shm, F_OK) == 0);
-		hgsmi_conn_close(conn);
 		FUZZ_CHECK(access(shm, F_OK) < 0);
+		hgsmi_conn_close(conn);
 	}
 	FUZZ_CHECK(hgsmi_host_conn_count(host) == 0);
 	drain(cli);
@@ -290,7 +304,10 @@ static void hello(struct cursor *in)
 
 static void host_store(uint32_t where, uint32_t value)
 {
-	WRITE_ONCE(*(uint32_t *)(void *)(seg.base + ((where % (SEG_SIZE - 3)) & ~3u)), value);
+	uint32_t at = (where % (SEG_SIZE - 3)) & ~3u;
+
+	WRITE_ONCE(*(uint32_t *)(void *)(seg.base + at), value);
+	WRITE_ONCE(*(uint32_t *)(void *)(mseg.base + at), value);
 }
 
 /*
@@ -360,13 +377,17 @@ static void welcome(struct cursor *in)
 		if (ctl & 16)
 			w->segment_size = SEG_SIZE;
 	}
-	reply_nfds = ctl & 3;
-	make_eventfds(reply_fds, reply_nfds);
-	if (reply_nfds >= 2)
-		irq = reply_fds[1];
+	reply_nfds = 0;
+	if (ctl & 32)
+		FUZZ_CHECK((reply_fds[reply_nfds++] = dup(mseg.fd)) >= 0);
+	make_eventfds(reply_fds + reply_nfds, ctl & 3);
+	if ((ctl & 3) >= 2)
+		irq = reply_fds[reply_nfds + 1];
+	reply_nfds += ctl & 3;
 
 	/* The host lays out the segment (possibly a hostile header). */
 	memcpy(seg.base, pristine, SEG_SIZE);
+	memcpy(mseg.base, pristine, SEG_SIZE);
 	for (int i = 0; i < npre && in->left >= 8; i++) {
 		uint32_t where = take_u32(in), value = take_u32(in);
 

@@ -172,14 +172,18 @@ HS_GHEAP, HS_HHEAP = 20480, 40960
 GUEST_WORK, GUEST_SEND, GUEST_CALL, HOST_IRQ = 0xFFFFFFFF, 0xFFFFFFFE, 0xFFFFFFFD, 0xFFFFFFFC
 
 
-def hello(kind: int = 1, magic: int = CTL_MAGIC, major: int = 1, features: int = 3) -> bytes:
-    return struct.pack("<IHHII4I", magic, major, 0, kind, features, 0, 0, 0, 0)
+F_POSIX, F_ALL = 0x3, 0x7  # HGSMI_F_ALL without and with HGSMI_F_SEGMENT_FD
+
+
+def hello(kind: int = 1, magic: int = CTL_MAGIC, major: int = 1, features: int = F_ALL) -> bytes:
+    return struct.pack("<IHHII4I", magic, major, 1, kind, features, 0, 0, 0, 0)
 
 
 def welcome(status: int = 0, backend: int = 1, nfds: int = 2, segment: bytes = b"@",
-            epoch: int = 5, size: int = 65536, sems: tuple[bytes, bytes] = (b"", b"")) -> bytes:
-    w = struct.pack("<IHHiIIIIII3I", CTL_MAGIC, 1, 0, status, 3, 3, epoch, size, backend,
-                    nfds, 0, 0, 0)
+            epoch: int = 5, size: int = 65536, sems: tuple[bytes, bytes] = (b"", b""),
+            features: int = F_POSIX) -> bytes:
+    w = struct.pack("<IHHiIIIIII3I", CTL_MAGIC, 1, 0, status, features, 3, epoch, size,
+                    backend, nfds, 0, 0, 0)
     for name in (segment, *sems):
         w += name.ljust(32, b"\0")
     assert len(w) == 144
@@ -200,6 +204,8 @@ def handshake_seeds() -> None:
     write("fuzz_handshake", "hello-stat", bytes([0, 0]) + hello(kind=2))
     write("fuzz_handshake", "hello-fds-trailing", bytes([0, 2]) + hello() + b"more bytes")
     write("fuzz_handshake", "hello-abi2", bytes([0, 1]) + hello(major=2))
+    # A guest that cannot take the segment as an fd: refused by a memfd host.
+    write("fuzz_handshake", "hello-no-segment-fd", bytes([0, 0]) + hello(features=F_POSIX))
     all_real = 2 | 4 | 8 | 16  # two eventfds; real name, epoch and size
     w = welcome()
     write("fuzz_handshake", "welcome-attach", bytes([1, all_real, len(w), 0]) + w)
@@ -217,6 +223,14 @@ def handshake_seeds() -> None:
     ops += [(HS_HOSTFIFO + RING_HEADER, HS_HHEAP), (HS_HOSTFIFO, 1), (HOST_IRQ, 0),
             (GUEST_WORK, 0), (GUEST_CALL, 0x10_02), (GUEST_WORK, 0)]
     write("fuzz_handshake", "welcome-traffic", bytes([1, all_real, len(w), 0]) + w + hs_ops(ops))
+    # The same over a sealed memfd passed as the first fd (ctl bit 5).
+    mw = welcome(features=F_ALL, nfds=3)
+    write("fuzz_handshake", "welcome-memfd", bytes([1, all_real | 32, len(mw), 0]) + mw)
+    write("fuzz_handshake", "welcome-memfd-traffic",
+          bytes([1, all_real | 32, len(mw), 0]) + mw + hs_ops(ops))
+    # The welcome says memfd, but the first fd is an eventfd (not sealed).
+    write("fuzz_handshake", "welcome-memfd-not-sealed",
+          bytes([1, 3 | 8 | 16, len(mw), 0]) + mw)
 
 
 # ---- regressions: inputs that crashed, one per bug ------------------------

@@ -153,12 +153,37 @@ struct hgsmi_host_config {
 	uint32_t guest_heap_percent; /* share of the heaps for the guest; 0: 50 */
 	uint32_t backend;       /* HGSMI_BACKEND_*; 0: eventfd */
 	uint32_t max_guests;    /* 0: 64 */
-	uint32_t max_inflight;  /* per guest; 0: ring_entries */
+	uint32_t max_inflight;  /* guest buffers taken and not completed, per
+				   guest (the rest wait in its ring); 0: ring_entries */
 	uint32_t spin_us;       /* adaptive spin before sleeping; 0: none */
 	uint32_t socket_mode;   /* 0: 0600 */
 	const uint32_t *allowed_uids; /* NULL: only the host's own uid */
 	uint32_t n_allowed_uids;
+	/* -- 0.3: fields are only ever appended; zero means the default -- */
+	uint32_t segment;      /* HGSMI_SEGMENT_*; 0: memfd */
+	uint32_t max_message;  /* largest data_size a guest may submit (bigger:
+				  completed with -EMSGSIZE); 0: the heap's */
+	/*
+	 * Doorbell wake-ups per second per guest (eventfd backend; the shared
+	 * semaphore cannot tell guests apart).  Over it the host stops
+	 * watching that doorbell for a 10 ms tick, then serves the ring.
+	 * 0: HGSMI_DOORBELLS_PER_S_DEFAULT, HGSMI_UNLIMITED: no limit.
+	 */
+	uint32_t max_doorbells_per_s;
 };
+
+/*
+ * Where a guest's segment lives.  MEMFD (the default): an anonymous memfd,
+ * sealed against shrinking and growing, passed to the guest over the socket;
+ * nothing appears in /dev/shm and a guest cannot truncate the host's memory.
+ * POSIX: a named segment in /dev/shm (shm_open), as the original; it trusts
+ * the guest not to ftruncate it (which would SIGBUS the host), and a guest of
+ * another allowed uid gets it fchown'ed.
+ */
+#define HGSMI_SEGMENT_MEMFD 1
+#define HGSMI_SEGMENT_POSIX 2
+#define HGSMI_UNLIMITED 0xffffffffu
+#define HGSMI_DOORBELLS_PER_S_DEFAULT 100000u
 
 /* Stats structs only ever grow at the end, so older callers stay correct. */
 struct hgsmi_conn_stats {
@@ -178,6 +203,11 @@ struct hgsmi_conn_stats {
 	uint32_t inflight_host; /* host buffers posted and not yet acked */
 	uint32_t submit_depth;  /* entries waiting in the submit ring */
 	struct hgsmi_heap_stats host_heap;
+	/* -- 0.3 -- */
+	uint64_t doorbells_throttled; /* doorbells ignored over max_doorbells_per_s */
+	uint64_t errors_size;         /* buffers over max_message, failed -EMSGSIZE */
+	uint32_t inflight_guest;      /* guest buffers taken and not yet completed */
+	uint32_t inflight_guest_peak; /* never above max_inflight */
 };
 
 /*
@@ -246,13 +276,23 @@ HGSMI_API int hgsmi_host_disarm(struct hgsmi_host *host);
  */
 HGSMI_API int hgsmi_host_doorbell_wait(struct hgsmi_host *host, int timeout_ms);
 /*
- * Accept and handshake one guest (SO_PEERCRED, ABI, features), create its
- * segment, heaps, rings and doorbells, and pass them.  Blocks: up to about
- * one second for the guest's hello.  -EAGAIN if nobody is knocking.
+ * Take one step of the handshakes under way and report its outcome.  New
+ * connections are accepted into a table of pending ones (SO_PEERCRED taken
+ * then) and wait for their hello in the epoll set, so a client that sends
+ * nothing or half a hello delays nobody; each has one second to complete
+ * it, else it is closed and reported as -ETIMEDOUT (the next call after its
+ * deadline; hgsmi_host_wait wakes for it).  At most 32 may be pending; more
+ * are refused at once with -EUSERS.  A complete hello is checked (ABI,
+ * features, uid), the guest's segment, heaps, rings and doorbells are
+ * created and passed.  Returns 0 (*out set, or NULL for a served stat
+ * request), -EAGAIN when no handshake has an outcome now, -EPIPE for a
+ * client that left before its hello, or the refusal.  Call it until -EAGAIN
+ * after HGSMI_EV_ACCEPT.  Blocks: no.
  * A refused guest (-EACCES, -EPROTO, -EUSERS) is told why and closed.
- * The segment (0600) of an allowed guest of another uid is fchown'ed to it
- * (needs CAP_CHOWN, else -EACCES); with the semaphore backend, whose
- * doorbell all guests share, another uid is refused with -EACCES.
+ * A memfd segment needs nothing for an allowed guest of another uid (it gets
+ * the fd); a posix one (0600) is fchown'ed to it (needs CAP_CHOWN, else
+ * -EACCES).  With the semaphore backend, whose doorbell all guests share,
+ * another uid is refused with -EACCES.
  * *out is NULL for a served stat request (see hgsmi_host_set_stat_reply).
  */
 HGSMI_API int hgsmi_host_accept(struct hgsmi_host *host, struct hgsmi_conn **out);

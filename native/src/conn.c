@@ -40,10 +40,42 @@ static void raise_irq(struct hgsmi_conn *c, uint32_t reason)
 	}
 }
 
+/*
+ * Work the host should wake for.  A guest at its in-flight limit has nothing
+ * we may take (its buffers wait in its ring until we complete some), and a
+ * throttled one waits for the timer: neither keeps the host spinning.
+ */
 bool hgsmi_int_conn_pending(const struct hgsmi_conn *c)
 {
-	return c->alive && (hgsmi_int_ring_pending(&c->submit) ||
+	bool room = c->held < c->host->cfg.max_inflight && !c->throttle_until_ns;
+
+	return c->alive && ((room && hgsmi_int_ring_pending(&c->submit)) ||
 			    hgsmi_int_ring_pending(&c->hostack));
+}
+
+/*
+ * The doorbell's rate limit, a GCRA token bucket: each wake-up costs
+ * 1e9 / max_doorbells_per_s ns of credit, credit grows with elapsed time up
+ * to HGSMI_THROTTLE_TICK_NS (the burst).  Without credit, the caller ignores
+ * the doorbell until the next tick.
+ */
+bool hgsmi_int_conn_doorbell_ok(struct hgsmi_conn *c, uint64_t now)
+{
+	uint32_t rate = c->host->cfg.max_doorbells_per_s;
+	uint64_t cost, burst;
+
+	if (rate == HGSMI_UNLIMITED)
+		return true;
+	cost = 1000000000ull / rate;
+	burst = cost > HGSMI_THROTTLE_TICK_NS ? cost : HGSMI_THROTTLE_TICK_NS;
+	c->db_credit_ns += now - c->db_last_ns;
+	if (c->db_credit_ns > burst)
+		c->db_credit_ns = burst;
+	c->db_last_ns = now;
+	if (c->db_credit_ns < cost)
+		return false;
+	c->db_credit_ns -= cost;
+	return true;
 }
 
 int hgsmi_int_conn_create(struct hgsmi_host *host, int sock, uint32_t features,
@@ -70,8 +102,8 @@ int hgsmi_int_conn_create(struct hgsmi_host *host, int sock, uint32_t features,
 		snprintf(name, sizeof(name), "/hgsmi-%s.%u", host->name, c->id);
 		c->epoch = ++host->epoch;
 		rc = hgsmi_int_segment_create(&c->seg, name, cfg->segment_size, e,
-					      cfg->guest_heap_percent, c->id,
-					      c->epoch, features);
+					      cfg->guest_heap_percent, c->id, c->epoch,
+					      features, cfg->segment == HGSMI_SEGMENT_MEMFD);
 	}
 	if (rc < 0)
 		goto fail;
@@ -85,6 +117,9 @@ int hgsmi_int_conn_create(struct hgsmi_host *host, int sock, uint32_t features,
 	hgsmi_int_ring_init(&c->hostack, c->seg.base, area(c, HGSMI_REGION_HOSTACK), e, false);
 
 	memset(w, 0, sizeof(*w));
+	*nfds = 0;
+	if (c->seg.memfd)
+		fds[(*nfds)++] = c->seg.fd; /* first, as HGSMI_F_SEGMENT_FD says */
 	if (cfg->backend == HGSMI_BACKEND_SEMAPHORE) {
 		char irq[64];
 
@@ -94,15 +129,13 @@ int hgsmi_int_conn_create(struct hgsmi_host *host, int sock, uint32_t features,
 		c->doorbell = host->sem_doorbell; /* shared: all guests ring one */
 		strcpy(w->sem_doorbell, host->sem_doorbell.name);
 		strcpy(w->sem_irq, irq);
-		*nfds = 0;
 	} else {
 		if ((rc = hgsmi_int_notify_create_eventfd(&c->doorbell)) < 0 ||
 		    (rc = hgsmi_int_notify_create_eventfd(&c->irq)) < 0)
 			goto fail;
 		c->own_doorbell = true;
-		fds[0] = c->doorbell.fd;
-		fds[1] = c->irq.fd;
-		*nfds = 2;
+		fds[(*nfds)++] = c->doorbell.fd;
+		fds[(*nfds)++] = c->irq.fd;
 	}
 	w->features = features;
 	w->guest_id = c->id;
@@ -112,6 +145,8 @@ int hgsmi_int_conn_create(struct hgsmi_host *host, int sock, uint32_t features,
 	w->nfds = (uint32_t)*nfds;
 	strcpy(w->segment, c->seg.name);
 	c->alive = true;
+	c->db_last_ns = hgsmi_int_now_ns();
+	c->db_credit_ns = HGSMI_THROTTLE_TICK_NS; /* a full burst to start with */
 	c->st.guest_id = c->id;
 	c->st.epoch = c->epoch;
 	*out = c;
@@ -195,6 +230,8 @@ static void setup_channel(struct hgsmi_conn *c, struct hgsmi_msg *m)
 			break;
 		case HGSMI_CONF_MAX_MESSAGE:
 			q.value = hgsmi_heap_max_alloc(c->host_heap) - (uint32_t)HGSMI_BUFFER_OVERHEAD;
+			if (host->cfg.max_message && host->cfg.max_message < q.value)
+				q.value = host->cfg.max_message;
 			break;
 		case HGSMI_CONF_RING_ENTRIES:
 			q.value = c->seg.ring_entries;
@@ -229,9 +266,12 @@ static bool writable_header(const struct hgsmi_conn *c, uint32_t off)
 	       off - g->offset <= g->size - HGSMI_BUFFER_OVERHEAD;
 }
 
+static int complete(struct hgsmi_conn *c, const struct hgsmi_msg *msgs, unsigned n);
+
 int hgsmi_conn_recv(struct hgsmi_conn *c, struct hgsmi_msg *out, unsigned max)
 {
 	const struct hgsmi_region *g = area(c, HGSMI_REGION_GUEST_HEAP);
+	const struct hgsmi_host_config *cfg = &c->host->cfg;
 	struct hgsmi_msg done[HGSMI_BATCH];
 	uint32_t offs[HGSMI_BATCH];
 	unsigned n_out = 0, n_done = 0;
@@ -241,8 +281,19 @@ int hgsmi_conn_recv(struct hgsmi_conn *c, struct hgsmi_msg *out, unsigned max)
 		return -EPIPE;
 	drain_acks(c);
 	while (n_out < max && c->alive) {
-		unsigned want = max - n_out;
+		/* Never more taken and not completed than max_inflight: the
+		 * rest stay in the guest's ring, which is its backpressure. */
+		unsigned want = max - n_out, busy = c->held + n_done;
 
+		if (busy >= cfg->max_inflight && n_done) {
+			complete(c, done, n_done);
+			busy -= n_done;
+			n_done = 0;
+		}
+		if (busy >= cfg->max_inflight)
+			break;
+		if (want > cfg->max_inflight - busy)
+			want = cfg->max_inflight - busy;
 		n = hgsmi_int_ring_pop(&c->submit, offs, want < HGSMI_BATCH ? want : HGSMI_BATCH);
 		if (n < 0) {
 			guest_error(c, &c->st.errors_protocol);
@@ -269,7 +320,11 @@ int hgsmi_conn_recv(struct hgsmi_conn *c, struct hgsmi_msg *out, unsigned max)
 			c->st.bytes_in += m.size;
 			m.guest = c->id;
 			ch = &c->host->channels[m.channel];
-			if (m.channel == HGSMI_CH_SETUP) {
+			if (cfg->max_message && m.size > cfg->max_message) {
+				guest_error(c, &c->st.errors_size);
+				m.status = -EMSGSIZE;
+				m.size = 0;
+			} else if (m.channel == HGSMI_CH_SETUP) {
 				setup_channel(c, &m);
 			} else if (!ch->registered) {
 				c->st.errors_channel++;
@@ -281,25 +336,28 @@ int hgsmi_conn_recv(struct hgsmi_conn *c, struct hgsmi_msg *out, unsigned max)
 					c->st.errors_handler++;
 			} else {
 				out[n_out++] = m;
+				c->held++;
+				if (c->held > c->st.inflight_guest_peak)
+					c->st.inflight_guest_peak = c->held;
 				continue;
 			}
 complete:
 			done[n_done++] = m;
 			if (n_done == HGSMI_BATCH) {
-				hgsmi_conn_complete(c, done, n_done);
+				complete(c, done, n_done);
 				n_done = 0;
 			}
 		}
 	}
 	if (n_done)
-		hgsmi_conn_complete(c, done, n_done);
+		complete(c, done, n_done);
 	if (!c->alive && n_out == 0)
 		return -EPIPE;
 	return (int)n_out;
 }
 
-int hgsmi_conn_complete(struct hgsmi_conn *c, const struct hgsmi_msg *msgs,
-			unsigned n)
+/* Complete buffers taken by recv; internal ones never counted as held. */
+static int complete(struct hgsmi_conn *c, const struct hgsmi_msg *msgs, unsigned n)
 {
 	uint32_t offs[HGSMI_BATCH];
 	unsigned done = 0;
@@ -332,6 +390,17 @@ int hgsmi_conn_complete(struct hgsmi_conn *c, const struct hgsmi_msg *msgs,
 	}
 	raise_irq(c, HGSMI_HOSTFLAGS_GCOMMAND_COMPLETED);
 	return (int)n;
+}
+
+int hgsmi_conn_complete(struct hgsmi_conn *c, const struct hgsmi_msg *msgs,
+			unsigned n)
+{
+	int rc = complete(c, msgs, n);
+
+	/* These came out of recv: they make room under max_inflight. */
+	if (rc >= 0)
+		c->held -= n < c->held ? n : c->held;
+	return rc;
 }
 
 int hgsmi_conn_alloc(struct hgsmi_conn *c, uint32_t size, uint8_t channel,
@@ -419,6 +488,7 @@ void hgsmi_conn_stats(const struct hgsmi_conn *c, struct hgsmi_conn_stats *out)
 {
 	*out = c->st;
 	out->inflight_host = c->posted.count;
+	out->inflight_guest = c->held;
 	out->submit_depth = hgsmi_int_ring_pending(&c->submit);
 	hgsmi_heap_stats(c->host_heap, &out->host_heap);
 }

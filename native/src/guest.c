@@ -74,17 +74,54 @@ static int connect_host(const char *name, const struct hgsmi_guest_config *cfg)
 	return fd;
 }
 
+/*
+ * Take the welcome's fds in the order it gives them: the segment (with
+ * HGSMI_F_SEGMENT_FD), then doorbell and IRQ (eventfd backend).  Every fd is
+ * owned here at once, so each exit path closes it; a count that does not
+ * match what the welcome says is -EPROTO.  The segment fd is only borrowed
+ * until it is mapped.
+ */
+static int adopt_fds(struct hgsmi_guest *g, const struct hgsmi_welcome *w,
+		     const int *fds, int nfds, int *segfd)
+{
+	int want = (w->features & HGSMI_F_SEGMENT_FD ? 1 : 0) +
+		   (w->backend == HGSMI_BACKEND_EVENTFD ? 2 : 0), i = 0;
+
+	*segfd = -1;
+	if (nfds != want || (uint32_t)nfds != w->nfds) {
+		while (i < nfds)
+			close(fds[i++]);
+		return -EPROTO;
+	}
+	if (w->features & HGSMI_F_SEGMENT_FD)
+		*segfd = fds[i++];
+	if (w->backend == HGSMI_BACKEND_EVENTFD) {
+		g->doorbell = (struct hgsmi_notify){.backend = w->backend, .fd = fds[i++]};
+		g->irq = (struct hgsmi_notify){.backend = w->backend, .fd = fds[i++]};
+	}
+	return 0;
+}
+
 static int setup(struct hgsmi_guest *g, const struct hgsmi_welcome *w,
 		 const int *fds, int nfds)
 {
 	const struct hgsmi_region *r;
 	uint32_t e;
-	int rc;
+	int rc, segfd;
 
 	/* The host's name is used as a C string: it must end in the field. */
-	if (!memchr(w->segment, 0, HGSMI_NAME_MAX))
+	if (!memchr(w->segment, 0, HGSMI_NAME_MAX)) {
+		while (nfds > 0)
+			close(fds[--nfds]);
 		return -EPROTO;
-	if ((rc = hgsmi_int_segment_open(&g->seg, w->segment, w->segment_size)) < 0)
+	}
+	if ((rc = adopt_fds(g, w, fds, nfds, &segfd)) < 0)
+		return rc;
+	if (segfd >= 0)
+		rc = hgsmi_int_segment_open_fd(&g->seg, segfd, w->segment, w->segment_size);
+	else
+		rc = hgsmi_int_segment_open(&g->seg, w->segment, w->segment_size);
+	if (rc < 0)
 		return rc;
 	g->epoch = w->epoch;
 	if (READ_ONCE(hgsmi_int_seg_hdr(&g->seg)->epoch) != g->epoch)
@@ -104,14 +141,9 @@ static int setup(struct hgsmi_guest *g, const struct hgsmi_welcome *w,
 	hgsmi_int_ring_init(&g->hostfifo, g->seg.base, &r[HGSMI_REGION_HOSTFIFO], e, false);
 	hgsmi_int_ring_init(&g->hostack, g->seg.base, &r[HGSMI_REGION_HOSTACK], e, true);
 	g->st.backend = w->backend;
-	if (w->backend == HGSMI_BACKEND_EVENTFD) {
-		if (nfds != 2)
-			return -EPROTO;
-		g->doorbell = (struct hgsmi_notify){.backend = w->backend, .fd = fds[0]};
-		g->irq = (struct hgsmi_notify){.backend = w->backend, .fd = fds[1]};
+	if (w->backend == HGSMI_BACKEND_EVENTFD)
 		return 0;
-	}
-	if (w->backend != HGSMI_BACKEND_SEMAPHORE || nfds != 0 ||
+	if (w->backend != HGSMI_BACKEND_SEMAPHORE ||
 	    !memchr(w->sem_doorbell, 0, HGSMI_NAME_MAX) || !memchr(w->sem_irq, 0, HGSMI_NAME_MAX))
 		return -EPROTO;
 	if ((rc = hgsmi_int_notify_sem(&g->doorbell, w->sem_doorbell, false, 0)) < 0)
@@ -128,7 +160,7 @@ int hgsmi_guest_attach(const char *name, const struct hgsmi_guest_config *cfg,
 				    .features = HGSMI_F_ALL};
 	struct hgsmi_welcome w;
 	struct hgsmi_guest *g;
-	int fds[2], nfds = 0, rc;
+	int fds[3], nfds = 0, rc;
 
 	if (!name || !out)
 		return -EINVAL;
@@ -136,7 +168,7 @@ int hgsmi_guest_attach(const char *name, const struct hgsmi_guest_config *cfg,
 		cfg = &defaults;
 	if (!(g = calloc(1, sizeof(*g))))
 		return -ENOMEM;
-	g->doorbell.fd = g->irq.fd = -1;
+	g->doorbell.fd = g->irq.fd = g->seg.fd = -1;
 	g->spin_us = cfg->spin_us;
 	g->sock = connect_host(name, cfg);
 	if (g->sock < 0) {
@@ -145,23 +177,18 @@ int hgsmi_guest_attach(const char *name, const struct hgsmi_guest_config *cfg,
 	}
 	if ((rc = hgsmi_int_send_fds(g->sock, &hello, sizeof(hello), NULL, 0)) < 0)
 		goto fail;
-	rc = hgsmi_int_recv_fds(g->sock, &w, sizeof(w), fds, 2, &nfds,
+	rc = hgsmi_int_recv_fds(g->sock, &w, sizeof(w), fds, 3, &nfds,
 				cfg->connect_timeout_ms ? cfg->connect_timeout_ms : 2000);
 	if (rc < 0)
 		goto fail;
-	/* Adopt the fds at once so every exit path closes them. */
-	if (nfds == 2) {
-		g->doorbell.fd = fds[0];
-		g->irq.fd = fds[1];
-	} else if (nfds == 1) {
-		close(fds[0]);
-	}
 	if (w.magic != HGSMI_CTL_MAGIC || w.abi_major != HGSMI_ABI_MAJOR)
 		rc = -EPROTO;
 	else if (w.status < 0)
 		rc = w.status;
 	else
-		rc = setup(g, &w, fds, nfds);
+		rc = setup(g, &w, fds, nfds), nfds = 0; /* setup took the fds */
+	while (nfds > 0) /* a refusal's or a stranger's fds */
+		close(fds[--nfds]);
 	if (rc < 0)
 		goto fail;
 	g->st.guest_id = w.guest_id;
@@ -467,11 +494,15 @@ static int wait_irq(struct hgsmi_guest *g, int timeout_ms, bool call)
 	uint64_t start = hgsmi_int_now_ns();
 	int rc;
 
-	for (;;) {
+	for (bool again = false;; again = true) {
 		if (host_gone(g))
 			return -EPIPE;
 		if (work_ready(g, call))
 			return 1;
+		/* Back after an ack (a host may keep raising the line, or ring
+		 * the eventfd, without any work): the caller's timeout holds. */
+		if (again && hgsmi_int_remaining_ms(timeout_ms, start) == 0)
+			return 0;
 		while (g->spin_us && hgsmi_int_now_ns() - start < g->spin_us * 1000ull) {
 			if (work_ready(g, call))
 				return 1;

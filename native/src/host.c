@@ -11,16 +11,25 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
+#include <fcntl.h>
 #include <sys/stat.h>
+#include <sys/timerfd.h>
 #include <sys/un.h>
 #include <unistd.h>
 
 #include "internal.h"
 
-#define HELLO_TIMEOUT_MS 1000
+#define HELLO_TIMEOUT_MS 1000 /* a connection's hello must be complete by then */
 /* Under load the doorbell fds are checked only every this many busy passes. */
 #define BUSY_PASSES_PER_EPOLL 64
-#define TAG_SOCK 1u /* low bit of a conn pointer in epoll data: its socket */
+/*
+ * epoll data: small constants for the host's own fds; a conn pointer (16-byte
+ * aligned, never small) for its doorbell, with TAG_SOCK set for its socket.
+ */
+#define DATA_LISTEN 0u
+#define DATA_PENDING 2u /* some connection's hello: look at the table */
+#define DATA_TIMER 4u
+#define TAG_SOCK 1u
 #define SEM_SLICE_MS 20 /* semaphore backend: how often sockets are looked at */
 
 static int fill_defaults(struct hgsmi_host *h, const struct hgsmi_host_config *cfg)
@@ -48,6 +57,12 @@ static int fill_defaults(struct hgsmi_host *h, const struct hgsmi_host_config *c
 		c->max_inflight = c->ring_entries;
 	if (!c->socket_mode)
 		c->socket_mode = 0600;
+	if (!c->segment)
+		c->segment = HGSMI_SEGMENT_MEMFD;
+	if (!c->max_doorbells_per_s)
+		c->max_doorbells_per_s = HGSMI_DOORBELLS_PER_S_DEFAULT;
+	if (c->segment != HGSMI_SEGMENT_MEMFD && c->segment != HGSMI_SEGMENT_POSIX)
+		return -EINVAL;
 	if (c->backend != HGSMI_BACKEND_EVENTFD && c->backend != HGSMI_BACKEND_SEMAPHORE)
 		return -EINVAL;
 	if (c->ring_entries < 2 || (c->ring_entries & (c->ring_entries - 1)))
@@ -98,7 +113,7 @@ int hgsmi_host_create(const struct hgsmi_host_config *cfg, struct hgsmi_host **o
 		return -EINVAL;
 	if (!(h = calloc(1, sizeof(*h))))
 		return -ENOMEM;
-	h->listen_fd = h->epfd = -1;
+	h->listen_fd = h->epfd = h->timer_fd = -1;
 	h->sem_doorbell.fd = -1;
 	h->next_id = 1;
 	if ((rc = fill_defaults(h, cfg)) < 0 ||
@@ -131,8 +146,13 @@ int hgsmi_host_create(const struct hgsmi_host_config *cfg, struct hgsmi_host **o
 		goto fail_unlink;
 	}
 	h->epfd = epoll_create1(EPOLL_CLOEXEC);
-	if (h->epfd < 0 || (rc = epoll_add(h->epfd, h->listen_fd, 0)) < 0) {
+	if (h->epfd < 0 || (rc = epoll_add(h->epfd, h->listen_fd, DATA_LISTEN)) < 0) {
 		rc = h->epfd < 0 ? -errno : rc;
+		goto fail_unlink;
+	}
+	h->timer_fd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
+	if (h->timer_fd < 0 || (rc = epoll_add(h->epfd, h->timer_fd, DATA_TIMER)) < 0) {
+		rc = h->timer_fd < 0 ? -errno : rc;
 		goto fail_unlink;
 	}
 	if (h->cfg.backend == HGSMI_BACKEND_SEMAPHORE) {
@@ -157,6 +177,10 @@ void hgsmi_host_destroy(struct hgsmi_host *h)
 		return;
 	while (h->conns)
 		hgsmi_conn_close(h->conns);
+	for (unsigned i = 0; i < h->n_pending; i++)
+		close(h->pending[i].fd);
+	if (h->timer_fd >= 0)
+		close(h->timer_fd);
 	if (h->listen_fd >= 0) {
 		close(h->listen_fd);
 		unlink(h->sock_path);
@@ -248,6 +272,67 @@ static void set_waiting(struct hgsmi_host *h, uint32_t v)
 			WRITE_ONCE(hgsmi_int_seg_hdr(&c->seg)->host_waiting.value, v);
 }
 
+/* Wake at the next hello deadline or end of a throttle, whichever is first. */
+static void rearm_timer(struct hgsmi_host *h)
+{
+	struct itimerspec its = {0};
+	uint64_t next = UINT64_MAX;
+
+	for (unsigned i = 0; i < h->n_pending; i++)
+		if (h->pending[i].deadline_ns < next)
+			next = h->pending[i].deadline_ns;
+	for (const struct hgsmi_conn *c = h->conns; c; c = c->next)
+		if (c->throttle_until_ns && c->throttle_until_ns < next)
+			next = c->throttle_until_ns;
+	if (next != UINT64_MAX) { /* absolute; a time passed fires at once */
+		its.it_value.tv_sec = (time_t)(next / 1000000000u);
+		its.it_value.tv_nsec = (long)(next % 1000000000u) + 1;
+	}
+	timerfd_settime(h->timer_fd, TFD_TIMER_ABSTIME, &its, NULL);
+}
+
+/* Stop (events 0) or resume watching a guest's doorbell. */
+static void watch_doorbell(struct hgsmi_host *h, struct hgsmi_conn *c, bool on)
+{
+	struct epoll_event ev = {.events = on ? EPOLLIN : 0, .data.u64 = (uintptr_t)c};
+
+	epoll_ctl(h->epfd, EPOLL_CTL_MOD, c->doorbell.fd, &ev);
+}
+
+/*
+ * Over its rate, a guest's doorbell is not watched until the next tick: its
+ * writes then cost the host nothing.  Its ring is still served whenever the
+ * host is awake, and at the tick at the latest: nothing is lost, it batches.
+ */
+static void throttle(struct hgsmi_host *h, struct hgsmi_conn *c, uint64_t now)
+{
+	c->st.doorbells_throttled++;
+	c->throttle_until_ns = now + HGSMI_THROTTLE_TICK_NS;
+	watch_doorbell(h, c, false);
+	rearm_timer(h);
+}
+
+static int on_timer(struct hgsmi_host *h)
+{
+	uint64_t now = hgsmi_int_now_ns(), ticks;
+	int mask = 0;
+
+	if (read(h->timer_fd, &ticks, sizeof(ticks)) < 0 && errno != EAGAIN)
+		return -errno;
+	for (struct hgsmi_conn *c = h->conns; c; c = c->next) {
+		if (c->throttle_until_ns && now >= c->throttle_until_ns) {
+			c->throttle_until_ns = 0;
+			watch_doorbell(h, c, true);
+			mask |= HGSMI_EV_WORK; /* what it rang for meanwhile */
+		}
+	}
+	for (unsigned i = 0; i < h->n_pending; i++)
+		if (now >= h->pending[i].deadline_ns)
+			mask |= HGSMI_EV_ACCEPT; /* accept drops it */
+	rearm_timer(h);
+	return mask;
+}
+
 static int handle_events(struct hgsmi_host *h, struct epoll_event *evs, int n)
 {
 	int mask = 0;
@@ -256,8 +341,10 @@ static int handle_events(struct hgsmi_host *h, struct epoll_event *evs, int n)
 		uint64_t d = evs[i].data.u64;
 		struct hgsmi_conn *c = (struct hgsmi_conn *)(uintptr_t)(d & ~(uint64_t)TAG_SOCK);
 
-		if (d == 0) {
+		if (d == DATA_LISTEN || d == DATA_PENDING) {
 			mask |= HGSMI_EV_ACCEPT;
+		} else if (d == DATA_TIMER) {
+			mask |= on_timer(h);
 		} else if (d & TAG_SOCK) {
 			/* A guest sends nothing after its hello: readable means it
 			 * left, or broke the protocol.  Either way it is cut off
@@ -268,7 +355,13 @@ static int handle_events(struct hgsmi_host *h, struct epoll_event *evs, int n)
 			c->alive = false;
 			mask |= HGSMI_EV_HANGUP;
 		} else {
+			uint64_t now = hgsmi_int_now_ns();
+
 			hgsmi_int_notify_drain(&c->doorbell);
+			if (!hgsmi_int_conn_doorbell_ok(c, now)) {
+				throttle(h, c, now);
+				continue;
+			}
 			c->st.doorbells++;
 			mask |= HGSMI_EV_WORK;
 		}
@@ -431,35 +524,27 @@ static int give_to(const struct hgsmi_host *h, struct hgsmi_conn *c, uint32_t ui
 {
 	if (h->cfg.backend == HGSMI_BACKEND_SEMAPHORE)
 		return -EACCES;
+	/* A memfd is reached only through the fd the guest is given. */
+	if (c->seg.memfd)
+		return 0;
 	return hgsmi_int_segment_give(&c->seg, uid);
 }
 
-int hgsmi_host_accept(struct hgsmi_host *h, struct hgsmi_conn **out)
+/* The handshake after a complete hello: refuse, answer a stat, or attach. */
+static int handshake(struct hgsmi_host *h, int fd, const struct hgsmi_hello *hello,
+		     uint32_t uid, struct hgsmi_conn **out)
 {
 	struct hgsmi_welcome w = {.magic = HGSMI_CTL_MAGIC, .abi_major = HGSMI_ABI_MAJOR,
 				  .abi_minor = HGSMI_ABI_MINOR};
-	struct hgsmi_hello hello;
-	struct ucred cred;
-	socklen_t clen = sizeof(cred);
 	struct hgsmi_conn *c;
-	int fd, fds[2], nfds, rc;
+	int fds[3], nfds, rc;
+	uint32_t features;
 
-	*out = NULL;
-	fd = accept4(h->listen_fd, NULL, NULL, SOCK_CLOEXEC);
-	if (fd < 0)
-		return errno == EWOULDBLOCK ? -EAGAIN : -errno;
-	if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &clen) < 0)
-		return refuse(fd, &w, -EACCES);
-	rc = hgsmi_int_recv_fds(fd, &hello, sizeof(hello), fds, 0, &nfds, HELLO_TIMEOUT_MS);
-	if (rc < 0) {
-		close(fd);
-		return rc;
-	}
-	if (hello.magic != HGSMI_CTL_MAGIC || hello.abi_major != HGSMI_ABI_MAJOR)
+	if (hello->magic != HGSMI_CTL_MAGIC || hello->abi_major != HGSMI_ABI_MAJOR)
 		return refuse(fd, &w, -EPROTO);
-	if (!uid_allowed(h, cred.uid))
+	if (!uid_allowed(h, uid))
 		return refuse(fd, &w, -EACCES);
-	if (hello.kind == HGSMI_HELLO_STAT) {
+	if (hello->kind == HGSMI_HELLO_STAT) {
 		uint32_t len = (uint32_t)h->stat_len;
 
 		hgsmi_int_send_fds(fd, &w, sizeof(w), NULL, 0);
@@ -469,15 +554,21 @@ int hgsmi_host_accept(struct hgsmi_host *h, struct hgsmi_conn **out)
 		close(fd);
 		return 0;
 	}
-	if (hello.kind != HGSMI_HELLO_ATTACH)
+	if (hello->kind != HGSMI_HELLO_ATTACH)
 		return refuse(fd, &w, -EPROTO);
 	if ((uint32_t)h->n_conns >= h->cfg.max_guests)
 		return refuse(fd, &w, -EUSERS);
-	/* The features both sides understand. */
-	rc = hgsmi_int_conn_create(h, fd, hello.features & HGSMI_F_ALL, &c, &w, fds, &nfds);
+	/* The features both sides understand.  A memfd segment can only be
+	 * given to a guest that takes it as an fd; a named one never is. */
+	features = hello->features & HGSMI_F_ALL;
+	if (h->cfg.segment == HGSMI_SEGMENT_POSIX)
+		features &= ~HGSMI_F_SEGMENT_FD;
+	else if (!(features & HGSMI_F_SEGMENT_FD))
+		return refuse(fd, &w, -EPROTO);
+	rc = hgsmi_int_conn_create(h, fd, features, &c, &w, fds, &nfds);
 	if (rc < 0)
 		return refuse(fd, &w, rc);
-	if (cred.uid != (uint32_t)geteuid() && give_to(h, c, cred.uid) < 0) {
+	if (uid != (uint32_t)geteuid() && give_to(h, c, uid) < 0) {
 		c->sock = -1; /* refuse() closes it */
 		hgsmi_int_conn_destroy(c);
 		return refuse(fd, &w, -EACCES);
@@ -493,11 +584,106 @@ int hgsmi_host_accept(struct hgsmi_host *h, struct hgsmi_conn **out)
 		hgsmi_int_conn_destroy(c);
 		return rc;
 	}
+	/* The guest has its own fd now; our mapping keeps the memfd alive. */
+	if (c->seg.fd >= 0)
+		close(c->seg.fd);
+	c->seg.fd = -1;
 	c->next = h->conns;
 	h->conns = c;
 	h->n_conns++;
 	*out = c;
 	return 0;
+}
+
+/* Forget pending connection i (the caller closes or keeps its fd). */
+static int unpend(struct hgsmi_host *h, unsigned i)
+{
+	int fd = h->pending[i].fd;
+
+	epoll_ctl(h->epfd, EPOLL_CTL_DEL, fd, NULL);
+	h->pending[i] = h->pending[--h->n_pending];
+	rearm_timer(h);
+	return fd;
+}
+
+/*
+ * Take new connections into the pending table, where each waits for its
+ * hello in the epoll set: a client that sends nothing, or half a hello,
+ * holds a slot until its deadline and nobody else.  A full table refuses
+ * the next one at once.  Returns 0, or what to tell the caller.
+ */
+static int take_new(struct hgsmi_host *h)
+{
+	struct hgsmi_welcome w = {0};
+	struct hgsmi_pending *p;
+	struct ucred cred;
+	socklen_t clen = sizeof(cred);
+	int fd;
+
+	for (;;) {
+		fd = accept4(h->listen_fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
+		if (fd < 0)
+			return errno == EWOULDBLOCK || errno == EINTR ? 0 : -errno;
+		if (h->n_pending == HGSMI_PENDING_MAX)
+			return refuse(fd, &w, -EUSERS);
+		p = &h->pending[h->n_pending];
+		*p = (struct hgsmi_pending){.fd = fd};
+		if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &clen) < 0)
+			return refuse(fd, &w, -EACCES);
+		p->uid = (uint32_t)cred.uid;
+		if (epoll_add(h->epfd, fd, DATA_PENDING) < 0) {
+			close(fd);
+			return -ENOMEM;
+		}
+		p->deadline_ns = hgsmi_int_now_ns() + HELLO_TIMEOUT_MS * 1000000ull;
+		h->n_pending++;
+		rearm_timer(h);
+	}
+}
+
+int hgsmi_host_accept(struct hgsmi_host *h, struct hgsmi_conn **out)
+{
+	uint64_t now = hgsmi_int_now_ns();
+	int rc;
+
+	*out = NULL;
+	/* One outcome per call: a dropped, refused, served or attached client. */
+	for (unsigned i = 0; i < h->n_pending; i++) {
+		if (now >= h->pending[i].deadline_ns) {
+			close(unpend(h, i));
+			return -ETIMEDOUT;
+		}
+	}
+	if ((rc = take_new(h)) < 0)
+		return rc;
+	for (unsigned i = 0; i < h->n_pending; i++) {
+		struct hgsmi_pending *p = &h->pending[i], done;
+		ssize_t r;
+		int fd;
+
+		/* What has arrived may come in pieces (a message that carried
+		 * fds ends a read): take all of it. */
+		do {
+			r = hgsmi_int_recv_some(p->fd, (uint8_t *)&p->hello + p->got,
+						sizeof(p->hello) - p->got);
+			if (r > 0)
+				p->got += (uint32_t)r;
+		} while (r > 0 && p->got < sizeof(p->hello));
+		if (r == 0 || (r < 0 && r != -EAGAIN)) {
+			/* EOF before a whole hello: it left (or probed) */
+			close(unpend(h, i));
+			return r == 0 ? -EPIPE : (int)r;
+		}
+		if (p->got < sizeof(p->hello))
+			continue;
+		done = *p;
+		fd = unpend(h, i);
+		/* From here the socket blocks: the replies are small, and a stat
+		 * reply must not be cut short by a full buffer. */
+		fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK);
+		return handshake(h, fd, &done.hello, done.uid, out);
+	}
+	return -EAGAIN;
 }
 
 int hgsmi_host_poll(struct hgsmi_host *h, int timeout_ms)

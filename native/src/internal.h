@@ -88,23 +88,35 @@ HGSMI_INT int hgsmi_int_send_fds(int sock, const void *buf, size_t len,
 				 const int *fds, int nfds);
 HGSMI_INT int hgsmi_int_recv_fds(int sock, void *buf, size_t len, int *fds,
 				 int maxfds, int *nfds, int timeout_ms);
+/*
+ * Non-blocking: read what has arrived, up to len bytes; fds sent along are
+ * closed.  Returns the bytes read, 0 at EOF, -EAGAIN or -errno.
+ */
+HGSMI_INT ssize_t hgsmi_int_recv_some(int sock, void *buf, size_t len);
 
 /* ---- segment -------------------------------------------------------------- */
 struct hgsmi_segment {
 	uint8_t *base;
 	uint32_t size;
+	int fd;     /* a memfd until it is passed to the guest, else -1 */
+	bool memfd; /* no name in /dev/shm: nothing to unlink or hand over */
 	char name[HGSMI_NAME_MAX];
 	/* validated private copies of the header's layout fields */
 	struct hgsmi_region regions[HGSMI_REGION_COUNT];
 	uint32_t ring_entries;
 };
 
+/*
+ * Create and lay out a segment: a named POSIX one (memfd false), or a memfd
+ * sealed against shrinking and growing, whose fd is left in seg->fd for the
+ * caller to pass (name is then only its label).
+ */
 HGSMI_INT int hgsmi_int_segment_create(struct hgsmi_segment *seg,
 				       const char *name, uint32_t size,
 				       uint32_t ring_entries,
 				       uint32_t guest_heap_percent,
 				       uint32_t guest_id, uint32_t epoch,
-				       uint32_t features);
+				       uint32_t features, bool memfd);
 /* 0 if a segment of these parameters has room for its layout, else -EINVAL. */
 HGSMI_INT int hgsmi_int_segment_check_layout(uint32_t size, uint32_t ring_entries,
 					     uint32_t guest_heap_percent);
@@ -113,6 +125,12 @@ HGSMI_INT int hgsmi_int_segment_give(const struct hgsmi_segment *seg, uint32_t u
 /* Map an existing segment and validate its header against `size`. */
 HGSMI_INT int hgsmi_int_segment_open(struct hgsmi_segment *seg,
 				     const char *name, uint32_t size);
+/*
+ * The same for a segment passed as an fd (taken over: closed in any case).
+ * It must be sealed against shrinking, or the host could SIGBUS us.
+ */
+HGSMI_INT int hgsmi_int_segment_open_fd(struct hgsmi_segment *seg, int fd,
+					const char *label, uint32_t size);
 HGSMI_INT void hgsmi_int_segment_close(struct hgsmi_segment *seg, bool unlink);
 /* Check a header's layout fields (also the fuzzers' entry point). */
 HGSMI_INT int hgsmi_int_segment_validate(const struct hgsmi_segment_header *h,
@@ -169,9 +187,23 @@ struct hgsmi_conn {
 	bool alive;
 	uint32_t id, epoch;
 	uint32_t errors_since_reset;
+	uint32_t held; /* guest buffers handed to the caller, not yet completed */
+	/* Doorbell rate limit (GCRA): credit in ns, refilled by elapsed time. */
+	uint64_t db_credit_ns, db_last_ns;
+	uint64_t throttle_until_ns; /* doorbell ignored until then; 0: not */
 	struct hgsmi_conn_stats st;
 	struct hgsmi_conn *next;
 };
+
+/* An accepted socket whose hello has not all arrived yet. */
+struct hgsmi_pending {
+	int fd;
+	uint32_t got;         /* bytes of hello so far */
+	uint64_t deadline_ns; /* dropped then */
+	uint32_t uid;         /* SO_PEERCRED at accept */
+	struct hgsmi_hello hello;
+};
+#define HGSMI_PENDING_MAX 32 /* more knocking at once are refused (-EUSERS) */
 
 struct hgsmi_host {
 	struct hgsmi_host_config cfg;
@@ -183,6 +215,9 @@ struct hgsmi_host {
 	struct hgsmi_channel channels[HGSMI_NUMBER_OF_CHANNELS];
 	struct hgsmi_conn *conns;
 	int n_conns;
+	struct hgsmi_pending pending[HGSMI_PENDING_MAX];
+	unsigned n_pending;
+	int timer_fd; /* fires at the next hello deadline or throttle's end */
 	uint32_t next_id, epoch;
 	uint32_t *uids;
 	uint32_t n_uids;
@@ -197,7 +232,11 @@ HGSMI_INT int hgsmi_int_conn_create(struct hgsmi_host *host, int sock,
 				    struct hgsmi_welcome *w, int *fds, int *nfds);
 HGSMI_INT void hgsmi_int_conn_destroy(struct hgsmi_conn *conn);
 HGSMI_INT bool hgsmi_int_conn_pending(const struct hgsmi_conn *conn);
+/* Is a doorbell of this guest within its rate?  Takes a token if so. */
+HGSMI_INT bool hgsmi_int_conn_doorbell_ok(struct hgsmi_conn *conn, uint64_t now_ns);
 
 #define HGSMI_ERROR_LIMIT 1024 /* protocol errors before a guest is cut off */
+/* A throttled doorbell is ignored this long; also the rate limit's burst. */
+#define HGSMI_THROTTLE_TICK_NS 10000000ull
 
 #endif /* HGSMI_INTERNAL_H */

@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * segment.c - the VRAM: create, lay out, map, validate and clean up the
- * POSIX shared-memory segment of one guest.
+ * shared-memory segment of one guest: a sealed memfd passed over the socket
+ * (the default), or a named POSIX segment in /dev/shm.
  *
  * Layout: [header | pad to 4K][submit][gcomplete][hostfifo][hostack][guest
  * heap][host heap].  Each ring starts on a page; heaps are page aligned so a
@@ -24,6 +25,16 @@
 #define MAX_RING_ENTRIES (1u << 20)
 #define MIN_HEAP 4096u
 #define MAX_SEGMENT 0x80000000u
+
+#ifndef MFD_NOEXEC_SEAL
+#define MFD_NOEXEC_SEAL 0x0008u /* Linux 6.3; older kernels: EINVAL */
+#endif
+/*
+ * What makes a memfd safe to share with a guest: its size can never change,
+ * so no page of either mapping can end up beyond EOF (SIGBUS), and nobody
+ * can add or remove seals afterwards.
+ */
+#define SEALS (F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL)
 
 static uint32_t round_up(uint32_t v, uint32_t a) { return (v + a - 1) & ~(a - 1); }
 
@@ -130,30 +141,72 @@ static int map(struct hgsmi_segment *seg, int fd, uint32_t size)
 	return 0;
 }
 
+/* A named segment, 0600, that must not exist yet. */
+static int create_posix(const char *name, uint32_t size)
+{
+	int fd = shm_open(name, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+
+	if (fd < 0)
+		return -errno;
+	if (ftruncate(fd, size) < 0) {
+		int rc = -errno;
+
+		close(fd);
+		shm_unlink(name);
+		return rc;
+	}
+	return fd;
+}
+
+/* An anonymous memfd of `size` bytes, sealed (SEALS) before anyone sees it. */
+static int create_memfd(const char *label, uint32_t size)
+{
+	/* NOEXEC_SEAL keeps newer kernels from warning about exec-able memfds. */
+	int fd = memfd_create(label, MFD_CLOEXEC | MFD_ALLOW_SEALING | MFD_NOEXEC_SEAL), rc;
+
+	if (fd < 0 && errno == EINVAL)
+		fd = memfd_create(label, MFD_CLOEXEC | MFD_ALLOW_SEALING);
+	if (fd < 0)
+		return -errno;
+	if (ftruncate(fd, size) < 0 || fcntl(fd, F_ADD_SEALS, SEALS) < 0) {
+		rc = -errno;
+		close(fd);
+		return rc;
+	}
+	return fd;
+}
+
 int hgsmi_int_segment_create(struct hgsmi_segment *seg, const char *name,
 			     uint32_t size, uint32_t ring_entries,
 			     uint32_t guest_heap_percent, uint32_t guest_id,
-			     uint32_t epoch, uint32_t features)
+			     uint32_t epoch, uint32_t features, bool memfd)
 {
 	struct hgsmi_region r[HGSMI_REGION_COUNT];
 	struct hgsmi_segment_header *h;
 	int fd, rc;
 
 	memset(seg, 0, sizeof(*seg));
+	seg->fd = -1;
 	if ((rc = layout(size, ring_entries, guest_heap_percent, r)) < 0)
 		return rc;
 	if (strlen(name) >= sizeof(seg->name))
 		return -ENAMETOOLONG;
-	fd = shm_open(name, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+	/* A memfd's label has no leading slash: /proc shows "memfd:<label>". */
+	fd = memfd ? create_memfd(name + (name[0] == '/'), size) : create_posix(name, size);
 	if (fd < 0)
-		return -errno;
+		return fd;
 	strcpy(seg->name, name);
-	rc = ftruncate(fd, size) < 0 ? -errno : map(seg, fd, size);
-	close(fd);
-	if (rc < 0) {
-		shm_unlink(name);
+	seg->memfd = memfd;
+	if ((rc = map(seg, fd, size)) < 0) {
+		close(fd);
+		if (!memfd)
+			shm_unlink(name);
 		return rc;
 	}
+	if (memfd)
+		seg->fd = fd; /* for the welcome; closed once passed */
+	else
+		close(fd);
 	h = hgsmi_int_seg_hdr(seg);
 	h->abi_major = HGSMI_ABI_MAJOR;
 	h->abi_minor = HGSMI_ABI_MINOR;
@@ -173,27 +226,16 @@ int hgsmi_int_segment_create(struct hgsmi_segment *seg, const char *name,
 	return 0;
 }
 
-int hgsmi_int_segment_open(struct hgsmi_segment *seg, const char *name,
-			   uint32_t size)
+/* Map `fd` (which the caller closes) and check the header it holds. */
+static int open_mapped(struct hgsmi_segment *seg, int fd, uint32_t size)
 {
 	struct stat st;
-	int fd, rc;
+	int rc;
 
-	memset(seg, 0, sizeof(*seg));
-	if (strlen(name) >= sizeof(seg->name))
-		return -ENAMETOOLONG;
-	fd = shm_open(name, O_RDWR | O_CLOEXEC, 0);
-	if (fd < 0)
-		return -errno;
 	/* A segment shorter than the host says would fault on access. */
-	if (fstat(fd, &st) < 0 || (uint64_t)st.st_size < size) {
-		close(fd);
+	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) || (uint64_t)st.st_size < size)
 		return -EPROTO;
-	}
-	strcpy(seg->name, name);
-	rc = map(seg, fd, size);
-	close(fd);
-	if (rc < 0)
+	if ((rc = map(seg, fd, size)) < 0)
 		return rc;
 	if (load_acquire(&hgsmi_int_seg_hdr(seg)->magic) != HGSMI_SEGMENT_MAGIC)
 		rc = -EPROTO;
@@ -206,12 +248,51 @@ int hgsmi_int_segment_open(struct hgsmi_segment *seg, const char *name,
 	return rc;
 }
 
+int hgsmi_int_segment_open(struct hgsmi_segment *seg, const char *name,
+			   uint32_t size)
+{
+	int fd, rc;
+
+	memset(seg, 0, sizeof(*seg));
+	seg->fd = -1;
+	if (strlen(name) >= sizeof(seg->name))
+		return -ENAMETOOLONG;
+	fd = shm_open(name, O_RDWR | O_CLOEXEC, 0);
+	if (fd < 0)
+		return -errno;
+	strcpy(seg->name, name);
+	rc = open_mapped(seg, fd, size);
+	close(fd);
+	return rc;
+}
+
+int hgsmi_int_segment_open_fd(struct hgsmi_segment *seg, int fd,
+			      const char *label, uint32_t size)
+{
+	int seals, rc = -EPROTO;
+
+	memset(seg, 0, sizeof(*seg));
+	seg->fd = -1;
+	seg->memfd = true;
+	snprintf(seg->name, sizeof(seg->name), "%s", label);
+	/* Unsealed, the host could shrink it under our mapping (SIGBUS). */
+	seals = fcntl(fd, F_GET_SEALS);
+	if (seals >= 0 && (seals & F_SEAL_SHRINK))
+		rc = open_mapped(seg, fd, size);
+	close(fd);
+	return rc;
+}
+
 void hgsmi_int_segment_close(struct hgsmi_segment *seg, bool unlink)
 {
 	if (seg->base)
 		munmap(seg->base, seg->size);
 	seg->base = NULL;
-	if (unlink && seg->name[0])
+	if (seg->fd >= 0)
+		close(seg->fd);
+	seg->fd = -1;
+	/* A memfd has no name to remove: it goes with its last fd and mapping. */
+	if (unlink && seg->name[0] && !seg->memfd)
 		shm_unlink(seg->name);
 }
 

@@ -117,6 +117,45 @@ int hgsmi_int_send_fds(int sock, const void *buf, size_t len, const int *fds,
 	return (size_t)r == len ? 0 : -EPROTO;
 }
 
+/* Take every fd a message carried, so none leaks even if we refuse them. */
+static void take_fds(struct msghdr *mh, int *fds, int maxfds, int *nfds)
+{
+	for (struct cmsghdr *c = CMSG_FIRSTHDR(mh); c; c = CMSG_NXTHDR(mh, c)) {
+		if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS)
+			continue;
+		int n = (int)((c->cmsg_len - CMSG_LEN(0)) / sizeof(int));
+		int got[4];
+		memcpy(got, CMSG_DATA(c), (size_t)(n > 4 ? 4 : n) * sizeof(int));
+		for (int i = 0; i < n && i < 4; i++) {
+			if (*nfds < maxfds)
+				fds[(*nfds)++] = got[i];
+			else
+				close(got[i]);
+		}
+	}
+}
+
+ssize_t hgsmi_int_recv_some(int sock, void *buf, size_t len)
+{
+	union {
+		char buf[CMSG_SPACE(4 * sizeof(int))];
+		struct cmsghdr align;
+	} u;
+	struct iovec iov = {.iov_base = buf, .iov_len = len};
+	struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1,
+			    .msg_control = u.buf, .msg_controllen = sizeof(u.buf)};
+	ssize_t r;
+	int none = 0;
+
+	do {
+		r = recvmsg(sock, &mh, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
+	} while (r < 0 && errno == EINTR);
+	if (r < 0)
+		return errno == EWOULDBLOCK ? -EAGAIN : -errno;
+	take_fds(&mh, NULL, 0, &none);
+	return r;
+}
+
 int hgsmi_int_recv_fds(int sock, void *buf, size_t len, int *fds, int maxfds,
 		       int *nfds, int timeout_ms)
 {
@@ -160,20 +199,7 @@ int hgsmi_int_recv_fds(int sock, void *buf, size_t len, int *fds, int maxfds,
 	}
 	if (r < 0)
 		return (errno == EAGAIN || errno == EWOULDBLOCK) ? -ETIMEDOUT : -errno;
-	/* Take every fd we were given, so none leaks even if we refuse them. */
-	for (struct cmsghdr *c = CMSG_FIRSTHDR(&mh); c; c = CMSG_NXTHDR(&mh, c)) {
-		if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS)
-			continue;
-		int n = (int)((c->cmsg_len - CMSG_LEN(0)) / sizeof(int));
-		int got[4];
-		memcpy(got, CMSG_DATA(c), (size_t)(n > 4 ? 4 : n) * sizeof(int));
-		for (int i = 0; i < n && i < 4; i++) {
-			if (*nfds < maxfds)
-				fds[(*nfds)++] = got[i];
-			else
-				close(got[i]);
-		}
-	}
+	take_fds(&mh, fds, maxfds, nfds);
 	if (r == 0)
 		return -EPIPE;
 	if ((size_t)r != len || (mh.msg_flags & (MSG_TRUNC | MSG_CTRUNC))) {

@@ -41,12 +41,12 @@ def mem_kib() -> int:
     return live() // 1024
 
 
-def host(name: str, doorbell: str) -> int:
+def host(name: str, doorbell: str, segment: str = "memfd") -> int:
     def sleep(msg):
         print("sleeping", flush=True)
         time.sleep(60)
 
-    with hgsmi.Host(name, size=1 << 20, doorbell=doorbell) as h:
+    with hgsmi.Host(name, size=1 << 20, doorbell=doorbell, segment=segment) as h:
         h.register(CH_ECHO, lambda m: bytes(m.data))
         h.register(CH_SLEEP, sleep)
         print("ready", flush=True)
@@ -92,7 +92,7 @@ def cycles(name: str, n: int) -> int:
 def main() -> int:
     mode, name = sys.argv[1], sys.argv[2]
     if mode == "host":
-        return host(name, sys.argv[3])
+        return host(name, *sys.argv[3:5])
     if mode == "send":
         return send(name)
     if mode == "recv":

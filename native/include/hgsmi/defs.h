@@ -19,7 +19,7 @@ extern "C" {
 
 /* ---- ABI version of the segment layout and the handshake ---------------- */
 #define HGSMI_ABI_MAJOR 1 /* a different major is refused with -EPROTO */
-#define HGSMI_ABI_MINOR 0 /* a newer minor keeps working */
+#define HGSMI_ABI_MINOR 1 /* a newer minor keeps working; 1: HGSMI_F_SEGMENT_FD */
 
 #define HGSMI_OFFSET_VOID 0xffffffffu /* "no buffer", as in the original */
 
@@ -162,7 +162,14 @@ struct hgsmi_ring_header {
 /* ---- Feature bits -------------------------------------------------------- */
 #define HGSMI_F_NOTIFY_SUPPRESS 0x01u /* waiting words honoured (always on in 1.0) */
 #define HGSMI_F_REPLY_CAP 0x02u       /* HGSMI_BUFFER_HEADER_F_REPLY_CAP understood */
-#define HGSMI_F_ALL (HGSMI_F_NOTIFY_SUPPRESS | HGSMI_F_REPLY_CAP)
+/*
+ * The segment is not named in /dev/shm: it is a sealed memfd (F_SEAL_SHRINK,
+ * F_SEAL_GROW, F_SEAL_SEAL) that rides as the welcome's first fd, before the
+ * doorbell and IRQ eventfds.  welcome.segment is then only a label.  The
+ * seals are why: a guest cannot truncate the memory the host maps (SIGBUS).
+ */
+#define HGSMI_F_SEGMENT_FD 0x04u
+#define HGSMI_F_ALL (HGSMI_F_NOTIFY_SUPPRESS | HGSMI_F_REPLY_CAP | HGSMI_F_SEGMENT_FD)
 
 /* ---- Control socket handshake -------------------------------------------- */
 #define HGSMI_CTL_MAGIC 0x43534748u /* "HGSC" */
@@ -184,7 +191,11 @@ struct hgsmi_hello {
 	uint32_t reserved[4];
 };
 
-/* host -> guest; eventfds (doorbell, irq) ride along as SCM_RIGHTS */
+/*
+ * host -> guest.  The fds ride along as SCM_RIGHTS, in this order: the
+ * segment (if features has HGSMI_F_SEGMENT_FD), then the doorbell and IRQ
+ * eventfds (eventfd backend); nfds says how many.
+ */
 struct hgsmi_welcome {
 	uint32_t magic; /* HGSMI_CTL_MAGIC */
 	uint16_t abi_major;
@@ -197,7 +208,7 @@ struct hgsmi_welcome {
 	uint32_t backend; /* HGSMI_BACKEND_* */
 	uint32_t nfds;    /* file descriptors attached to this message */
 	uint32_t reserved[3];
-	char segment[HGSMI_NAME_MAX];      /* shm name, "/hgsmi-..." */
+	char segment[HGSMI_NAME_MAX];      /* shm name, "/hgsmi-..." (a label for a memfd) */
 	char sem_doorbell[HGSMI_NAME_MAX]; /* semaphore backend only */
 	char sem_irq[HGSMI_NAME_MAX];      /* semaphore backend only */
 };
