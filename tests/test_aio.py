@@ -500,12 +500,6 @@ def test_async_host_holds_a_completion_while_a_view_lives(name, runtime_dir, no_
     asyncio.run(asyncio.wait_for(main(), 20))
 
 
-@pytest.mark.xfail(strict=False, reason=(
-    "needs the C change in native/src/host.c: hgsmi_host_accept reads the hello "
-    "synchronously (HELLO_TIMEOUT_MS, 1 s) right after accept4, so one silent client "
-    "blocks the loop; hgsmi_host_accept must return -EAGAIN for a connection whose "
-    "hello has not arrived and finish it on a later call, once its socket (watched "
-    "through hgsmi_host_fileno) is readable"))
 def test_a_silent_client_does_not_stall_the_async_host(name, runtime_dir, no_leaks):
     """A client that connects and says nothing must not hold up an attached guest."""
     worst = []  # the slowest call while the silent client is connected
