@@ -244,11 +244,9 @@ class AsyncGuest(LoopDriven, Guest):
             self._sock.close()
             self._sock = None
         self._stop_rounds()
-        # The segment is unmapped below: no message view may survive it.
-        for msg in self._live.values():
-            msg._release()
+        # The segment is unmapped below: views that live on keep it (_kept).
+        self._orphans += [msg._release for msg in self._live.values() if not msg._release()]
         self._live.clear()
-        self._held_acks.drop()
         if self._gone is None:
             self._gone = PeerGone(errno.EPIPE, "guest is closed")
         try:

@@ -162,20 +162,20 @@ class AsyncHost(LoopDriven, Host):
                 loop.remove_reader(self.fileno())
             except Exception:  # the loop may be closed already
                 pass
-        # Segments are unmapped below: no message view may survive them.
-        for st in list(getattr(self, "_state", {}).values()) + [
-                st for _, st in getattr(self, "_done_conns", [])]:
+        # Segments are unmapped below: views that live on keep theirs (_kept).
+        departed = getattr(self, "_done_conns", [])
+        attached = [(conn, st) for conn in self._conns.values()
+                    if (st := getattr(self, "_state", {}).get(conn.id)) is not None]
+        for conn, st in attached + departed:
             for t in st.tasks:
                 try:
                     t.cancel()
                 except RuntimeError:  # the loop is closed
                     pass
-            for msg in st.live.values():
-                msg._release()
+            conn._orphans += [msg._release for msg in st.live.values() if not msg._release()]
             st.live.clear()
-            st.held.drop()
-        for conn, _ in getattr(self, "_done_conns", []):
-            conn._closed = True  # hgsmi_host_destroy frees it with the rest
+        for conn, _ in departed:
+            conn.close()
         self._done_conns = []
         self.stop()
         super().close()

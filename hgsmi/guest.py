@@ -14,6 +14,7 @@ from ._util import (as_buffer, backend_name, check_channel, check_int, check_nam
                     timeout_ms)
 from .errors import (HostNotFound, MessageTooLarge, PeerGone, Timeout, check, error)
 from .heap import with_fragmentation
+from . import _kept
 from .lease import Lease, Windows
 from .message import Buffer, Message
 from .reply import HeldBack, fail_status, fill_reply, msg_array, serve_batch
@@ -68,6 +69,8 @@ class Guest:
         self._reply = bytearray(4096)
         self._inflight: dict[int, Buffer] = {}
         self._held: list[Buffer] = []  # freed while a view was still exported
+        self._bufs: dict[int, Buffer] = {}  # every buffer not yet freed, by offset
+        self._orphans: list[Callable[[], bool]] = []  # views revoked at close, if they can be
         self._held_acks = HeldBack()  # host commands, ditto: their acks
         # what a sync guest's views of host commands are sliced from (hgsmi/lease.py)
         self._windows = (Windows(self._base, lib.hgsmi_guest_size(self._g))
@@ -115,8 +118,9 @@ class Guest:
                                   "can never fit in the guest heap")
         m = self._one
         check(lib.hgsmi_guest_alloc(self._g, size, reply_size, channel, info, m), "alloc")
-        return Buffer(self, m.offset, channel, info, size, m.capacity,
+        buf = self._bufs[m.offset] = Buffer(self, m.offset, channel, info, size, m.capacity,
                       Lease(self._base + m.data, size))
+        return buf
 
     def call_buffer(self, buf: Buffer, timeout: float | None = None) -> memoryview:
         """Submit ``buf`` and wait for its completion; return the reply in place.
@@ -272,6 +276,8 @@ class Guest:
         finds the view gone (the host reuses the memory once acked).
         Returns how many host commands were served.  Raises :class:`PeerGone`.
         """
+        if _kept.pending():
+            _kept.sweep()
         self._wait(timeout)
         self._ack_ready()
         served = 0
@@ -344,14 +350,25 @@ class Guest:
     def close(self) -> None:
         """Detach; the host reclaims whatever was in flight.  Idempotent."""
         if getattr(self, "_g", None) is not None:
-            for buf in list(self._inflight.values()) + self._held:
+            left = self._held_acks.drop() + self._orphans
+            for buf in self._bufs.values():
+                for lease in (buf._lease, buf._reply):
+                    if lease is not None and not lease.release():
+                        left.append(lease.release)
                 buf._lease = buf._reply = None
                 buf.state = "freed"
+            self._bufs.clear()
             self._inflight.clear()
+            self._held.clear()
             if self._windows is not None:
                 self._windows.retire()
+            if left:  # a view lives on: unmapped only once it goes
+                lib.hgsmi_guest_keep_mapping(self._g)
+                _kept.keep(self._base, lib.hgsmi_guest_size(self._g), left)
             lib.hgsmi_guest_detach(self._g)
             self._g = None
+        if _kept.pending():
+            _kept.sweep()
 
     def __enter__(self) -> Guest:
         return self
@@ -412,6 +429,7 @@ class Guest:
         if buf.state == "held":
             self._held.remove(buf)
         buf._lease = buf._reply = None
+        self._bufs.pop(buf.offset, None)
         if self._g is not None:
             check(lib.hgsmi_guest_free(self._g, buf.offset), "free")
         buf.state = "freed"

@@ -17,6 +17,7 @@ from ._util import (as_buffer, backend_id, check_channel, check_int, check_name,
                     struct_dict, timeout_ms)
 from .errors import HgsmiError, PeerGone, Timeout, check, error
 from .heap import with_fragmentation
+from . import _kept
 from .lease import Windows
 from .message import Message
 from .reply import HeldBack, fail_status, fill_reply, msg_array, serve_batch
@@ -44,8 +45,10 @@ class GuestConn:
         self._msgs = ffi.new("struct hgsmi_msg[]", host._batch)
         self._held = HeldBack()  # completions waiting for a view to go
         # what a sync host's views are sliced from (hgsmi/lease.py)
-        self._windows = (Windows(self._base, lib.hgsmi_conn_size(conn))
+        self._size = int(lib.hgsmi_conn_size(conn))
+        self._windows = (Windows(self._base, self._size)
                          if host._windowed else None)
+        self._orphans: list[Callable[[], bool]] = []  # views revoked at close, if they can be
         self._closed = False
 
     @property
@@ -117,7 +120,13 @@ class GuestConn:
             self._host._conns.pop(self.id, None)
             if self._windows is not None:
                 self._windows.retire()
+            left = self._held.drop() + [gone for gone in self._orphans if not gone()]
+            if left:  # a view lives on: unmapped only once it goes
+                lib.hgsmi_conn_keep_mapping(self._c)
+                _kept.keep(self._base, self._size, left)
             lib.hgsmi_conn_close(self._c)
+        if _kept.pending():
+            _kept.sweep()
 
     def _check_open(self) -> None:
         if not self.alive:
@@ -321,6 +330,8 @@ class Host:
         serves every guest's waiting buffers.  Returns the number of buffers
         served.  The wait releases the GIL.
         """
+        if _kept.pending():
+            _kept.sweep()
         ev = lib.hgsmi_host_wait(self._h, timeout_ms(timeout))
         if ev < 0:
             raise error(ev, "wait")
@@ -447,8 +458,7 @@ class Host:
         """Disconnect every guest, remove segments and socket.  Idempotent."""
         if getattr(self, "_h", None) is not None:
             for conn in list(self._conns.values()):
-                conn._closed = True
-            self._conns.clear()
+                conn.close()
             lib.hgsmi_host_destroy(self._h)
             self._h = None
 

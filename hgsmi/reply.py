@@ -106,11 +106,12 @@ class HeldBack:
         self._items = still
         return out
 
-    def drop(self) -> None:
-        """Forget every held buffer (its peer or segment is gone); revoke what can be."""
-        for _, gone in self._items:
-            gone()
+    def drop(self) -> list[Callable[[], bool]]:
+        """Forget every held buffer (its peer or segment is gone); revoke what
+        can be, and return the checks of the views that live on."""
+        left = [gone for _, gone in self._items if not gone()]
         self._items = []
+        return left
 
 
 def serve_batch(msgs: Any, n: int, base: Any, peer: Any, handlers: list[Any],

@@ -294,3 +294,32 @@ def test_host_holds_exactly_the_completions_whose_views_live(name, runtime_dir, 
             assert host.guests[0].stats()["held_completions"] == 0
             for buf in bufs:
                 buf.free()
+
+
+def test_views_outlive_a_closed_peer_without_a_fault(name, runtime_dir, no_leaks):
+    """A view kept past its peer's close reads what the peer last wrote (the
+    mapping stays until the view goes), instead of faulting on unmapped memory."""
+    from hgsmi import _kept
+    kept = []
+    with hgsmi.Host(name, size=4 << 20) as host:
+        host.register(0x42, lambda m: kept.append(m.data[2:6]))
+        pump = _pump(host)
+        g = hgsmi.Guest(name)
+        pump.stop()
+        buf = g.alloc(0x42, 0, 8)
+        buf.data[:] = b"abcdefgh"
+        g.submit(buf)
+        host.poll(1)
+        filling = g.alloc(0x42, 0, 4)
+        filling.data[:] = b"wxyz"
+        mine = filling.data[1:3]  # the guest's own view of a buffer it never sent
+        g.close()  # the host sees the guest go and closes its side
+        deadline = time.monotonic() + 5
+        while host.guests and time.monotonic() < deadline:
+            host.poll(0.05)
+        assert not host.guests and _kept.pending() == 2
+        assert bytes(kept[0]) == b"cdef" and bytes(mine) == b"xy"  # mapped: no fault
+        kept.clear()
+        del mine
+        host.poll(0)  # sweeps: both segments are unmapped now
+        assert _kept.pending() == 0

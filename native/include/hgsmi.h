@@ -360,6 +360,16 @@ HGSMI_API void hgsmi_conn_stats(const struct hgsmi_conn *conn,
  * freed by the next hgsmi_host_wait/poll or by hgsmi_host_destroy.
  */
 HGSMI_API void hgsmi_conn_close(struct hgsmi_conn *conn);
+/*
+ * For views of the segment that outlive the connection: after this,
+ * hgsmi_conn_close (or hgsmi_guest_detach) leaves the segment mapped at
+ * its base, and the caller passes that base and size to hgsmi_unmap once
+ * nothing uses them.  The memory stays what the peer last wrote; a view
+ * never faults.  Returns 0 or -errno (hgsmi_unmap).
+ */
+HGSMI_API void hgsmi_conn_keep_mapping(struct hgsmi_conn *conn);
+HGSMI_API void hgsmi_guest_keep_mapping(struct hgsmi_guest *guest);
+HGSMI_API int hgsmi_unmap(void *base, uint32_t size);
 
 /* ==== Guest ============================================================== */
 

@@ -200,6 +200,11 @@ fail:
 	return rc;
 }
 
+void hgsmi_guest_keep_mapping(struct hgsmi_guest *g)
+{
+	g->seg.keep_mapping = true;
+}
+
 void hgsmi_guest_detach(struct hgsmi_guest *g)
 {
 	if (!g)

@@ -235,6 +235,11 @@ struct hgsmi_conn *hgsmi_host_conn(const struct hgsmi_host *h, int i)
 	return c;
 }
 
+void hgsmi_conn_keep_mapping(struct hgsmi_conn *c)
+{
+	c->seg.keep_mapping = true;
+}
+
 void hgsmi_conn_close(struct hgsmi_conn *c)
 {
 	struct hgsmi_host *h = c->host;

@@ -100,6 +100,7 @@ struct hgsmi_segment {
 	uint32_t size;
 	int fd;     /* a memfd until it is passed to the guest, else -1 */
 	bool memfd; /* no name in /dev/shm: nothing to unlink or hand over */
+	bool keep_mapping; /* close leaves base mapped: the caller unmaps */
 	char name[HGSMI_NAME_MAX];
 	/* validated private copies of the header's layout fields */
 	struct hgsmi_region regions[HGSMI_REGION_COUNT];

@@ -285,7 +285,7 @@ int hgsmi_int_segment_open_fd(struct hgsmi_segment *seg, int fd,
 
 void hgsmi_int_segment_close(struct hgsmi_segment *seg, bool unlink)
 {
-	if (seg->base)
+	if (seg->base && !seg->keep_mapping)
 		munmap(seg->base, seg->size);
 	seg->base = NULL;
 	if (seg->fd >= 0)
@@ -340,4 +340,9 @@ int hgsmi_int_segment_cleanup(const char *name, bool all_stale)
 	}
 	closedir(d);
 	return removed;
+}
+
+int hgsmi_unmap(void *base, uint32_t size)
+{
+	return munmap(base, size) < 0 ? -errno : 0;
 }

@@ -1,0 +1,47 @@
+"""Segments left mapped after their peer closed, while views of them live.
+
+Closing a connection (host) or detaching (guest) unmaps the segment, and a
+view into it would then fault instead of raising.  Closing revokes every
+view it can; one that something still exports from (a numpy array, a slice)
+cannot be revoked, so the closing side asks the C core to leave the mapping
+(``hgsmi_*_keep_mapping``) and leaves it here with checks that say when
+those views are gone.  Each later close and each host or guest poll unmaps
+what has become free (:func:`sweep`); the memory is what the peer last
+wrote, and nothing faults.
+"""
+from __future__ import annotations
+
+import threading
+from typing import Any, Callable
+
+from ._native import lib
+
+Gone = Callable[[], bool]
+
+_kept: list[tuple[Any, int, list[Gone]]] = []  # (base, size, checks not yet true)
+_lock = threading.Lock()
+
+
+def keep(base: Any, size: int, checks: list[Gone]) -> None:
+    """Leave ``size`` bytes at ``base`` mapped until every check is true."""
+    with _lock:
+        _kept.append((base, size, list(checks)))
+
+
+def sweep() -> int:
+    """Unmap the kept segments whose views are all gone; return how many stay."""
+    with _lock:
+        still = []
+        for base, size, checks in _kept:
+            checks[:] = [gone for gone in checks if not gone()]
+            if checks:
+                still.append((base, size, checks))
+            else:
+                lib.hgsmi_unmap(base, size)
+        _kept[:] = still
+        return len(still)
+
+
+def pending() -> int:
+    """How many segments are kept mapped for live views."""
+    return len(_kept)
