@@ -254,23 +254,33 @@ static uint32_t take(struct hgsmi_heap *h, uint32_t i, uint32_t gap, uint32_t n)
 	return i;
 }
 
+/* The head of n's own class: the block freed last there, or NIL. */
+static uint32_t own_head(const struct hgsmi_heap *h, uint32_t n)
+{
+	unsigned fl, sl;
+
+	mapping(n, &fl, &sl);
+	return h->head[fl][sl];
+}
+
 /*
- * A free block of at least n granules, or NIL: the head of the first class
- * whose every block fits (two ctz's), else a peek at the head of n's own
- * class, which keeps this O(1) and makes max_alloc the whole heap.
+ * A free block of at least n granules, or NIL, in O(1).  First the head of
+ * n's own class, if it fits: the lists are LIFO, so that is the block of
+ * this size freed last, still warm in the cache.  Plain TLSF skips it
+ * (it rounds the request up to the next class), and a stream of equal
+ * messages then never reuses a freed block: it marches through the whole
+ * heap and copies into cold memory (g2h 1 MiB: heap peak 31 of 32 MiB).
+ * Then the head of the first class whose every block fits (two ctz's).
  */
 static uint32_t fit(const struct hgsmi_heap *h, uint32_t n)
 {
-	uint32_t i;
+	uint32_t i = own_head(h, n);
 	unsigned fl, sl;
 
-	mapping(round_up(n), &fl, &sl);
-	i = find_free(h, fl, sl);
-	if (i != NIL)
+	if (i != NIL && blk_size(&h->nodes[i]) >= n)
 		return i;
-	mapping(n, &fl, &sl);
-	i = h->head[fl][sl];
-	return i != NIL && blk_size(&h->nodes[i]) >= n ? i : NIL;
+	mapping(round_up(n), &fl, &sl);
+	return find_free(h, fl, sl);
 }
 
 /* Request bytes to granules; 0 for a request that can never fit. */
@@ -312,13 +322,18 @@ int hgsmi_int_heap_alloc_placed(struct hgsmi_heap *h, uint32_t size,
 	/* The granule index, mod a page, at which offset % page == phase. */
 	at = ((phase - h->base) % HGSMI_PLACE_PAGE) >> GRAN_SHIFT;
 	/*
-	 * Ask for room for the worst leading gap, so the first fitting block
-	 * can host the placed one: still O(1).  A block of n's own class that
-	 * happens to be placed right is not looked for.
+	 * The warm head of n's own class if the placed block fits in it with
+	 * its leading gap; else room for the worst gap, so the first fitting
+	 * block can host it.  Both O(1).
 	 */
+	i = own_head(h, n);
+	if (i != NIL && blk_size(&h->nodes[i]) >= n &&
+	    blk_size(&h->nodes[i]) - n >= (at - i) % PAGE_GRANULES)
+		goto found;
 	if (h->granules < PAGE_GRANULES || n > h->granules - (PAGE_GRANULES - 1) ||
 	    (i = fit(h, n + PAGE_GRANULES - 1)) == NIL)
 		goto plain;
+found:
 	gap = (at - i) % PAGE_GRANULES;
 	i = take(h, i, gap, n);
 	*offset = h->base + (i << GRAN_SHIFT);

@@ -495,6 +495,38 @@ static int test_placed(void)
 	return 0;
 }
 
+/*
+ * A stream of equal messages reuses the block freed last (warm in the cache)
+ * instead of splitting fresh heap: TLSF's rounded-up search alone never
+ * finds a block of exactly the request's class.
+ */
+static int test_reuse(void)
+{
+	struct hgsmi_heap *h;
+	uint32_t a, b, c, d;
+	const uint32_t size = 65536 + 24;
+
+	CHECK(hgsmi_heap_create(0, 4u << 20, &h) == 0);
+	CHECK(hgsmi_heap_alloc(h, size, &a) == 0);
+	CHECK(hgsmi_heap_alloc(h, size, &b) == 0);
+	CHECK(hgsmi_heap_free(h, a) == 0); /* b keeps it from coalescing */
+	CHECK(hgsmi_heap_alloc(h, size, &c) == 0);
+	CHECK(c == a);
+	/* Placed: reused too when the phase fits in the freed block... */
+	CHECK(hgsmi_heap_free(h, c) == 0);
+	CHECK(hgsmi_int_heap_alloc_placed(h, size, a % 4096, &c) == 1 && c == a);
+	/* ...and not when the leading gap does not fit in it. */
+	CHECK(hgsmi_heap_free(h, c) == 0);
+	CHECK(hgsmi_int_heap_alloc_placed(h, size, (a + 128) % 4096, &d) == 1);
+	CHECK(d != a && d % 4096 == (a + 128) % 4096);
+	CHECK_HEAP(h);
+	CHECK(hgsmi_heap_free(h, b) == 0 && hgsmi_heap_free(h, d) == 0);
+	CHECK(stats(h).used == 0 && stats(h).free_blocks == 1);
+	CHECK_HEAP(h);
+	hgsmi_heap_destroy(h);
+	return 0;
+}
+
 int main(void)
 {
 	static const struct {
@@ -512,6 +544,7 @@ int main(void)
 		{"reset", test_reset},
 		{"churn", test_churn},
 		{"placed", test_placed},
+		{"reuse", test_reuse},
 	};
 
 	for (unsigned i = 0; i < sizeof(tests) / sizeof(tests[0]); i++) {
