@@ -9,9 +9,12 @@
  *
  * Sizes are counted in granules.  A size n maps to a first level fl (its bit
  * length, shifted so that all n < SL_COUNT share fl 0) and a second level sl
- * (the next SL_LOG2 bits), giving classes at most 1/16 wide.  alloc rounds
- * the request up to the next class boundary, so the head of any non-empty
- * class at or above it fits: the search is two ctz's.
+ * (the next SL_LOG2 bits), giving classes at most 1/16 wide.  alloc first
+ * peeks at the head of the request's own class (the warm block of this size
+ * freed last), then rounds the request up to the next class boundary, so
+ * the head of any non-empty class at or above it fits: two ctz's.  A placed
+ * alloc (hgsmi_int_heap_alloc_placed, for the copy paths' 4K aliasing) asks
+ * for up to a page more and trims the leading gap back into the lists.
  */
 #include <errno.h>
 #include <stdio.h>
