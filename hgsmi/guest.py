@@ -66,6 +66,8 @@ class Guest:
         self._msgs = ffi.new("struct hgsmi_msg[]", batch)
         self._one = ffi.new("struct hgsmi_msg *")
         self._offs = ffi.new("uint32_t[]", batch)
+        self._send_ptr = ffi.new("void *[1]")  # send()'s one-message arrays
+        self._send_len = ffi.new("uint32_t[1]")
         self._reply = bytearray(4096)
         self._inflight: dict[int, Buffer] = {}
         self._held: list[Buffer] = []  # freed while a view was still exported
@@ -175,6 +177,21 @@ class Guest:
         in ``stats()["remote_errors"]``).  With a full heap or ring this
         waits for completions.  Raises :class:`PeerGone`, :class:`MessageTooLarge`.
         """
+        # One message with room for it, the common case, in one FFI call:
+        # no lists and no ffi.new per message (measured: 0.6 us of argument
+        # marshalling here against 2.9 us for send_many's lists and arrays).
+        # Anything else (bad arguments, full heap or ring, errors, closed)
+        # takes send_many's path, which checks, waits and raises.
+        if (type(channel) is int and type(info) is int and 0 < channel < 256
+                and 0 <= info <= 0xFFFF and self._g is not None):
+            src = as_buffer(data)
+            ptr, n = self._send_ptr, self._send_len
+            ptr[0] = src
+            n[0] = len(src)
+            rc = lib.hgsmi_guest_send(self._g, channel, info, ptr, n, 1)
+            ptr[0] = ffi.NULL
+            if rc > 0:
+                return
         self.send_many(channel, info, [data])
 
     def send_many(self, channel: int, info: int, datas: Iterable[Any],

@@ -403,8 +403,10 @@ int hgsmi_conn_complete(struct hgsmi_conn *c, const struct hgsmi_msg *msgs,
 	return rc;
 }
 
-int hgsmi_conn_alloc(struct hgsmi_conn *c, uint32_t size, uint8_t channel,
-		     uint16_t info, struct hgsmi_msg *out)
+/* hgsmi_conn_alloc, for a copy from src (NULL: none): a copy of more than
+ * HGSMI_PLACE_MIN bytes gets a block placed against 4K aliasing. */
+static int alloc_for(struct hgsmi_conn *c, uint32_t size, uint8_t channel,
+		     uint16_t info, const void *src, struct hgsmi_msg *out)
 {
 	uint32_t off;
 	int rc;
@@ -415,12 +417,23 @@ int hgsmi_conn_alloc(struct hgsmi_conn *c, uint32_t size, uint8_t channel,
 		return -EINVAL;
 	if (size > hgsmi_heap_max_alloc(c->host_heap) - HGSMI_BUFFER_OVERHEAD)
 		return -EMSGSIZE;
-	if ((rc = hgsmi_heap_alloc(c->host_heap, size + (uint32_t)HGSMI_BUFFER_OVERHEAD, &off)) < 0)
+	if (src && size > HGSMI_PLACE_MIN)
+		rc = hgsmi_int_heap_alloc_placed(c->host_heap, size + (uint32_t)HGSMI_BUFFER_OVERHEAD,
+						 hgsmi_int_copy_phase(src), &off);
+	else
+		rc = hgsmi_heap_alloc(c->host_heap, size + (uint32_t)HGSMI_BUFFER_OVERHEAD, &off);
+	if (rc < 0)
 		return rc;
 	hgsmi_buffer_init(c->seg.base, off, size, channel, info, 0);
 	*out = (struct hgsmi_msg){.offset = off, .data = off + 16, .size = size,
 				  .capacity = size, .channel = channel, .info = info};
 	return 0;
+}
+
+int hgsmi_conn_alloc(struct hgsmi_conn *c, uint32_t size, uint8_t channel,
+		     uint16_t info, struct hgsmi_msg *out)
+{
+	return alloc_for(c, size, channel, info, NULL, out);
 }
 
 int hgsmi_conn_free(struct hgsmi_conn *c, uint32_t offset)
@@ -474,7 +487,7 @@ int64_t hgsmi_conn_post(struct hgsmi_conn *c, uint8_t channel, uint16_t info,
 
 	/* Acks free host buffers: take them first so the heap has room. */
 	drain_acks(c);
-	if ((rc = hgsmi_conn_alloc(c, len, channel, info, &m)) < 0)
+	if ((rc = alloc_for(c, len, channel, info, data, &m)) < 0)
 		return rc;
 	memcpy(c->seg.base + m.data, data, len);
 	if ((rc = hgsmi_conn_submit(c, m.offset)) < 0) {

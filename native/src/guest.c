@@ -262,8 +262,23 @@ static void doorbell(struct hgsmi_guest *g)
 	}
 }
 
-int hgsmi_guest_alloc(struct hgsmi_guest *g, uint32_t size, uint32_t reply_cap,
-		      uint8_t channel, uint16_t info, struct hgsmi_msg *out)
+/* A heap block for `bytes`; placed against 4K aliasing when the caller will
+ * copy `size` bytes into it from src (see HGSMI_PLACE_MIN). */
+static int heap_get(struct hgsmi_guest *g, uint32_t bytes, const void *src,
+		    uint32_t size, uint32_t *off)
+{
+	if (src && size > HGSMI_PLACE_MIN) {
+		int rc = hgsmi_int_heap_alloc_placed(g->heap, bytes, hgsmi_int_copy_phase(src), off);
+
+		return rc < 0 ? rc : 0;
+	}
+	return hgsmi_heap_alloc(g->heap, bytes, off);
+}
+
+/* hgsmi_guest_alloc, for a copy from src (NULL: none). */
+static int alloc_for(struct hgsmi_guest *g, uint32_t size, uint32_t reply_cap,
+		     uint8_t channel, uint16_t info, const void *src,
+		     struct hgsmi_msg *out)
 {
 	uint32_t need = size > reply_cap ? size : reply_cap, off;
 	int rc;
@@ -272,16 +287,22 @@ int hgsmi_guest_alloc(struct hgsmi_guest *g, uint32_t size, uint32_t reply_cap,
 		return -EINVAL;
 	if (need > hgsmi_heap_max_alloc(g->heap) - HGSMI_BUFFER_OVERHEAD)
 		return -EMSGSIZE;
-	rc = hgsmi_heap_alloc(g->heap, need + (uint32_t)HGSMI_BUFFER_OVERHEAD, &off);
+	rc = heap_get(g, need + (uint32_t)HGSMI_BUFFER_OVERHEAD, src, size, &off);
 	/* Completed fire-and-forget buffers may be waiting to be freed. */
 	if (rc == -ENOMEM && collect(g) >= 0)
-		rc = hgsmi_heap_alloc(g->heap, need + (uint32_t)HGSMI_BUFFER_OVERHEAD, &off);
+		rc = heap_get(g, need + (uint32_t)HGSMI_BUFFER_OVERHEAD, src, size, &off);
 	if (rc < 0)
 		return rc;
 	hgsmi_buffer_init(g->seg.base, off, size, channel, info, reply_cap);
 	*out = (struct hgsmi_msg){.offset = off, .data = off + 16, .size = size,
 				  .capacity = need, .channel = channel, .info = info};
 	return 0;
+}
+
+int hgsmi_guest_alloc(struct hgsmi_guest *g, uint32_t size, uint32_t reply_cap,
+		      uint8_t channel, uint16_t info, struct hgsmi_msg *out)
+{
+	return alloc_for(g, size, reply_cap, channel, info, NULL, out);
 }
 
 int hgsmi_guest_free(struct hgsmi_guest *g, uint32_t offset)
@@ -345,10 +366,19 @@ int hgsmi_guest_send(struct hgsmi_guest *g, uint8_t channel, uint16_t info,
 		unsigned k = 0;
 		int pushed;
 
+		/*
+		 * Free what the host has completed before allocating: TLSF's
+		 * good fit then reuses those blocks, still warm in the cache,
+		 * instead of marching through the whole heap and copying into
+		 * cold memory until it is full (1 MiB g2h: 7.8 -> 13.5 GB/s,
+		 * heap peak 32 -> 9 MiB, in one run).
+		 */
+		if ((rc = collect(g)) < 0)
+			break;
 		for (; k < HGSMI_BATCH && done + k < n; k++) {
 			struct hgsmi_msg m;
 
-			if ((rc = hgsmi_guest_alloc(g, lens[done + k], 0, channel, info, &m)) < 0)
+			if ((rc = alloc_for(g, lens[done + k], 0, channel, info, datas[done + k], &m)) < 0)
 				break;
 			memcpy(g->seg.base + m.data, datas[done + k], lens[done + k]);
 			g->st.bytes_out += lens[done + k];
@@ -617,7 +647,7 @@ int hgsmi_guest_call(struct hgsmi_guest *g, uint8_t channel, uint16_t info,
 	struct hgsmi_msg m, r;
 	int rc;
 
-	if ((rc = hgsmi_guest_alloc(g, len, reply_cap, channel, info, &m)) < 0)
+	if ((rc = alloc_for(g, len, reply_cap, channel, info, data, &m)) < 0)
 		return rc;
 	memcpy(g->seg.base + m.data, data, len);
 	rc = hgsmi_guest_call_buffer(g, m.offset, timeout_ms, &r);

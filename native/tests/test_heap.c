@@ -8,7 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "hgsmi.h"
+#include "internal.h" /* hgsmi_int_heap_alloc_placed */
 
 #define CHECK(cond)                                                            \
 	do {                                                                   \
@@ -410,6 +410,123 @@ static int test_churn(void)
 	return 0;
 }
 
+/*
+ * Placed allocation (the copy paths' defence against 4K aliasing): a placed
+ * block starts at the asked phase modulo a page, its leading trim goes back
+ * to the free lists, and free, block_size and the invariant checker see an
+ * ordinary block.  A heap too tight for the trim falls back to a plain block.
+ */
+static int test_placed(void)
+{
+	enum { STEPS = 100000, CAP = 8u << 20, GRANS = CAP / 64 };
+	static struct live live[GRANS];
+	static uint8_t shadow[GRANS];
+	struct hgsmi_heap *h;
+	uint32_t n = 0, placed = 0, plain = 0, off;
+	const uint32_t base = 0x12340; /* not page-aligned: phase is absolute */
+
+	CHECK(hgsmi_heap_create(base, CAP, &h) == 0);
+	CHECK(hgsmi_int_heap_alloc_placed(h, 100, 4096, &off) == -EINVAL);
+	CHECK(hgsmi_int_heap_alloc_placed(h, 100, 32, &off) == -EINVAL);
+	CHECK(hgsmi_int_heap_alloc_placed(h, 0, 0, &off) == -EINVAL);
+	/* An empty heap always has room to place. */
+	for (uint32_t ph = 0; ph < 4096; ph += 64) {
+		CHECK(hgsmi_int_heap_alloc_placed(h, 5000, ph, &off) == 1);
+		CHECK(off % 4096 == ph);
+		CHECK(hgsmi_heap_block_size(h, off) == 5056);
+		CHECK_HEAP(h);
+		CHECK(hgsmi_heap_free(h, off) == 0);
+		CHECK(stats(h).free_blocks == 1 && stats(h).used == 0);
+	}
+	CHECK_HEAP(h);
+
+	/* Random placed and plain allocations and frees: no overlap, exact
+	 * accounting, invariants after every step early on. */
+	for (uint32_t step = 0; step < STEPS; step++) {
+		if (n == 0 || rnd_below(2)) {
+			uint32_t size = rnd_size(18), ph = rnd_below(64) * 64, g;
+			int r = rnd_below(4) ? hgsmi_int_heap_alloc_placed(h, size, ph, &off)
+					     : hgsmi_heap_alloc(h, size, &off);
+			int64_t bs;
+
+			if (r == -ENOMEM)
+				continue;
+			CHECK(r >= 0);
+			if (r == 1) {
+				CHECK(off % 4096 == ph);
+				placed++;
+			}
+			plain += r == 0;
+			bs = hgsmi_heap_block_size(h, off);
+			CHECK(bs >= size && bs - size < 64);
+			CHECK(off >= base && off - base + (uint64_t)bs <= CAP);
+			for (g = (off - base) / 64; g < (off - base + bs) / 64; g++) {
+				CHECK(!shadow[g]);
+				shadow[g] = 1;
+			}
+			live[n++] = (struct live){off, (uint32_t)bs};
+		} else {
+			uint32_t k = rnd_below(n);
+
+			CHECK(hgsmi_heap_free(h, live[k].off) == 0);
+			memset(&shadow[(live[k].off - base) / 64], 0, live[k].size / 64);
+			live[k] = live[--n];
+		}
+		CHECK(stats(h).used_blocks == n);
+		if (step < 10000 || step % 1000 == 0)
+			CHECK_HEAP(h);
+	}
+	CHECK(placed > STEPS / 8 && plain > 0);
+	while (n) {
+		CHECK(hgsmi_heap_free(h, live[--n].off) == 0);
+	}
+	CHECK(stats(h).free_blocks == 1 && stats(h).used == 0);
+	CHECK_HEAP(h);
+
+	/* Too tight for the trim: the whole heap minus a page still comes,
+	 * unplaced; the whole heap comes too. */
+	CHECK(hgsmi_int_heap_alloc_placed(h, CAP - 1024, 64, &off) == 0);
+	CHECK(off == base && hgsmi_heap_free(h, off) == 0);
+	CHECK(hgsmi_int_heap_alloc_placed(h, CAP, 0, &off) == 0);
+	CHECK(hgsmi_int_heap_alloc_placed(h, 64, 0, &off) == -ENOMEM);
+	CHECK(hgsmi_heap_free(h, base) == 0);
+	CHECK_HEAP(h);
+	hgsmi_heap_destroy(h);
+	return 0;
+}
+
+/*
+ * A stream of equal messages reuses the block freed last (warm in the cache)
+ * instead of splitting fresh heap: TLSF's rounded-up search alone never
+ * finds a block of exactly the request's class.
+ */
+static int test_reuse(void)
+{
+	struct hgsmi_heap *h;
+	uint32_t a, b, c, d;
+	const uint32_t size = 65536 + 24;
+
+	CHECK(hgsmi_heap_create(0, 4u << 20, &h) == 0);
+	CHECK(hgsmi_heap_alloc(h, size, &a) == 0);
+	CHECK(hgsmi_heap_alloc(h, size, &b) == 0);
+	CHECK(hgsmi_heap_free(h, a) == 0); /* b keeps it from coalescing */
+	CHECK(hgsmi_heap_alloc(h, size, &c) == 0);
+	CHECK(c == a);
+	/* Placed: reused too when the phase fits in the freed block... */
+	CHECK(hgsmi_heap_free(h, c) == 0);
+	CHECK(hgsmi_int_heap_alloc_placed(h, size, a % 4096, &c) == 1 && c == a);
+	/* ...and not when the leading gap does not fit in it. */
+	CHECK(hgsmi_heap_free(h, c) == 0);
+	CHECK(hgsmi_int_heap_alloc_placed(h, size, (a + 128) % 4096, &d) == 1);
+	CHECK(d != a && d % 4096 == (a + 128) % 4096);
+	CHECK_HEAP(h);
+	CHECK(hgsmi_heap_free(h, b) == 0 && hgsmi_heap_free(h, d) == 0);
+	CHECK(stats(h).used == 0 && stats(h).free_blocks == 1);
+	CHECK_HEAP(h);
+	hgsmi_heap_destroy(h);
+	return 0;
+}
+
 int main(void)
 {
 	static const struct {
@@ -426,6 +543,8 @@ int main(void)
 		{"random", test_random},
 		{"reset", test_reset},
 		{"churn", test_churn},
+		{"placed", test_placed},
+		{"reuse", test_reuse},
 	};
 
 	for (unsigned i = 0; i < sizeof(tests) / sizeof(tests[0]); i++) {
