@@ -458,8 +458,8 @@ class AsyncGuest(LoopDriven, Guest):
             n = lib.hgsmi_guest_recv(g, msgs, len(msgs))
             if n <= 0:
                 return n
-            k = serve_batch(msgs, n, self._base, self, self._handlers, self._dispatch,
-                            self._held_acks)
+            k = serve_batch(msgs, n, self._base, self, self._handlers, self._start_async,
+                            self._handler_failed, self._held_acks)
             if k:
                 rc = lib.hgsmi_guest_ack(g, msgs, k)
                 if rc < 0:

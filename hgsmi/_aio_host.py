@@ -230,7 +230,7 @@ class AsyncHost(LoopDriven, Host):
             st.done.extend(st.held.ready())
         if st.done:
             self._complete(conn, st)
-        conn._serve()  # dispatches through Host._dispatch, so async handlers reach _start_async
+        conn._serve()  # its start_async is this host's: async handlers reach _start_async
 
     def _start_async(self, conn: GuestConn, msg: Message, m: Any, aw: Any) -> bool:
         """An async handler: run it as a task; its end completes the buffer."""

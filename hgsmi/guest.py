@@ -17,7 +17,7 @@ from .heap import with_fragmentation
 from . import _kept
 from .lease import Lease, Windows
 from .message import Buffer, Message
-from .reply import HeldBack, fail_status, fill_reply, msg_array, serve_batch
+from .reply import HeldBack, fail_status, msg_array, serve_batch
 
 log = logging.getLogger("hgsmi.guest")
 
@@ -85,10 +85,12 @@ class Guest:
              timeout: float | None = None) -> bytes:
         """Synchronous call, copy mode: send ``data`` and return the reply.
 
-        The reply may be up to ``max(len(data), reply_size)`` bytes.  The
-        wait releases the GIL.  Raises :class:`Timeout`, :class:`PeerGone`,
-        :class:`ChannelNotRegistered`, :class:`RemoteError` (the handler
-        failed), :class:`HeapExhausted`, :class:`MessageTooLarge`.
+        The reply may be up to ``max(len(data), reply_size)`` bytes.  While
+        the heap or ring is full (of buffers sent before) it waits for room,
+        within ``timeout`` (0: raises :class:`HeapExhausted` or
+        :class:`RingFull` at once).  The wait releases the GIL.  Raises
+        :class:`Timeout`, :class:`PeerGone`, :class:`ChannelNotRegistered`,
+        :class:`RemoteError` (the handler failed), :class:`MessageTooLarge`.
         """
         check_channel(channel, info)
         src = as_buffer(data)
@@ -99,8 +101,20 @@ class Guest:
                 raise MessageTooLarge(errno.EMSGSIZE, f"call on channel {channel}: "
                                       f"{cap} bytes can never fit in the guest heap")
             self._reply = bytearray(cap)
-        rc = lib.hgsmi_guest_call(self._g, channel, info, src, len(src),
-                                  ffi.from_buffer(self._reply), cap, timeout_ms(timeout))
+        ms = timeout_ms(timeout)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            self._check_open()
+            rc = lib.hgsmi_guest_call(self._g, channel, info, src, len(src),
+                                      ffi.from_buffer(self._reply), cap, ms)
+            if rc not in (-errno.ENOMEM, -errno.EAGAIN) or timeout == 0:
+                break
+            if deadline is not None:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise Timeout(errno.ETIMEDOUT, f"call on channel {channel}: no room")
+                ms = timeout_ms(left)
+            self._wait(None if deadline is None else left)
         if rc < 0:
             raise error(rc, f"call on channel {channel}")
         return bytes(memoryview(self._reply)[:rc])
@@ -305,8 +319,8 @@ class Guest:
                 raise error(n, "poll")
             if n == 0:
                 return served
-            k = serve_batch(msgs, n, self._base, self, self._handlers, self._dispatch,
-                            self._held_acks, self._windows)
+            k = serve_batch(msgs, n, self._base, self, self._handlers, self._start_async,
+                            self._handler_failed, self._held_acks, self._windows)
             if k:
                 lib.hgsmi_guest_ack(self._g, msgs, k)
             served += n
@@ -317,17 +331,6 @@ class Guest:
         if not ready:
             return 0
         return lib.hgsmi_guest_ack(self._g, msg_array(ready), len(ready))
-
-    def _dispatch(self, handler: Handler | None, msg: Message, m: Any) -> bool:
-        """Serve one host command into ``m``; False if it finishes later (see reply.serve_batch)."""
-        try:
-            reply = handler(msg) if handler else None
-            if inspect.isawaitable(reply):
-                return self._start_async(msg, m, reply)
-            fill_reply(self._base, m, reply)
-        except Exception as e:
-            self._handler_failed(m, e)
-        return True
 
     def _start_async(self, msg: Message, m: Any, aw: Any) -> bool:
         """A handler returned an awaitable: only hgsmi.aio can run it."""

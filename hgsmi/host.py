@@ -4,6 +4,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import errno
+import functools
 import inspect
 import logging
 import os
@@ -20,7 +21,7 @@ from .heap import with_fragmentation
 from . import _kept
 from .lease import Windows
 from .message import Message
-from .reply import HeldBack, fail_status, fill_reply, msg_array, serve_batch
+from .reply import HeldBack, fail_status, msg_array, serve_batch
 
 log = logging.getLogger("hgsmi.host")
 
@@ -44,6 +45,8 @@ class GuestConn:
         self._base = ffi.cast("char *", lib.hgsmi_conn_base(conn))
         self._msgs = ffi.new("struct hgsmi_msg[]", host._batch)
         self._held = HeldBack()  # completions waiting for a view to go
+        # serve_batch's start_async: the host's, for this guest
+        self._start_async = functools.partial(host._start_async, self)
         # what a sync host's views are sliced from (hgsmi/lease.py)
         self._size = int(lib.hgsmi_conn_size(conn))
         self._windows = (Windows(self._base, self._size)
@@ -146,15 +149,12 @@ class GuestConn:
             n = lib.hgsmi_conn_recv(self._c, msgs, len(msgs))
             if n <= 0:
                 return served
-            k = serve_batch(msgs, n, self._base, self, self._host._handlers, self._dispatch,
-                            self._held, self._windows)
+            k = serve_batch(msgs, n, self._base, self, self._host._handlers, self._start_async,
+                            self._host._handler_failed, self._held, self._windows)
             if k:
                 lib.hgsmi_conn_complete(self._c, msgs, k)
             served += n
         return served
-
-    def _dispatch(self, handler: Handler, msg: Message, m: Any) -> bool:
-        return self._host._dispatch(self, handler, msg, m)
 
     def _complete_ready(self) -> None:
         """Complete the buffers held back by a view that is now gone (one IRQ)."""
@@ -398,17 +398,6 @@ class Host:
     def set_stat_reply(self, data: bytes) -> None:
         """The bytes a stat request on the control socket is answered with."""
         check(lib.hgsmi_host_set_stat_reply(self._h, data, len(data)), "stat reply")
-
-    def _dispatch(self, conn: GuestConn, handler: Handler, msg: Message, m: Any) -> bool:
-        """Serve one guest buffer into ``m``; False if it finishes later (see reply.serve_batch)."""
-        try:
-            reply = handler(msg)
-            if inspect.isawaitable(reply):
-                return self._start_async(conn, msg, m, reply)
-            fill_reply(conn._base, m, reply)
-        except Exception as e:
-            self._handler_failed(m, e)
-        return True
 
     def _start_async(self, conn: GuestConn, msg: Message, m: Any, aw: Any) -> bool:
         """A handler returned an awaitable: only hgsmi.aio can run it."""

@@ -27,16 +27,16 @@ class Message:
 
     __slots__ = ("channel", "info", "capacity", "peer", "_view", "_lease")
 
-    def __init__(self, channel: int, info: int, capacity: int, view: memoryview | Lease,
-                 peer: GuestConn | Guest | None) -> None:
+    def __init__(self, channel: int, info: int, capacity: int, view: memoryview,
+                 peer: GuestConn | Guest | None, lease: Lease | None = None) -> None:
         self.channel = channel
         self.info = info
         self.capacity = capacity  #: bytes a reply may use
         self.peer = peer  #: the GuestConn (on the host) or the Guest it came from
-        # A Lease revokes its own view; a bare view comes from a Window,
-        # which revokes it for the whole batch (hgsmi/lease.py).
-        self._lease: Lease | None = view if isinstance(view, Lease) else None
-        self._view: memoryview | None = view.view if isinstance(view, Lease) else view
+        # A Lease revokes its own view; without one the view is a Window's
+        # slice, revoked by the server (hgsmi/lease.py).
+        self._view: memoryview | None = view
+        self._lease = lease
 
     @property
     def data(self) -> memoryview:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import inspect
 import logging
 import struct
 from sys import getrefcount
@@ -24,10 +25,12 @@ from .message import Message
 
 log = logging.getLogger("hgsmi")
 
-#: ``dispatch(handler, msg, m)``: run the handler, write its outcome into
-#: ``m``; True if ``m`` is final now, False if it finishes later (an async
-#: handler, whose owner hands it back through :meth:`HeldBack.settle`).
-Dispatch = Callable[[Any, Message, Any], bool]
+#: ``start_async(msg, m, awaitable)``: a handler returned an awaitable; run
+#: it and return False (``m`` finishes later: its owner hands it back through
+#: :meth:`HeldBack.settle`), or raise (a sync peer: the buffer fails).
+StartAsync = Callable[[Message, Any, Any], bool]
+#: ``failed(m, exc)``: a handler raised; set ``m``'s status, count and log.
+Failed = Callable[[Any, BaseException], None]
 
 #: struct hgsmi_msg, to unpack a batch's fields in one go
 _MSG = struct.Struct("=IIIIBBHiI")
@@ -115,31 +118,52 @@ class HeldBack:
 
 
 def serve_batch(msgs: Any, n: int, base: Any, peer: Any, handlers: list[Any],
-                dispatch: Dispatch, held: HeldBack, windows: Windows | None = None) -> int:
+                start_async: StartAsync, failed: Failed, held: HeldBack,
+                windows: Windows | None = None) -> int:
     """Run the handlers of ``msgs[0:n]``; return ``k``: ``msgs[0:k]`` may go back now.
 
-    Each buffer becomes a :class:`Message` over ``base``; ``dispatch`` serves
-    it.  The final ones whose views are gone are moved to the front of
-    ``msgs`` (complete or ack them in one call); those with a view still
-    alive go to ``held``; those ``dispatch`` deferred are the caller's.
-    A sync peer passes its ``windows`` and must not defer (see
+    Each buffer becomes a :class:`Message` over ``base`` for its channel's
+    handler (none: the results are what is in place); the handler's return
+    value is the reply, an awaitable goes to ``start_async``, an exception
+    to ``failed``.  The final buffers whose views are gone are moved to the
+    front of ``msgs`` (complete or ack them in one call); those with a view
+    still alive go to ``held``; those deferred to ``start_async`` are the
+    caller's.  A sync peer passes its ``windows`` and never defers (see
     :mod:`hgsmi.lease`); an async one gets a Lease per buffer.
     """
     if windows is not None:
-        return _serve_sliced(msgs, n, peer, handlers, dispatch, held, windows)
+        return _serve_sliced(msgs, n, base, peer, handlers, start_async, failed, held, windows)
     k = 0
     for i in range(n):
         m = msgs[i]
-        msg = Message(m.channel, m.info, m.capacity, Lease(base + m.data, m.size), peer)
-        if dispatch(handlers[m.channel], msg, m) and held.settle(m, msg):
+        lease = Lease(base + m.data, m.size)
+        msg = Message(m.channel, m.info, m.capacity, lease.view, peer, lease)
+        handler = handlers[m.channel]
+        final = True
+        try:
+            reply = handler(msg) if handler is not None else None
+            if reply is not None:  # None, the common case: results left in place
+                final = _outcome(base, m, msg, reply, start_async)
+        except Exception as e:
+            failed(m, e)
+        if final and held.settle(m, msg):
             if k != i:
                 msgs[k] = m
             k += 1
     return k
 
 
-def _serve_sliced(msgs: Any, n: int, peer: Any, handlers: list[Any], dispatch: Dispatch,
-                  held: HeldBack, windows: Windows) -> int:
+def _outcome(base: Any, m: Any, msg: Message, reply: Any, start_async: StartAsync) -> bool:
+    """A handler's result other than None: False if it finishes later."""
+    if inspect.isawaitable(reply):
+        return start_async(msg, m, reply)
+    fill_reply(base, m, reply)
+    return True
+
+
+def _serve_sliced(msgs: Any, n: int, base: Any, peer: Any, handlers: list[Any],
+                  start_async: StartAsync, failed: Failed, held: HeldBack,
+                  windows: Windows) -> int:
     """serve_batch with views sliced from one window: fields come out in one
     unpack, and a view costs a slice instead of an exporter of its own."""
     win = windows.get()
@@ -151,10 +175,14 @@ def _serve_sliced(msgs: Any, n: int, peer: Any, handlers: list[Any], dispatch: D
     for i, (_, data, size, capacity, channel, _, info, _, _) in enumerate(fields):
         view = whole[data:data + size]
         msg = Message(channel, info, capacity, view, peer)
-        m = msgs[i]
-        if not dispatch(handlers[channel], msg, m):
-            raise RuntimeError("a sync peer deferred a buffer")  # its dispatch fails awaitables
-        msg._view = msg = None
+        handler = handlers[channel]
+        try:
+            reply = handler(msg) if handler is not None else None
+            if reply is not None and not _outcome(base, msgs[i], msg, reply, start_async):
+                raise AssertionError("a sync peer deferred a buffer")  # its start_async raises
+        except Exception as e:
+            failed(msgs[i], e)
+        msg._view = msg = reply = None
         try:
             view.release()
             kept = getrefcount(view) - 2  # the handler kept the view itself: harmless now
@@ -164,11 +192,11 @@ def _serve_sliced(msgs: Any, n: int, peer: Any, handlers: list[Any], dispatch: D
         view = None
         now = getrefcount(mbuf)
         if now > refs + kept:  # a view derived from this one lives on
-            held.hold(m, win.free)
+            held.hold(msgs[i], win.free)
             kept_any = True
         else:
             if k != i:
-                msgs[k] = m
+                msgs[k] = msgs[i]
             k += 1
         refs = now
     if kept_any:

@@ -227,7 +227,8 @@ def test_hgsmi_imports_without_numpy(tmp_path):
         import hgsmi, hgsmi.aio
         from hgsmi._native import ffi
         from hgsmi.lease import Lease
-        msg = hgsmi.Message(0x10, 0, 8, Lease(ffi.new("char[8]"), 8), None)
+        lease = Lease(ffi.new("char[8]"), 8)
+        msg = hgsmi.Message(0x10, 0, 8, lease.view, None, lease)
         assert bytes(msg.data) == bytes(8)
         try:
             msg.array()
