@@ -323,3 +323,27 @@ def test_views_outlive_a_closed_peer_without_a_fault(name, runtime_dir, no_leaks
         del mine
         host.poll(0)  # sweeps: both segments are unmapped now
         assert _kept.pending() == 0
+
+
+def test_call_waits_for_room_behind_sent_messages(name, runtime_dir, no_leaks):
+    """send() may fill the ring; a call after it waits for room (timeout 0: raises)."""
+    import threading
+    with hgsmi.Host(name, size=4 << 20, ring_entries=8) as host:
+        host.register(0x43, lambda m: None)
+        pump = _pump(host)
+        with hgsmi.Guest(name) as g:
+            pump.stop()  # nobody serves: the ring fills
+            for _ in range(8):
+                g.send(0x43, 0, b"x" * 32)
+            with pytest.raises(hgsmi.RingFull):
+                g.call(0x43, 0, b"call", timeout=0)
+            pumps: list = []
+            threading.Timer(0.2, lambda: pumps.append(_pump(host))).start()  # serve again
+            t0 = time.monotonic()
+            try:
+                assert g.call(0x43, 0, b"call", timeout=10) == b"call"
+                assert 0.15 < time.monotonic() - t0 < 5
+            finally:
+                time.sleep(0.25 - min(0.25, time.monotonic() - t0))
+                for p in pumps:
+                    p.stop()
