@@ -22,6 +22,8 @@ from .reply import HeldBack, fail_status, msg_array, serve_batch
 log = logging.getLogger("hgsmi.guest")
 
 Handler = Callable[[Message], Any]
+#: what the core returns while the heap (ENOMEM) or the ring (EAGAIN) is full
+_NO_ROOM = (-errno.ENOMEM, -errno.EAGAIN)
 
 _SETUP, _QUERY_CONF = 1, 1
 
@@ -69,6 +71,7 @@ class Guest:
         self._send_ptr = ffi.new("void *[1]")  # send()'s one-message arrays
         self._send_len = ffi.new("uint32_t[1]")
         self._reply = bytearray(4096)
+        self._reply_ptr = ffi.from_buffer(self._reply)  # made once: 0.2 us a call otherwise
         self._inflight: dict[int, Buffer] = {}
         self._held: list[Buffer] = []  # freed while a view was still exported
         self._bufs: dict[int, Buffer] = {}  # every buffer not yet freed, by offset
@@ -101,13 +104,14 @@ class Guest:
                 raise MessageTooLarge(errno.EMSGSIZE, f"call on channel {channel}: "
                                       f"{cap} bytes can never fit in the guest heap")
             self._reply = bytearray(cap)
+            self._reply_ptr = ffi.from_buffer(self._reply)
         ms = timeout_ms(timeout)
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             self._check_open()
             rc = lib.hgsmi_guest_call(self._g, channel, info, src, len(src),
-                                      ffi.from_buffer(self._reply), cap, ms)
-            if rc not in (-errno.ENOMEM, -errno.EAGAIN) or timeout == 0:
+                                      self._reply_ptr, cap, ms)
+            if rc not in _NO_ROOM or timeout == 0:
                 break
             if deadline is not None:
                 left = deadline - time.monotonic()
@@ -249,7 +253,7 @@ class Guest:
             if rc > 0:
                 sent += rc
                 continue
-            if rc not in (-errno.ENOMEM, -errno.EAGAIN):
+            if rc not in _NO_ROOM:
                 raise error(rc, "send")
             left = None if deadline is None else deadline - time.monotonic()
             if left is not None and left <= 0:

@@ -143,10 +143,11 @@ class GuestConn:
         handler kept a view is completed by a later round, once it is gone.
         """
         served = 0
-        self._complete_ready()
-        msgs = self._msgs
+        if self._held:
+            self._complete_ready()
+        msgs, cap = self._msgs, len(self._msgs)
         for _ in range(_BATCHES_PER_ROUND):
-            n = lib.hgsmi_conn_recv(self._c, msgs, len(msgs))
+            n = lib.hgsmi_conn_recv(self._c, msgs, cap)
             if n <= 0:
                 return served
             k = serve_batch(msgs, n, self._base, self, self._host._handlers, self._start_async,
@@ -154,11 +155,13 @@ class GuestConn:
             if k:
                 lib.hgsmi_conn_complete(self._c, msgs, k)
             served += n
+            if n < cap:  # drained; what came since makes the host's wait return at once
+                return served
         return served
 
     def _complete_ready(self) -> None:
         """Complete the buffers held back by a view that is now gone (one IRQ)."""
-        ready = self._held.ready() if self._held else None
+        ready = self._held.ready()
         if ready:
             lib.hgsmi_conn_complete(self._c, msg_array(ready), len(ready))
 
