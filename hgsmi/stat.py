@@ -126,9 +126,10 @@ def render(st: dict[str, Any]) -> str:
             f"{human(h['largest_free'])}  of {human(h['capacity'])}  fragmentation "
             f"{h['fragmentation']:.1%}",
             f"  rings      submit depth {g['submit_depth']}  host buffers in flight "
-            f"{g['inflight_host']}",
-            f"  notify     doorbells {g['doorbells']}  IRQs {g['irqs']}  suppressed "
-            f"{g['irqs_suppressed']}",
+            f"{g['inflight_host']}  guest buffers in flight {g.get('inflight_guest', 0)} "
+            f"(peak {g.get('inflight_guest_peak', 0)})",
+            f"  notify     doorbells {g['doorbells']} ({g.get('doorbells_throttled', 0)} "
+            f"throttled)  IRQs {g['irqs']}  suppressed {g['irqs_suppressed']}",
             f"  traffic    in {g['msgs_in']} msgs {human(g['bytes_in'])}  out {g['msgs_out']} "
             f"msgs {human(g['bytes_out'])}",
             f"  errors     {errs}",
