@@ -32,9 +32,9 @@ _CPUS = sorted(os.sched_getaffinity(0))
 PIN = (_CPUS[0], _CPUS[-1])
 SPIN_US = 50
 
-#: hgsmi-c streams with the adaptive spin, as in `hgsmi bench` (the ceiling busy-polls)
-TRANSPORTS = {t.name: t for t in baselines() + hgsmi_transports(0) + [HgsmiC(SPIN_US),
-                                                                       HgsmiAsync(0)]}
+#: hgsmi streams with the adaptive spin, as in `hgsmi bench` (the ceiling busy-polls)
+TRANSPORTS = {t.name: t for t in baselines() + hgsmi_transports(SPIN_US) + [HgsmiC(SPIN_US),
+                                                                             HgsmiAsync(SPIN_US)]}
 STREAM_CASES = [(name, d, size)
                 for name, t in TRANSPORTS.items()
                 for d in ("g2h", "h2g")

@@ -187,10 +187,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     hg = {spin: {t.name: t for t in ht.hgsmi_transports(spin)}
           for spin in (0, args.spin_us)}
     HgsmiC, HgsmiAsync = _extra_transports()
-    # hgsmi-c streams with the adaptive spin: the C ceiling it is compared
-    # with busy-polls, and a C user streaming would configure the spin.
+    # hgsmi streams with the adaptive spin, from C and from Python: the C
+    # ceiling they are compared with busy-polls, and a user streaming would
+    # configure the spin (it costs nothing idle: see idle-cpu).
     hgc = HgsmiC(args.spin_us)
-    hga = HgsmiAsync(0)
+    hga = HgsmiAsync(args.spin_us)
     rows: list[dict[str, Any]] = []
     t_start = args.t_start = time.monotonic()
 
@@ -199,7 +200,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             row.update(extra)
             rows.append(row)
 
-    stream_ts = [names["c-ceiling"], hgc] + list(hg[0].values()) + [hga] + \
+    spinning = [hgc, hga] + list(hg[args.spin_us].values())
+    stream_ts = [names["c-ceiling"], hgc] + list(hg[args.spin_us].values()) + [hga] + \
         [t for t in base if t.name != "c-ceiling"]
     for workload in STREAMS:
         for t in stream_ts:
@@ -214,7 +216,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 small_c = size == 64 and t.name in ("c-ceiling", "hgsmi-c")
                 add(stream_row(t, workload, size, args,
                                max(args.runs, 5) if small_c else args.runs),
-                    **({"spin_us": t.spin_us} if t is hgc else {}))
+                    **({"spin_us": t.spin_us} if t in spinning else {}))
     # call-rtt: baselines once (they never spin); hgsmi with spin, and without.
     for t in base:
         _log(args, f"call-rtt: {t.name}")
@@ -262,7 +264,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             mps = statistics.median(r["msgs"] / r["seconds"] for r in res)
             rows.append({"transport": name, "workload": "guests-8", "size": 65536,
                          "msgs_per_s": round(mps, 1), "mb_per_s": round(mps * 65536 / 1e6, 2),
-                         "runs": len(res)})
+                         "spin_us": 0, "runs": len(res)})
     add_ratios(rows)
     info["elapsed_s"] = round(time.monotonic() - t_start, 1)
     try:
