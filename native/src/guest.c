@@ -275,10 +275,13 @@ static int heap_get(struct hgsmi_guest *g, uint32_t bytes, const void *src,
 	return hgsmi_heap_alloc(g->heap, bytes, off);
 }
 
-/* hgsmi_guest_alloc, for a copy from src (NULL: none). */
+/*
+ * hgsmi_guest_alloc, for a copy from src (NULL: none).  With hdr, the header
+ * is only prepared there, and the caller seals the buffer (in a batch).
+ */
 static int alloc_for(struct hgsmi_guest *g, uint32_t size, uint32_t reply_cap,
 		     uint8_t channel, uint16_t info, const void *src,
-		     struct hgsmi_msg *out)
+		     struct hgsmi_msg *out, struct hgsmi_buffer_header *hdr)
 {
 	uint32_t need = size > reply_cap ? size : reply_cap, off;
 	int rc;
@@ -293,7 +296,10 @@ static int alloc_for(struct hgsmi_guest *g, uint32_t size, uint32_t reply_cap,
 		rc = heap_get(g, need + (uint32_t)HGSMI_BUFFER_OVERHEAD, src, size, &off);
 	if (rc < 0)
 		return rc;
-	hgsmi_buffer_init(g->seg.base, off, size, channel, info, reply_cap);
+	if (hdr)
+		hgsmi_int_buffer_header(hdr, size, channel, info, reply_cap);
+	else
+		hgsmi_buffer_init(g->seg.base, off, size, channel, info, reply_cap);
 	*out = (struct hgsmi_msg){.offset = off, .data = off + 16, .size = size,
 				  .capacity = need, .channel = channel, .info = info};
 	return 0;
@@ -302,7 +308,7 @@ static int alloc_for(struct hgsmi_guest *g, uint32_t size, uint32_t reply_cap,
 int hgsmi_guest_alloc(struct hgsmi_guest *g, uint32_t size, uint32_t reply_cap,
 		      uint8_t channel, uint16_t info, struct hgsmi_msg *out)
 {
-	return alloc_for(g, size, reply_cap, channel, info, NULL, out);
+	return alloc_for(g, size, reply_cap, channel, info, NULL, out, NULL);
 }
 
 int hgsmi_guest_free(struct hgsmi_guest *g, uint32_t offset)
@@ -358,6 +364,7 @@ int hgsmi_guest_submit(struct hgsmi_guest *g, const uint32_t *offs, unsigned n)
 int hgsmi_guest_send(struct hgsmi_guest *g, uint8_t channel, uint16_t info,
 		     const void *const *datas, const uint32_t *lens, unsigned n)
 {
+	struct hgsmi_buffer_header hdrs[HGSMI_BATCH];
 	uint32_t offs[HGSMI_BATCH];
 	unsigned done = 0;
 	int rc = 0;
@@ -378,12 +385,17 @@ int hgsmi_guest_send(struct hgsmi_guest *g, uint8_t channel, uint16_t info,
 		for (; k < HGSMI_BATCH && done + k < n; k++) {
 			struct hgsmi_msg m;
 
-			if ((rc = alloc_for(g, lens[done + k], 0, channel, info, datas[done + k], &m)) < 0)
+			if ((rc = alloc_for(g, lens[done + k], 0, channel, info, datas[done + k], &m,
+					    &hdrs[k])) < 0)
 				break;
 			memcpy(g->seg.base + m.data, datas[done + k], lens[done + k]);
 			g->st.bytes_out += lens[done + k];
 			offs[k] = m.offset;
 		}
+		/* Seal the batch at once: the checksums' serial chains overlap
+		 * (hgsmi_int_checksum_many).  Nothing is visible to the host
+		 * before queue() publishes the ring index. */
+		hgsmi_int_buffer_seal_many(g->seg.base, offs, hdrs, k);
 		pushed = k ? queue(g, offs, k) : 0;
 		for (unsigned i = 0; i < k; i++) {
 			if (pushed >= 0 && i < (unsigned)pushed) {
@@ -647,7 +659,7 @@ int hgsmi_guest_call(struct hgsmi_guest *g, uint8_t channel, uint16_t info,
 	struct hgsmi_msg m, r;
 	int rc;
 
-	if ((rc = alloc_for(g, len, reply_cap, channel, info, data, &m)) < 0)
+	if ((rc = alloc_for(g, len, reply_cap, channel, info, data, &m, NULL)) < 0)
 		return rc;
 	memcpy(g->seg.base + m.data, data, len);
 	rc = hgsmi_guest_call_buffer(g, m.offset, timeout_ms, &r);
@@ -708,8 +720,9 @@ int hgsmi_guest_ack(struct hgsmi_guest *g, const struct hgsmi_msg *msgs, unsigne
 
 int hgsmi_guest_recv(struct hgsmi_guest *g, struct hgsmi_msg *out, unsigned max)
 {
-	struct hgsmi_msg done[HGSMI_BATCH];
+	struct hgsmi_msg done[HGSMI_BATCH], vms[HGSMI_BATCH];
 	uint32_t offs[HGSMI_BATCH];
+	int rcs[HGSMI_BATCH];
 	unsigned n_out = 0, n_done = 0;
 	int n, rc;
 
@@ -723,11 +736,14 @@ int hgsmi_guest_recv(struct hgsmi_guest *g, struct hgsmi_msg *out, unsigned max)
 			return -EPROTO;
 		if (n == 0)
 			break;
+		/* All of the batch verified at once, checksums overlapped. */
+		hgsmi_int_buffer_verify_many(g->seg.base, g->hheap.offset, g->hheap.size, offs,
+					     (unsigned)n, vms, rcs);
 		for (int i = 0; i < n; i++) {
-			struct hgsmi_msg m;
+			struct hgsmi_msg m = vms[i];
 			const struct hgsmi_channel *ch;
 
-			rc = hgsmi_buffer_verify(g->seg.base, g->hheap.offset, g->hheap.size, offs[i], &m);
+			rc = rcs[i];
 			if (rc < 0) {
 				g->st.errors++;
 				if (!writable_host_header(g, offs[i]))
