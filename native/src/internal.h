@@ -155,9 +155,36 @@ struct hgsmi_inflight {
 HGSMI_INT int hgsmi_int_inflight_init(struct hgsmi_inflight *f, uint32_t base,
 				      uint32_t size);
 HGSMI_INT void hgsmi_int_inflight_free(struct hgsmi_inflight *f);
-/* Mark / unmark; unmark returns false for an offset that is not in flight. */
-HGSMI_INT void hgsmi_int_inflight_set(struct hgsmi_inflight *f, uint32_t off);
-HGSMI_INT bool hgsmi_int_inflight_take(struct hgsmi_inflight *f, uint32_t off);
+/*
+ * Mark / unmark; unmark returns false for an offset that is not in flight.
+ * Inline: they run several times per message on both sides.
+ */
+static inline void hgsmi_int_inflight_set(struct hgsmi_inflight *f, uint32_t off)
+{
+	uint32_t g = (off - f->base) / HGSMI_HEAP_ALIGN;
+	uint64_t bit = 1ull << (g % 64);
+
+	if (!(f->bits[g / 64] & bit)) {
+		f->bits[g / 64] |= bit;
+		f->count++;
+	}
+}
+
+static inline bool hgsmi_int_inflight_take(struct hgsmi_inflight *f, uint32_t off)
+{
+	uint32_t g;
+	uint64_t bit;
+
+	if (off < f->base || off - f->base >= f->size || (off - f->base) % HGSMI_HEAP_ALIGN)
+		return false;
+	g = (off - f->base) / HGSMI_HEAP_ALIGN;
+	bit = 1ull << (g % 64);
+	if (!(f->bits[g / 64] & bit))
+		return false;
+	f->bits[g / 64] &= ~bit;
+	f->count--;
+	return true;
+}
 
 /* ---- channel tables -------------------------------------------------------- */
 struct hgsmi_channel {
