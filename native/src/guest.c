@@ -21,6 +21,14 @@ struct hgsmi_guest {
 	struct hgsmi_heap *heap;
 	struct hgsmi_inflight sent;    /* guest buffers the host holds */
 	struct hgsmi_inflight orphans; /* of those, ones whose caller gave up */
+	/*
+	 * Slabs: a send batch of small buffers carved from one heap block
+	 * (see slab_batch).  Private, one word per guest-heap granule:
+	 * slab_of[i] is 1 + the granule of the slab that the buffer at
+	 * granule i was carved from (0: not carved), slab_left[s] the
+	 * buffers of the slab at granule s not yet back (0: no slab there).
+	 */
+	uint32_t *slab_of, *slab_left;
 	struct hgsmi_ring submit, gcomplete, hostfifo, hostack;
 	struct hgsmi_notify doorbell, irq;
 	struct hgsmi_channel channels[HGSMI_NUMBER_OF_CHANNELS];
@@ -134,6 +142,10 @@ static int setup(struct hgsmi_guest *g, const struct hgsmi_welcome *w,
 	    (rc = hgsmi_int_inflight_init(&g->sent, g->gheap.offset, g->gheap.size)) < 0 ||
 	    (rc = hgsmi_int_inflight_init(&g->orphans, g->gheap.offset, g->gheap.size)) < 0)
 		return rc;
+	/* calloc'd: pages are only touched where slabs are carved. */
+	if (!(g->slab_of = calloc(g->gheap.size / HGSMI_HEAP_ALIGN + 1, sizeof(uint32_t))) ||
+	    !(g->slab_left = calloc(g->gheap.size / HGSMI_HEAP_ALIGN + 1, sizeof(uint32_t))))
+		return -ENOMEM;
 	if (!(g->stash = calloc(e, sizeof(*g->stash))))
 		return -ENOMEM;
 	hgsmi_int_ring_init(&g->submit, g->seg.base, &r[HGSMI_REGION_SUBMIT], e, true);
@@ -217,6 +229,8 @@ void hgsmi_guest_detach(struct hgsmi_guest *g)
 	hgsmi_heap_destroy(g->heap);
 	hgsmi_int_inflight_free(&g->sent);
 	hgsmi_int_inflight_free(&g->orphans);
+	free(g->slab_of);
+	free(g->slab_left);
 	free(g->stash);
 	free(g);
 }
@@ -275,10 +289,13 @@ static int heap_get(struct hgsmi_guest *g, uint32_t bytes, const void *src,
 	return hgsmi_heap_alloc(g->heap, bytes, off);
 }
 
-/* hgsmi_guest_alloc, for a copy from src (NULL: none). */
+/*
+ * hgsmi_guest_alloc, for a copy from src (NULL: none).  With hdr, the header
+ * is only prepared there, and the caller seals the buffer (in a batch).
+ */
 static int alloc_for(struct hgsmi_guest *g, uint32_t size, uint32_t reply_cap,
 		     uint8_t channel, uint16_t info, const void *src,
-		     struct hgsmi_msg *out)
+		     struct hgsmi_msg *out, struct hgsmi_buffer_header *hdr)
 {
 	uint32_t need = size > reply_cap ? size : reply_cap, off;
 	int rc;
@@ -293,7 +310,10 @@ static int alloc_for(struct hgsmi_guest *g, uint32_t size, uint32_t reply_cap,
 		rc = heap_get(g, need + (uint32_t)HGSMI_BUFFER_OVERHEAD, src, size, &off);
 	if (rc < 0)
 		return rc;
-	hgsmi_buffer_init(g->seg.base, off, size, channel, info, reply_cap);
+	if (hdr)
+		hgsmi_int_buffer_header(hdr, size, channel, info, reply_cap);
+	else
+		hgsmi_buffer_init(g->seg.base, off, size, channel, info, reply_cap);
 	*out = (struct hgsmi_msg){.offset = off, .data = off + 16, .size = size,
 				  .capacity = need, .channel = channel, .info = info};
 	return 0;
@@ -302,11 +322,45 @@ static int alloc_for(struct hgsmi_guest *g, uint32_t size, uint32_t reply_cap,
 int hgsmi_guest_alloc(struct hgsmi_guest *g, uint32_t size, uint32_t reply_cap,
 		      uint8_t channel, uint16_t info, struct hgsmi_msg *out)
 {
-	return alloc_for(g, size, reply_cap, channel, info, NULL, out);
+	return alloc_for(g, size, reply_cap, channel, info, NULL, out, NULL);
+}
+
+/* Granule of a guest-heap offset, or UINT32_MAX outside the heap. */
+static inline uint32_t gheap_granule(const struct hgsmi_guest *g, uint32_t off)
+{
+	if (off < g->gheap.offset || off - g->gheap.offset >= g->gheap.size ||
+	    (off - g->gheap.offset) % HGSMI_HEAP_ALIGN)
+		return UINT32_MAX;
+	return (off - g->gheap.offset) / HGSMI_HEAP_ALIGN;
+}
+
+/* Is `off` a buffer or block of a live slab?  Never the caller's to free or
+ * submit: the slab goes back to the heap when its last buffer comes back. */
+static bool in_slab(const struct hgsmi_guest *g, uint32_t off)
+{
+	uint32_t i = gheap_granule(g, off);
+
+	return i != UINT32_MAX && (g->slab_of[i] || g->slab_left[i]);
+}
+
+/* A send buffer of ours is done with: free it, or its share of its slab. */
+static void release(struct hgsmi_guest *g, uint32_t off)
+{
+	uint32_t i = gheap_granule(g, off), s;
+
+	if (i == UINT32_MAX || !(s = g->slab_of[i])) {
+		hgsmi_heap_free(g->heap, off);
+		return;
+	}
+	g->slab_of[i] = 0;
+	if (--g->slab_left[s - 1] == 0)
+		hgsmi_heap_free(g->heap, g->gheap.offset + (s - 1) * HGSMI_HEAP_ALIGN);
 }
 
 int hgsmi_guest_free(struct hgsmi_guest *g, uint32_t offset)
 {
+	if (in_slab(g, offset))
+		return -EBUSY; /* fire-and-forget: not the caller's */
 	if (hgsmi_int_inflight_take(&g->sent, offset)) {
 		hgsmi_int_inflight_set(&g->sent, offset);
 		return -EBUSY; /* the host has it */
@@ -345,7 +399,7 @@ int hgsmi_guest_submit(struct hgsmi_guest *g, const uint32_t *offs, unsigned n)
 		int64_t bs = hgsmi_heap_block_size(g->heap, offs[i]);
 		const struct hgsmi_buffer_header *h = (const void *)(g->seg.base + offs[i]);
 
-		if (bs < 0 || hgsmi_int_inflight_take(&g->sent, offs[i]))
+		if (bs < 0 || in_slab(g, offs[i]) || hgsmi_int_inflight_take(&g->sent, offs[i]))
 			return bs < 0 ? -EINVAL : (hgsmi_int_inflight_set(&g->sent, offs[i]), -EBUSY);
 		g->st.bytes_out += h->data_size;
 	}
@@ -355,9 +409,50 @@ int hgsmi_guest_submit(struct hgsmi_guest *g, const uint32_t *offs, unsigned n)
 	return pushed;
 }
 
+/*
+ * A send batch of small buffers from one heap block: one alloc for the batch
+ * and one free when its last buffer comes back, instead of a TLSF alloc and
+ * free per buffer (~250 of the guest's ~510 cycles a message in 64 B g2h,
+ * perf).  The buffers are laid out back to back, each on its own cache
+ * line, so to the host they are ordinary buffers at aligned offsets.  Fills
+ * offs, hdrs (unsealed) and the data; returns how many, or 0 if the batch is
+ * too short or too large for a slab, or the heap has no block for it (the
+ * caller then takes the per-buffer path, which also collects and retries).
+ */
+#define SLAB_MIN 4u                    /* fewer buffers: per-buffer blocks */
+#define SLAB_BUF_MAX 256u              /* bytes a buffer, overhead included */
+static unsigned slab_batch(struct hgsmi_guest *g, uint8_t channel, uint16_t info,
+			   const void *const *datas, const uint32_t *lens, unsigned avail,
+			   uint32_t *offs, struct hgsmi_buffer_header *hdrs)
+{
+	uint32_t total = 0, off, s;
+	unsigned k = 0;
+
+	if (channel == HGSMI_CH_RESERVED)
+		return 0;
+	while (k < HGSMI_BATCH && k < avail && lens[k] <= SLAB_BUF_MAX - HGSMI_BUFFER_OVERHEAD)
+		total += (lens[k++] + (uint32_t)HGSMI_BUFFER_OVERHEAD + HGSMI_HEAP_ALIGN - 1) &
+			 ~(uint32_t)(HGSMI_HEAP_ALIGN - 1);
+	if (k < SLAB_MIN || hgsmi_heap_alloc(g->heap, total, &off) < 0)
+		return 0;
+	s = gheap_granule(g, off);
+	g->slab_left[s] = k;
+	for (unsigned j = 0; j < k; j++) {
+		offs[j] = off;
+		g->slab_of[gheap_granule(g, off)] = s + 1;
+		hgsmi_int_buffer_header(&hdrs[j], lens[j], channel, info, 0);
+		memcpy(g->seg.base + off + sizeof(hdrs[j]), datas[j], lens[j]);
+		g->st.bytes_out += lens[j];
+		off += (lens[j] + (uint32_t)HGSMI_BUFFER_OVERHEAD + HGSMI_HEAP_ALIGN - 1) &
+		       ~(uint32_t)(HGSMI_HEAP_ALIGN - 1);
+	}
+	return k;
+}
+
 int hgsmi_guest_send(struct hgsmi_guest *g, uint8_t channel, uint16_t info,
 		     const void *const *datas, const uint32_t *lens, unsigned n)
 {
+	struct hgsmi_buffer_header hdrs[HGSMI_BATCH];
 	uint32_t offs[HGSMI_BATCH];
 	unsigned done = 0;
 	int rc = 0;
@@ -375,15 +470,21 @@ int hgsmi_guest_send(struct hgsmi_guest *g, uint8_t channel, uint16_t info,
 		 */
 		if ((rc = collect(g)) < 0)
 			break;
-		for (; k < HGSMI_BATCH && done + k < n; k++) {
+		k = slab_batch(g, channel, info, datas + done, lens + done, n - done, offs, hdrs);
+		for (bool slab = k > 0; !slab && k < HGSMI_BATCH && done + k < n; k++) {
 			struct hgsmi_msg m;
 
-			if ((rc = alloc_for(g, lens[done + k], 0, channel, info, datas[done + k], &m)) < 0)
+			if ((rc = alloc_for(g, lens[done + k], 0, channel, info, datas[done + k], &m,
+					    &hdrs[k])) < 0)
 				break;
 			memcpy(g->seg.base + m.data, datas[done + k], lens[done + k]);
 			g->st.bytes_out += lens[done + k];
 			offs[k] = m.offset;
 		}
+		/* Seal the batch at once: the checksums' serial chains overlap
+		 * (hgsmi_int_checksum_many).  Nothing is visible to the host
+		 * before queue() publishes the ring index. */
+		hgsmi_int_buffer_seal_many(g->seg.base, offs, hdrs, k);
 		pushed = k ? queue(g, offs, k) : 0;
 		for (unsigned i = 0; i < k; i++) {
 			if (pushed >= 0 && i < (unsigned)pushed) {
@@ -391,7 +492,7 @@ int hgsmi_guest_send(struct hgsmi_guest *g, uint8_t channel, uint16_t info,
 				hgsmi_int_inflight_set(&g->orphans, offs[i]);
 				continue;
 			}
-			hgsmi_heap_free(g->heap, offs[i]);
+			release(g, offs[i]); /* not queued: ours again */
 			g->st.bytes_out -= lens[done + i];
 		}
 		if (pushed < 0) {
@@ -431,7 +532,7 @@ static int collect(struct hgsmi_guest *g)
 			if (hgsmi_int_inflight_take(&g->orphans, offs[i])) {
 				if ((int32_t)READ_ONCE(h->u0) < 0)
 					g->st.remote_errors++;
-				hgsmi_heap_free(g->heap, offs[i]);
+				release(g, offs[i]);
 				continue;
 			}
 			bs = hgsmi_heap_block_size(g->heap, offs[i]);
@@ -647,7 +748,7 @@ int hgsmi_guest_call(struct hgsmi_guest *g, uint8_t channel, uint16_t info,
 	struct hgsmi_msg m, r;
 	int rc;
 
-	if ((rc = alloc_for(g, len, reply_cap, channel, info, data, &m)) < 0)
+	if ((rc = alloc_for(g, len, reply_cap, channel, info, data, &m, NULL)) < 0)
 		return rc;
 	memcpy(g->seg.base + m.data, data, len);
 	rc = hgsmi_guest_call_buffer(g, m.offset, timeout_ms, &r);
@@ -708,8 +809,9 @@ int hgsmi_guest_ack(struct hgsmi_guest *g, const struct hgsmi_msg *msgs, unsigne
 
 int hgsmi_guest_recv(struct hgsmi_guest *g, struct hgsmi_msg *out, unsigned max)
 {
-	struct hgsmi_msg done[HGSMI_BATCH];
+	struct hgsmi_msg done[HGSMI_BATCH], vms[HGSMI_BATCH];
 	uint32_t offs[HGSMI_BATCH];
+	int rcs[HGSMI_BATCH];
 	unsigned n_out = 0, n_done = 0;
 	int n, rc;
 
@@ -723,11 +825,14 @@ int hgsmi_guest_recv(struct hgsmi_guest *g, struct hgsmi_msg *out, unsigned max)
 			return -EPROTO;
 		if (n == 0)
 			break;
+		/* All of the batch verified at once, checksums overlapped. */
+		hgsmi_int_buffer_verify_many(g->seg.base, g->hheap.offset, g->hheap.size, offs,
+					     (unsigned)n, vms, rcs);
 		for (int i = 0; i < n; i++) {
-			struct hgsmi_msg m;
+			struct hgsmi_msg m = vms[i];
 			const struct hgsmi_channel *ch;
 
-			rc = hgsmi_buffer_verify(g->seg.base, g->hheap.offset, g->hheap.size, offs[i], &m);
+			rc = rcs[i];
 			if (rc < 0) {
 				g->st.errors++;
 				if (!writable_host_header(g, offs[i]))

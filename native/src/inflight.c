@@ -26,27 +26,3 @@ void hgsmi_int_inflight_free(struct hgsmi_inflight *f)
 	free(f->bits);
 	f->bits = NULL;
 }
-
-void hgsmi_int_inflight_set(struct hgsmi_inflight *f, uint32_t off)
-{
-	uint32_t g = (off - f->base) / HGSMI_HEAP_ALIGN;
-
-	if (!(f->bits[g / 64] & (1ull << (g % 64)))) {
-		f->bits[g / 64] |= 1ull << (g % 64);
-		f->count++;
-	}
-}
-
-bool hgsmi_int_inflight_take(struct hgsmi_inflight *f, uint32_t off)
-{
-	uint32_t g;
-
-	if (off < f->base || off - f->base >= f->size || (off - f->base) % HGSMI_HEAP_ALIGN)
-		return false;
-	g = (off - f->base) / HGSMI_HEAP_ALIGN;
-	if (!(f->bits[g / 64] & (1ull << (g % 64))))
-		return false;
-	f->bits[g / 64] &= ~(1ull << (g % 64));
-	f->count--;
-	return true;
-}

@@ -155,9 +155,36 @@ struct hgsmi_inflight {
 HGSMI_INT int hgsmi_int_inflight_init(struct hgsmi_inflight *f, uint32_t base,
 				      uint32_t size);
 HGSMI_INT void hgsmi_int_inflight_free(struct hgsmi_inflight *f);
-/* Mark / unmark; unmark returns false for an offset that is not in flight. */
-HGSMI_INT void hgsmi_int_inflight_set(struct hgsmi_inflight *f, uint32_t off);
-HGSMI_INT bool hgsmi_int_inflight_take(struct hgsmi_inflight *f, uint32_t off);
+/*
+ * Mark / unmark; unmark returns false for an offset that is not in flight.
+ * Inline: they run several times per message on both sides.
+ */
+static inline void hgsmi_int_inflight_set(struct hgsmi_inflight *f, uint32_t off)
+{
+	uint32_t g = (off - f->base) / HGSMI_HEAP_ALIGN;
+	uint64_t bit = 1ull << (g % 64);
+
+	if (!(f->bits[g / 64] & bit)) {
+		f->bits[g / 64] |= bit;
+		f->count++;
+	}
+}
+
+static inline bool hgsmi_int_inflight_take(struct hgsmi_inflight *f, uint32_t off)
+{
+	uint32_t g;
+	uint64_t bit;
+
+	if (off < f->base || off - f->base >= f->size || (off - f->base) % HGSMI_HEAP_ALIGN)
+		return false;
+	g = (off - f->base) / HGSMI_HEAP_ALIGN;
+	bit = 1ull << (g % 64);
+	if (!(f->bits[g / 64] & bit))
+		return false;
+	f->bits[g / 64] &= ~bit;
+	f->count--;
+	return true;
+}
 
 /* ---- channel tables -------------------------------------------------------- */
 struct hgsmi_channel {
@@ -170,6 +197,32 @@ HGSMI_INT int hgsmi_int_channel_set(struct hgsmi_channel *table, uint8_t ch,
 /* Run a C handler on a verified buffer; fills status and reply length. */
 HGSMI_INT void hgsmi_int_channel_run(const struct hgsmi_channel *c,
 				     uint8_t *base, struct hgsmi_msg *m);
+/*
+ * hgsmi_checksum of n buffers at once: out[i] over offsets[i], headers[i]
+ * and the tail word tail_reserved[i] (NULL: all zero).  Inputs are private
+ * copies; the result equals the scalar function's for every input.
+ */
+HGSMI_INT void hgsmi_int_checksum_many(const uint32_t *offsets,
+				       const struct hgsmi_buffer_header *headers,
+				       const uint32_t *tail_reserved, unsigned n,
+				       uint32_t *out);
+/* The header hgsmi_buffer_init writes (unsealed: the checksum is the tail's). */
+HGSMI_INT void hgsmi_int_buffer_header(struct hgsmi_buffer_header *h, uint32_t data_size,
+				       uint8_t channel, uint16_t info, uint32_t reply_cap);
+/*
+ * Write n headers and sealed tails (as hgsmi_buffer_init) at offs[i]; the
+ * caller has checked each block lies in its own heap.
+ */
+HGSMI_INT void hgsmi_int_buffer_seal_many(uint8_t *base, const uint32_t *offs,
+					  const struct hgsmi_buffer_header *hdrs, unsigned n);
+/*
+ * hgsmi_buffer_verify of n offsets: rcs[i] and, where rcs[i] == 0, out[i]
+ * are what hgsmi_buffer_verify(base, area_off, area_size, offs[i], &out[i])
+ * returns, with each header and tail read from shared memory once.
+ */
+HGSMI_INT void hgsmi_int_buffer_verify_many(const uint8_t *base, uint32_t area_off,
+					    uint32_t area_size, const uint32_t *offs,
+					    unsigned n, struct hgsmi_msg *out, int *rcs);
 /* Write a completion's status and reply length into the buffer header. */
 HGSMI_INT void hgsmi_int_buffer_result(uint8_t *base, const struct hgsmi_msg *m);
 

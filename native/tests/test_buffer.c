@@ -22,6 +22,7 @@
 
 #include "hgsmi.h"
 #include "helpers.h"
+#include "internal.h" /* the batched checksum, seal and verify */
 
 #define HDR ((uint32_t)sizeof(struct hgsmi_buffer_header))
 #define OVH ((uint32_t)HGSMI_BUFFER_OVERHEAD)
@@ -721,9 +722,172 @@ static void test_random(void)
 		CHECK(verdicts[i] > 1000);
 }
 
+/* ---- batched checksum, seal and verify ----------------------------------- */
+
+/* hgsmi_int_checksum_many equals hgsmi_checksum: the known answers, then
+ * random inputs at every batch size around the vector width. */
+static void test_checksum_many(void)
+{
+	static const uint32_t ko[3] = {0x00000000u, 0x00FF0000u, 0x00FF0020u};
+	static const uint32_t kw[3] = {0x4e7ddd50u, 0x8228766eu, 0xeaf0d496u};
+	struct hgsmi_buffer_header kh[3] = {
+		{.data_size = 8, .channel = 1, .channel_info = 0},
+		{.data_size = 8, .channel = 2, .channel_info = 1},
+		{.data_size = 8, .channel = 2, .channel_info = 12},
+	};
+	enum { MAXN = 70 };
+	struct hgsmi_buffer_header h[MAXN];
+	uint32_t o[MAXN], tr[MAXN], got[MAXN], ko8[24], kw8[24];
+	struct hgsmi_buffer_header kh8[24];
+
+	hgsmi_int_checksum_many(ko, kh, NULL, 3, got);
+	for (unsigned i = 0; i < 3; i++)
+		CHECK(got[i] == kw[i]);
+	/* The known answers again inside a vector-sized batch, every lane. */
+	for (unsigned i = 0; i < 24; i++)
+		ko8[i] = ko[i % 3], kh8[i] = kh[i % 3], kw8[i] = kw[i % 3];
+	hgsmi_int_checksum_many(ko8, kh8, NULL, 24, got);
+	for (unsigned i = 0; i < 24; i++)
+		CHECK(got[i] == kw8[i]);
+
+	for (unsigned it = 0; it < 20000; it++) {
+		unsigned n = rnd_below(MAXN + 1);
+		bool zero_tail = rnd_below(2);
+
+		for (unsigned i = 0; i < n; i++) {
+			uint64_t r = rnd();
+
+			memcpy(&h[i], &r, 8);
+			r = rnd();
+			memcpy((uint8_t *)&h[i] + 8, &r, 8);
+			o[i] = (uint32_t)rnd();
+			tr[i] = (uint32_t)rnd();
+		}
+		hgsmi_int_checksum_many(o, h, zero_tail ? NULL : tr, n, got);
+		for (unsigned i = 0; i < n; i++) {
+			struct hgsmi_buffer_tail t = {.reserved = zero_tail ? 0 : tr[i],
+						      .checksum = (uint32_t)rnd()};
+
+			CHECK(got[i] == hgsmi_checksum(o[i], &h[i], &t));
+		}
+	}
+}
+
+/* hgsmi_int_buffer_seal_many writes what hgsmi_buffer_init writes. */
+static void test_seal_many(void)
+{
+	enum { N = 100, STRIDE = 192 };
+	struct area a = area_new(0x4000, N * STRIDE), b = area_new(0x4000, N * STRIDE);
+	struct hgsmi_buffer_header h[N];
+	uint32_t o[N];
+
+	for (unsigned it = 0; it < 200; it++) {
+		unsigned n = 1 + rnd_below(N);
+
+		for (unsigned i = 0; i < n; i++) {
+			uint32_t size = rnd_below(STRIDE - OVH + 1);
+			uint32_t cap = rnd_below(2) ? 0 : size + rnd_below(STRIDE - OVH + 1 - size);
+			uint8_t ch = (uint8_t)rnd();
+			uint16_t info = (uint16_t)rnd();
+
+			o[i] = a.off + i * STRIDE;
+			hgsmi_int_buffer_header(&h[i], size, ch, info, cap);
+			CHECK_RC(hgsmi_buffer_init(b.base, o[i], size, ch, info, cap));
+		}
+		hgsmi_int_buffer_seal_many(a.base, o, h, n);
+		CHECK(memcmp(a.mem, b.mem, n * STRIDE) == 0);
+	}
+	area_free(&a);
+	area_free(&b);
+}
+
+/*
+ * hgsmi_int_buffer_verify_many returns, offset by offset, what
+ * hgsmi_buffer_verify returns: an area full of random, plausible and
+ * correctly sealed buffers, checked in random batches of random offsets.
+ */
+static void test_verify_many(void)
+{
+	enum { MAXN = 150 };
+	uint32_t offs[MAXN];
+	struct hgsmi_msg got[MAXN];
+	int rcs[MAXN];
+	unsigned verdicts[5] = {0};
+
+	for (unsigned round = 0; round < 200; round++) {
+		struct area a = area_new(0x1000 + rnd_below(256), 64 + rnd_below(8192));
+
+		/* Fill: sealed buffers on most lines, some broken in one field. */
+		for (uint32_t off = (a.off + 63) & ~63u; off + OVH <= a.off + a.size; off += 64) {
+			uint32_t room = a.off + a.size - off - OVH;
+			uint32_t size = rnd_below(4) ? rnd_below(room < 200 ? room + 1 : 200)
+						     : rnd_below(room + 64);
+			struct hgsmi_buffer_header h;
+
+			if (size > room || rnd_below(8) == 0) {
+				uint64_t r = rnd();
+
+				memcpy(&h, &r, 8);
+				r = rnd();
+				memcpy((uint8_t *)&h + 8, &r, 8);
+				if (rnd_below(2))
+					h.data_size = rnd_below(room + 32);
+				if (rnd_below(2))
+					h.flags &= HGSMI_BUFFER_HEADER_F_REPLY_CAP;
+				if (rnd_below(2))
+					h.u1 = 0;
+				forge(&a, off, &h, rnd_below(4) ? 0 : (uint32_t)rnd());
+			} else {
+				CHECK_RC(hgsmi_buffer_init(a.base, off, size, (uint8_t)rnd(),
+							   (uint16_t)rnd(), rnd_below(2) ? 0 : size + rnd_below(32)));
+				if (rnd_below(8) == 0) /* a stale checksum */
+					a.base[off + (rnd_below(2) ? 4 : 6)] ^= (uint8_t)(1 + rnd_below(255));
+			}
+		}
+		for (unsigned it = 0; it < 50; it++) {
+			unsigned n = rnd_below(MAXN + 1);
+
+			for (unsigned i = 0; i < n; i++) {
+				switch (rnd_below(6)) {
+				case 0:
+					offs[i] = (uint32_t)rnd();
+					break;
+				case 1:
+					offs[i] = a.off + rnd_below(a.size + 64);
+					break;
+				default:
+					offs[i] = ((a.off + rnd_below(a.size + 64)) & ~63u);
+				}
+			}
+			memset(got, 0xa5, sizeof(got));
+			hgsmi_int_buffer_verify_many(a.base, a.off, a.size, offs, n, got, rcs);
+			for (unsigned i = 0; i < n; i++) {
+				struct hgsmi_msg m;
+				int rc;
+
+				memset(&m, 0xa5, sizeof(m)); /* fields verify leaves alone match */
+				rc = verify(&a, offs[i], &m);
+				CHECK_EQ_RC(rcs[i], rc);
+				if (rc == 0)
+					CHECK(memcmp(&got[i], &m, sizeof(m)) == 0);
+				verdicts[rc == 0 ? 0 : rc == -EINVAL ? 1 : rc == -ERANGE ? 2
+					 : rc == -EPROTO ? 3 : 4]++;
+			}
+		}
+		area_free(&a);
+	}
+	printf("verify_many: %u verified, %u -EINVAL, %u -ERANGE, %u -EPROTO, %u -EBADMSG\n",
+	       verdicts[0], verdicts[1], verdicts[2], verdicts[3], verdicts[4]);
+	for (unsigned i = 0; i < 5; i++)
+		CHECK(verdicts[i] > 100);
+}
+
 int main(void)
 {
 	test_checksum_kat();
+	test_checksum_many();
+	test_seal_many();
+	test_verify_many();
 	test_round_trip();
 	test_offsets();
 	test_fields();

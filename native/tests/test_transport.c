@@ -20,6 +20,7 @@
 #define CH_POST 0x21
 #define CH_SINK_C 0x22
 #define CH_ASK_POST 0x23
+#define CH_CHECK_C 0x24
 
 static int echo(void *ctx, const struct hgsmi_msg *m, void *data, uint32_t *reply)
 {
@@ -42,6 +43,19 @@ static void fill(uint8_t *p, uint32_t n, uint32_t seed)
 {
 	for (uint32_t i = 0; i < n; i++)
 		p[i] = (uint8_t)(seed * 131 + i * 7);
+}
+
+/* A sink that checks every byte: message of n bytes is fill(n, seed n). */
+static int check_sink(void *ctx, const struct hgsmi_msg *m, void *data, uint32_t *reply)
+{
+	uint8_t want[1024];
+
+	(void)ctx;
+	CHECK(m->size >= 1 && m->size <= sizeof(want));
+	fill(want, m->size, m->size);
+	CHECK(memcmp(want, data, m->size) == 0);
+	*reply = 0;
+	return 0;
 }
 
 static volatile sig_atomic_t stop;
@@ -70,6 +84,7 @@ static void run_host(const char *name, uint32_t backend, int ready_fd)
 	CHECK_RC(hgsmi_host_register(h, CH_ECHO_C, echo, NULL));
 	CHECK_RC(hgsmi_host_register(h, CH_SINK_C, sink, &sunk));
 	CHECK_RC(hgsmi_host_register(h, CH_ASK_POST, ask_post, &want_post));
+	CHECK_RC(hgsmi_host_register(h, CH_CHECK_C, check_sink, NULL));
 	CHECK(write(ready_fd, "r", 1) == 1);
 	while (!stop) {
 		int rc = hgsmi_host_poll(h, 100);
@@ -112,6 +127,7 @@ static void run_guest(const char *name)
 {
 	struct hgsmi_guest *g;
 	static uint8_t in[1 << 20], out[1 << 20];
+	struct hgsmi_guest_stats before_st;
 	uint32_t v;
 	int rc;
 
@@ -160,6 +176,54 @@ static void run_guest(const char *name)
 			hgsmi_guest_stats(g, &st);
 		} while (st.inflight);
 		CHECK(st.remote_errors == 0 && st.msgs_out >= 5000);
+	}
+	/*
+	 * Batches of small sends, carved from one heap block each (slabs),
+	 * mixed with runs of larger ones and partial pushes into a full ring:
+	 * every byte arrives, and the heap is empty once all is back.
+	 */
+	{
+		static uint8_t bufs[1024][1024];
+		const void *datas[300];
+		uint32_t lens[300];
+		struct hgsmi_msg none[1];
+		struct hgsmi_guest_stats st;
+		uint64_t before;
+
+		hgsmi_guest_stats(g, &before_st);
+		before = before_st.msgs_out;
+		for (uint32_t n = 1; n <= 1024; n++)
+			fill(bufs[n - 1], n, n);
+		for (int round = 0; round < 200; round++) {
+			int sent = 0;
+
+			for (int i = 0; i < 300; i++) {
+				/* Mostly 1..232 B (slab-sized), sometimes runs above. */
+				uint32_t n = (i / 7 + round) % 5 == 0 ? 233 + (uint32_t)(i * 37 + round) % 700
+									: 1 + (uint32_t)(i * 13 + round) % 232;
+				lens[i] = n;
+				datas[i] = bufs[n - 1];
+			}
+			while (sent < 300) {
+				rc = hgsmi_guest_send(g, CH_CHECK_C, 0, datas + sent, lens + sent,
+						      (unsigned)(300 - sent));
+				if (rc == -EAGAIN || rc == -ENOMEM) {
+					CHECK(hgsmi_guest_wait(g, 1000) > 0);
+					CHECK(hgsmi_guest_reap(g, none, 1) == 0);
+				} else {
+					CHECK_RC(rc);
+					sent += rc;
+				}
+			}
+		}
+		do {
+			CHECK(hgsmi_guest_wait(g, 2000) >= 0);
+			CHECK(hgsmi_guest_reap(g, none, 1) == 0);
+			hgsmi_guest_stats(g, &st);
+		} while (st.inflight);
+		CHECK(st.remote_errors == 0 && st.errors == 0);
+		CHECK(st.msgs_out - before == 200u * 300u);
+		CHECK(st.guest_heap.used == 0);
 	}
 	/* host -> guest: ask for 300 posts, serve them with a C handler */
 	CHECK_RC(hgsmi_guest_register(g, CH_POST, on_post, NULL));
