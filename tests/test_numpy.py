@@ -11,12 +11,12 @@ import os
 import subprocess
 import sys
 import textwrap
-import threading
 from pathlib import Path
 
 import pytest
 
 import hgsmi
+from pump import Pump
 from hgsmi._native import ffi, lib
 from hgsmi.aio import AsyncGuest, AsyncHost
 
@@ -55,19 +55,6 @@ def frame_handler(seen):
     return handler
 
 
-class _pump:
-    """Serve a host from a thread while the test drives the guest."""
-
-    def __init__(self, host):
-        self.host = host
-        self.t = threading.Thread(target=host.serve, daemon=True)
-        self.t.start()
-
-    def stop(self):
-        self.host.stop()
-        self.t.join(5)
-
-
 def check_guest_frame(g, buf):
     arr = buf.array(np.uint8, SHAPE)  # fill in place
     arr[...] = expected_frame()
@@ -80,7 +67,7 @@ def test_frame_round_trip_without_a_copy(name, runtime_dir, no_leaks):
     seen = []
     with hgsmi.Host(name, size=SEGMENT) as host:
         host.register(CH_FRAME, frame_handler(seen))
-        pump = _pump(host)
+        pump = Pump(host)
         try:
             with hgsmi.Guest(name) as g:
                 with g.alloc(CH_FRAME, 0, FRAME) as buf:
@@ -127,7 +114,7 @@ def test_a_view_kept_past_completion_holds_the_buffer_back(name, runtime_dir, no
     kept = []
     with hgsmi.Host(name, size=4 << 20) as host:
         host.register(CH_KEEP, lambda m: kept.append(m.array(np.uint32)))
-        pump = _pump(host)
+        pump = Pump(host)
         try:
             with hgsmi.Guest(name) as g:
                 # Host side: the handler keeps an array; the completion waits for it.
@@ -201,7 +188,7 @@ def test_async_host_holds_a_completion_back_until_the_view_goes(name, runtime_di
 def test_use_after_completion_raises_for_views(name, runtime_dir, no_leaks):
     with hgsmi.Host(name, size=4 << 20) as host:
         host.register(CH_FRAME, lambda m: None)
-        pump = _pump(host)
+        pump = Pump(host)
         try:
             with hgsmi.Guest(name) as g:
                 with g.alloc(CH_FRAME, 0, 64) as buf:

@@ -10,28 +10,17 @@ mappings start on a page, so the receiver sees the sender's phase.
 from __future__ import annotations
 
 import mmap
-import threading
 
 import pytest
 
 import hgsmi
+from pump import Pump
 from hgsmi._native import ffi
 
 CH = 0x30
 PAGE = 4096
 SIZES = [64, 2048, 2049, 5000, 65536, 300_000]
 SHIFTS = [0, 8, 16, 24, 48, 1000, 4080]
-
-
-class _Pump:
-    def __init__(self, host):
-        self.host = host
-        self.t = threading.Thread(target=host.serve, daemon=True)
-        self.t.start()
-
-    def stop(self):
-        self.host.stop()
-        self.t.join(5)
 
 
 def address(view) -> int:
@@ -60,7 +49,7 @@ def test_send_and_call_place_large_copies(name, runtime_dir, no_leaks):
 
     with hgsmi.Host(name, size=16 << 20) as host:
         host.register(CH, on_data)
-        pump = _Pump(host)
+        pump = Pump(host)
         try:
             with hgsmi.Guest(name) as g:
                 for size in SIZES:
@@ -91,7 +80,7 @@ def test_post_places_large_copies(name, runtime_dir, no_leaks):
         seen.append((address(msg.data), bytes(msg.data)))
 
     with hgsmi.Host(name, size=16 << 20) as host:
-        pump = _Pump(host)  # serves the attach only
+        pump = Pump(host)  # serves the attach only
         try:
             g = hgsmi.Guest(name)
         finally:
@@ -124,7 +113,7 @@ def test_placed_sends_keep_the_heap_whole(name, runtime_dir, no_leaks, size):
     got = []
     with hgsmi.Host(name, size=4 << 20) as host:
         host.register(CH, lambda msg: got.append(len(msg.data)))
-        pump = _Pump(host)
+        pump = Pump(host)
         try:
             with hgsmi.Guest(name) as g:
                 src, _ = source(size, 16)

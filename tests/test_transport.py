@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 import hgsmi
+from pump import Pump
 
 sys.path.insert(0, str(Path(__file__).parent / "peers"))
 from messages import stream  # noqa: E402
@@ -96,7 +97,7 @@ def test_call_reply_longer_than_request_and_zero_copy(name, runtime_dir, no_leak
     with hgsmi.Host(name, size=4 << 20) as host:
         host.register(0x30, lambda m: bytes(m.data) * 3)
         host.register(0x31, lambda m: m.data.__setitem__(slice(None), bytes(m.data).upper()))
-        pump = _pump(host)
+        pump = Pump(host)
         with hgsmi.Guest(name) as g:
             assert g.call(0x30, 1, b"ab", reply_size=6) == b"ababab"
             with g.alloc(0x31, 0, 5) as buf:
@@ -118,7 +119,7 @@ def test_errors_reach_the_caller(name, runtime_dir, no_leaks):
     with hgsmi.Host(name, size=4 << 20) as host:
         host.register(0x30, boom)
         host.register(0x31, lambda m: bytes(m.capacity + 1))
-        pump = _pump(host)
+        pump = Pump(host)
         with hgsmi.Guest(name) as g:
             with pytest.raises(hgsmi.RemoteError):
                 g.call(0x30, 0, b"x")
@@ -137,7 +138,7 @@ def test_errors_reach_the_caller(name, runtime_dir, no_leaks):
 def test_async_submit_and_completions(name, runtime_dir, no_leaks):
     with hgsmi.Host(name, size=4 << 20) as host:
         host.register(0x30, lambda m: bytes(m.data)[::-1])
-        pump = _pump(host)
+        pump = Pump(host)
         with hgsmi.Guest(name) as g:
             bufs = []
             for i in range(200):
@@ -206,7 +207,7 @@ def test_host_disconnects_a_live_guest(name, runtime_dir, no_leaks, doorbell):
     """The guest keeps its eventfds after the host drops it; ringing them is harmless."""
     with hgsmi.Host(name, size=4 << 20, doorbell=doorbell) as host:
         host.register(0x30, lambda m: None)
-        pump = _pump(host)
+        pump = Pump(host)
         with hgsmi.Guest(name) as g:
             g.call(0x30, 0, b"x")
             pump.stop()
@@ -214,7 +215,7 @@ def test_host_disconnects_a_live_guest(name, runtime_dir, no_leaks, doorbell):
             with pytest.raises(hgsmi.PeerGone):
                 for _ in range(100):
                     g.send(0x30, 0, b"y")
-            pump = _pump(host)
+            pump = Pump(host)
             with hgsmi.Guest(name) as g2:  # the host serves on, and a new guest attaches
                 assert g2.call(0x30, 0, b"z") == b"z"
         pump.stop()
@@ -224,7 +225,7 @@ def test_guest_holds_an_ack_while_a_view_lives(name, runtime_dir, no_leaks):
     """The host reuses a host buffer once acked: a kept view must delay the ack."""
     kept = []
     with hgsmi.Host(name, size=4 << 20) as host:
-        pump = _pump(host)
+        pump = Pump(host)
         with hgsmi.Guest(name) as g:
             g.register(0x40, lambda m: kept.append(m.data[0:4]))  # a slice outlives the call
             pump.stop()
@@ -238,20 +239,6 @@ def test_guest_holds_an_ack_while_a_view_lives(name, runtime_dir, no_leaks):
             g.poll(0)
             host.poll(0.05)
             assert conn.stats()["inflight_host"] == 0
-
-
-class _pump:
-    """Serve a host from a thread while the test drives the guest."""
-
-    def __init__(self, host: hgsmi.Host) -> None:
-        import threading
-        self.host = host
-        self.t = threading.Thread(target=host.serve, daemon=True)
-        self.t.start()
-
-    def stop(self) -> None:
-        self.host.stop()
-        self.t.join(5)
 
 
 def test_host_holds_exactly_the_completions_whose_views_live(name, runtime_dir, no_leaks):
@@ -268,7 +255,7 @@ def test_host_holds_exactly_the_completions_whose_views_live(name, runtime_dir, 
 
     with hgsmi.Host(name, size=4 << 20) as host:
         host.register(0x41, handler)
-        pump = _pump(host)
+        pump = Pump(host)
         with hgsmi.Guest(name) as g:
             pump.stop()  # attached: this thread serves from here on
             bufs = []
@@ -303,7 +290,7 @@ def test_views_outlive_a_closed_peer_without_a_fault(name, runtime_dir, no_leaks
     kept = []
     with hgsmi.Host(name, size=4 << 20) as host:
         host.register(0x42, lambda m: kept.append(m.data[2:6]))
-        pump = _pump(host)
+        pump = Pump(host)
         g = hgsmi.Guest(name)
         pump.stop()
         buf = g.alloc(0x42, 0, 8)
@@ -330,7 +317,7 @@ def test_call_waits_for_room_behind_sent_messages(name, runtime_dir, no_leaks):
     import threading
     with hgsmi.Host(name, size=4 << 20, ring_entries=8) as host:
         host.register(0x43, lambda m: None)
-        pump = _pump(host)
+        pump = Pump(host)
         with hgsmi.Guest(name) as g:
             pump.stop()  # nobody serves: the ring fills
             for _ in range(8):
@@ -338,7 +325,7 @@ def test_call_waits_for_room_behind_sent_messages(name, runtime_dir, no_leaks):
             with pytest.raises(hgsmi.RingFull):
                 g.call(0x43, 0, b"call", timeout=0)
             pumps: list = []
-            threading.Timer(0.2, lambda: pumps.append(_pump(host))).start()  # serve again
+            threading.Timer(0.2, lambda: pumps.append(Pump(host))).start()  # serve again
             t0 = time.monotonic()
             try:
                 assert g.call(0x43, 0, b"call", timeout=10) == b"call"

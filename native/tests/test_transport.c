@@ -123,6 +123,37 @@ static int on_post(void *ctx, const struct hgsmi_msg *m, void *data, uint32_t *r
 	return 0;
 }
 
+/* Send all n (copy mode), waiting for room while the heap or ring is full. */
+static void send_all(struct hgsmi_guest *g, uint8_t ch, const void *const *datas,
+		     const uint32_t *lens, int n)
+{
+	struct hgsmi_msg none[1];
+	int sent = 0, rc;
+
+	while (sent < n) {
+		rc = hgsmi_guest_send(g, ch, 0, datas + sent, lens + sent, (unsigned)(n - sent));
+		if (rc == -EAGAIN || rc == -ENOMEM) {
+			CHECK(hgsmi_guest_wait(g, 1000) > 0);
+			CHECK(hgsmi_guest_reap(g, none, 1) == 0);
+		} else {
+			CHECK_RC(rc);
+			sent += rc;
+		}
+	}
+}
+
+/* Wait until nothing sent is in flight; *st holds the final stats. */
+static void drain(struct hgsmi_guest *g, struct hgsmi_guest_stats *st)
+{
+	struct hgsmi_msg none[1];
+
+	do {
+		CHECK(hgsmi_guest_wait(g, 2000) >= 0);
+		CHECK(hgsmi_guest_reap(g, none, 1) == 0);
+		hgsmi_guest_stats(g, st);
+	} while (st->inflight);
+}
+
 static void run_guest(const char *name)
 {
 	struct hgsmi_guest *g;
@@ -152,29 +183,12 @@ static void run_guest(const char *name)
 	{
 		const void *datas[100];
 		uint32_t lens[100];
-		struct hgsmi_msg none[1];
 		struct hgsmi_guest_stats st;
 		for (int i = 0; i < 100; i++)
 			datas[i] = in, lens[i] = (uint32_t)(1 + i * 997);
-		for (int round = 0; round < 50; round++) {
-			int sent = 0;
-			while (sent < 100) {
-				rc = hgsmi_guest_send(g, CH_SINK_C, 0, datas + sent, lens + sent,
-						      (unsigned)(100 - sent));
-				if (rc == -EAGAIN || rc == -ENOMEM) {
-					CHECK(hgsmi_guest_wait(g, 1000) > 0);
-					CHECK(hgsmi_guest_reap(g, none, 1) == 0);
-				} else {
-					CHECK_RC(rc);
-					sent += rc;
-				}
-			}
-		}
-		do {
-			CHECK(hgsmi_guest_wait(g, 2000) >= 0);
-			CHECK(hgsmi_guest_reap(g, none, 1) == 0);
-			hgsmi_guest_stats(g, &st);
-		} while (st.inflight);
+		for (int round = 0; round < 50; round++)
+			send_all(g, CH_SINK_C, datas, lens, 100);
+		drain(g, &st);
 		CHECK(st.remote_errors == 0 && st.msgs_out >= 5000);
 	}
 	/*
@@ -186,7 +200,6 @@ static void run_guest(const char *name)
 		static uint8_t bufs[1024][1024];
 		const void *datas[300];
 		uint32_t lens[300];
-		struct hgsmi_msg none[1];
 		struct hgsmi_guest_stats st;
 		uint64_t before;
 
@@ -195,8 +208,6 @@ static void run_guest(const char *name)
 		for (uint32_t n = 1; n <= 1024; n++)
 			fill(bufs[n - 1], n, n);
 		for (int round = 0; round < 200; round++) {
-			int sent = 0;
-
 			for (int i = 0; i < 300; i++) {
 				/* Mostly 1..232 B (slab-sized), sometimes runs above. */
 				uint32_t n = (i / 7 + round) % 5 == 0 ? 233 + (uint32_t)(i * 37 + round) % 700
@@ -204,23 +215,9 @@ static void run_guest(const char *name)
 				lens[i] = n;
 				datas[i] = bufs[n - 1];
 			}
-			while (sent < 300) {
-				rc = hgsmi_guest_send(g, CH_CHECK_C, 0, datas + sent, lens + sent,
-						      (unsigned)(300 - sent));
-				if (rc == -EAGAIN || rc == -ENOMEM) {
-					CHECK(hgsmi_guest_wait(g, 1000) > 0);
-					CHECK(hgsmi_guest_reap(g, none, 1) == 0);
-				} else {
-					CHECK_RC(rc);
-					sent += rc;
-				}
-			}
+			send_all(g, CH_CHECK_C, datas, lens, 300);
 		}
-		do {
-			CHECK(hgsmi_guest_wait(g, 2000) >= 0);
-			CHECK(hgsmi_guest_reap(g, none, 1) == 0);
-			hgsmi_guest_stats(g, &st);
-		} while (st.inflight);
+		drain(g, &st);
 		CHECK(st.remote_errors == 0 && st.errors == 0);
 		CHECK(st.msgs_out - before == 200u * 300u);
 		CHECK(st.guest_heap.used == 0);
