@@ -137,19 +137,25 @@ def _repeat(n: int, fn: Callable[[], Any], what: str,
     return out
 
 
+def rate_row(res: list[Any], transport: str, workload: str, size: int,
+             **extra: Any) -> Optional[dict[str, Any]]:
+    """The row of the median msgs/s (and MB/s) of stream results; None if none ran."""
+    res = [r for r in res if r["seconds"] > 0 and r["msgs"] > 0]
+    if not res:
+        return None
+    mps = statistics.median(r["msgs"] / r["seconds"] for r in res)
+    return {"transport": transport, "workload": workload, "size": size,
+            "msgs_per_s": round(mps, 1), "mb_per_s": round(mps * size / 1e6, 2),
+            **extra, "runs": len(res)}
+
+
 def stream_row(t: Any, workload: str, size: int, args: argparse.Namespace,
                runs: int) -> Optional[dict[str, Any]]:
     direction = workload[:3]
     res = _repeat(runs, lambda: t.stream(direction, size, seconds=args.seconds,
                                          cpus=args.cpus, timeout=60),
                   f"{t.name} {workload} {size}", args)
-    res = [r for r in res if r["seconds"] > 0 and r["msgs"] > 0]
-    if not res:
-        return None
-    mps = statistics.median(r["msgs"] / r["seconds"] for r in res)
-    return {"transport": t.name, "workload": workload, "size": size,
-            "msgs_per_s": round(mps, 1), "mb_per_s": round(mps * size / 1e6, 2),
-            "runs": len(res)}
+    return rate_row(res, t.name, workload, size)
 
 
 def rtt_row(t: Any, workload: str, args: argparse.Namespace,
@@ -169,13 +175,7 @@ def concurrent_row(t: Any, args: argparse.Namespace) -> Optional[dict[str, Any]]
     res = _repeat(args.runs, lambda: t.concurrent(64, ASYNC_INFLIGHT, seconds=args.seconds,
                                                   cpus=args.cpus, timeout=60),
                   f"{t.name} call-concurrent", args)
-    res = [r for r in res if r["seconds"] > 0 and r["msgs"] > 0]
-    if not res:
-        return None
-    mps = statistics.median(r["msgs"] / r["seconds"] for r in res)
-    return {"transport": t.name, "workload": "call-concurrent", "size": 64,
-            "msgs_per_s": round(mps, 1), "mb_per_s": round(mps * 64 / 1e6, 3),
-            "inflight": ASYNC_INFLIGHT, "runs": len(res)}
+    return rate_row(res, t.name, "call-concurrent", 64, inflight=ASYNC_INFLIGHT)
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -259,12 +259,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         t.segment = 8 << 20
         res = _repeat(args.runs, lambda: t.guests_n(8, 65536, seconds=args.seconds),
                       f"guests-8 {name}", args)
-        res = [r for r in res if r["seconds"] > 0]
-        if res:
-            mps = statistics.median(r["msgs"] / r["seconds"] for r in res)
-            rows.append({"transport": name, "workload": "guests-8", "size": 65536,
-                         "msgs_per_s": round(mps, 1), "mb_per_s": round(mps * 65536 / 1e6, 2),
-                         "spin_us": 0, "runs": len(res)})
+        add(rate_row(res, name, "guests-8", 65536, spin_us=0))
     add_ratios(rows)
     info["elapsed_s"] = round(time.monotonic() - t_start, 1)
     try:
