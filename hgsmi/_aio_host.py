@@ -5,7 +5,7 @@ import asyncio
 import logging
 import signal
 import threading
-from typing import Any
+from typing import Any, Generator, Iterable
 
 from ._aio_loop import LoopDriven, Waiter, in_loop_thread
 from ._native import ffi, lib
@@ -129,7 +129,25 @@ class AsyncHost(LoopDriven, Host):
         :meth:`GuestConn.post`; ``ValueError`` with several guests and no
         ``guest``.
         """
-        steps = (guest or self._only_guest())._post_steps(channel, info, data, timeout)
+        return await self._drive_post(
+            (guest or self._only_guest())._post_steps(channel, info, data, timeout))
+
+    async def post_many(self, channel: int, info: int,  # type: ignore[override]
+                        datas: Iterable[Any], timeout: float | None = None,
+                        guest: GuestConn | None = None) -> int:
+        """:meth:`GuestConn.post_many` to ``guest`` (default: the only one).
+
+        Waits for the guest's acks while its FIFO or the host heap is full
+        (up to ``timeout``).  Returns how many were queued.  Raises as
+        :meth:`GuestConn.post_many`; ``ValueError`` with several guests and
+        no ``guest``.
+        """
+        return await self._drive_post(
+            (guest or self._only_guest())._post_many_steps(channel, info, datas, timeout))
+
+    async def _drive_post(self, steps: Generator[tuple[int, float | None], None, int]) -> int:
+        """Run a post loop (GuestConn._room_steps): a round of serving while
+        there is no room, so the guest's acks come in."""
         try:
             while True:
                 _, left = next(steps)

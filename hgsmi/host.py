@@ -33,6 +33,8 @@ _SERVE_SLICE = 0.25
 _BATCHES_PER_ROUND = 4
 #: doorbell wake-ups per second one guest may cause by default (HGSMI_DOORBELLS_PER_S_DEFAULT)
 DEFAULT_DOORBELLS_PER_S = 100_000
+#: what a post waits out: host heap full (acks free it), FIFO full
+_NO_ROOM = (-errno.ENOMEM, -errno.EAGAIN)
 
 
 class GuestConn:
@@ -75,30 +77,89 @@ class GuestConn:
         except StopIteration as done:
             return done.value
 
+    def post_many(self, channel: int, info: int, datas: Iterable[Any],
+                  timeout: float | None = None) -> int:
+        """:meth:`post` for many messages, batched: one IRQ per batch.
+
+        Fire and forget: each is copied once into the host heap, and the
+        buffer goes back to it when the guest acks.  With a full heap or
+        FIFO it keeps serving until all are queued or ``timeout`` (None:
+        forever; 0: queue what fits now).  Returns how many were queued.
+        Raises :class:`HeapExhausted` / :class:`RingFull` (timeout 0 and
+        none fits), :class:`Timeout` (not all queued in time),
+        :class:`PeerGone`, :class:`MessageTooLarge`.
+        """
+        steps = self._post_many_steps(channel, info, datas, timeout)
+        try:
+            while True:
+                next(steps)
+                self._host.poll(0.001)
+        except StopIteration as done:
+            return done.value
+
     def _post_steps(self, channel: int, info: int, data: Any,
                     timeout: float | None) -> Generator[tuple[int, float | None], None, int]:
-        """The post loop, for Host and AsyncHost alike.
-
-        Posts if there is room; while the host heap or the FIFO is full it
-        yields ``(rc, seconds left or None)`` and its driver serves (acks
-        free room) before the next try.  Returns the offset; raises as
-        :meth:`post`.
-        """
+        """The post loop, for Host and AsyncHost alike (see :meth:`_room_steps`).
+        Returns the offset; raises as :meth:`post`."""
         check_channel(channel, info)
         src = as_buffer(data)
+        return (yield from self._room_steps(
+            "post", lambda: lib.hgsmi_conn_post(self._c, channel, info, src, len(src)),
+            timeout))
+
+    def _post_many_steps(self, channel: int, info: int, datas: Iterable[Any],
+                         timeout: float | None
+                         ) -> Generator[tuple[int, float | None], None, int]:
+        """The post_many loop, for Host and AsyncHost alike (see
+        :meth:`_room_steps`).  Returns how many; raises as :meth:`post_many`."""
+        check_channel(channel, info)
+        srcs = [as_buffer(d) for d in datas]
+        n = len(srcs)
+        if not n:
+            return 0
+        ptrs = ffi.new("void *[]", srcs)
+        lens = ffi.new("uint32_t[]", [len(s) for s in srcs])
+        sent = 0
+
+        def attempt() -> int | None:
+            nonlocal sent
+            rc = lib.hgsmi_conn_send(self._c, channel, info, ptrs + sent, lens + sent, n - sent)
+            if rc > 0:
+                sent += rc
+                return sent if sent == n else None  # None: more, try again now
+            if sent and timeout == 0 and rc in _NO_ROOM:
+                return sent  # timeout 0: what fitted
+            return rc
+
+        return (yield from self._room_steps("post_many", attempt, timeout))
+
+    def _room_steps(self, what: str, attempt: Callable[[], int | None],
+                    timeout: float | None) -> Generator[tuple[int, float | None], None, int]:
+        """The one wait-for-room loop of post and post_many.
+
+        Calls ``attempt()`` (``>= 0``: done, the result; ``None``: progress,
+        call again; ``-errno``: failed) until done.  While the host heap or
+        the FIFO is full it yields ``(rc, seconds left or None)`` and its
+        driver serves (acks free room) before the next try.  Raises
+        :class:`HeapExhausted` / :class:`RingFull` with timeout 0,
+        :class:`Timeout` when it runs out, and ``error(rc)`` for any other
+        failure.
+        """
         timeout_ms(timeout)  # None or >= 0, else ValueError
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             self._check_open()
-            rc = lib.hgsmi_conn_post(self._c, channel, info, src, len(src))
+            rc = attempt()
+            if rc is None:
+                continue
             if rc >= 0:
                 return int(rc)
-            if rc not in (-errno.ENOMEM, -errno.EAGAIN):
-                raise error(rc, "post")
+            if rc not in _NO_ROOM:
+                raise error(rc, what)
             if deadline is not None and time.monotonic() >= deadline:
                 if timeout == 0:
-                    raise error(rc, "post")
-                raise Timeout(errno.ETIMEDOUT, "post: no room in the host heap or FIFO")
+                    raise error(rc, what)
+                raise Timeout(errno.ETIMEDOUT, f"{what}: no room in the host heap or FIFO")
             yield rc, None if deadline is None else deadline - time.monotonic()
 
     def stats(self) -> dict[str, Any]:
@@ -373,6 +434,14 @@ class Host:
         Raises :class:`PeerGone` with no guest and ``ValueError`` with several.
         """
         return self._only_guest().post(channel, info, data, timeout)
+
+    def post_many(self, channel: int, info: int, datas: Iterable[Any],
+                  timeout: float | None = None) -> int:
+        """:meth:`GuestConn.post_many` to the only attached guest.
+
+        Raises :class:`PeerGone` with no guest and ``ValueError`` with several.
+        """
+        return self._only_guest().post_many(channel, info, datas, timeout)
 
     def wait_for_guests(self, n: int = 1, timeout: float | None = 10.0) -> list[GuestConn]:
         """Serve until ``n`` guests are attached; :class:`Timeout` after ``timeout``."""

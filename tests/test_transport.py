@@ -25,6 +25,7 @@ from messages import stream  # noqa: E402
 PEER = Path(__file__).parent / "peers" / "host_peer.py"
 BACKENDS = ["eventfd", "semaphore"]
 CH_HASH, CH_DIGEST, CH_PUSH, CH_PUSHED = 0x20, 0x21, 0x22, 0x23
+CH_PUSH_MANY, CH_HEAP = 0x24, 0x25
 COUNT = 20_000
 
 
@@ -91,6 +92,32 @@ def test_20000_messages_host_to_guest(host):
             g.poll(1.0)
         assert (h.digest(), len(seen)) == digest(stream(11, COUNT))
         assert g.stats()["errors"] == 0
+
+
+@pytest.mark.timeout(240)
+def test_20000_messages_host_to_guest_post_many(host):
+    """GuestConn.post_many (hgsmi_conn_send): every byte arrives, in order,
+    and every host buffer is back in the host heap once the guest acked."""
+    h, seen = hashlib.blake2b(digest_size=16), []
+
+    def on_pushed(msg):
+        assert msg.info == len(seen) // 500  # batches in order
+        h.update(msg.data)
+        seen.append(len(msg.data))
+
+    def host_heap_used(g) -> int:
+        return int.from_bytes(g.call(CH_HEAP, 0, b"", reply_size=8, timeout=30), "little")
+
+    with hgsmi.Guest(host) as g:
+        g.register(CH_PUSHED, on_pushed)
+        baseline = host_heap_used(g)
+        g.call(CH_PUSH_MANY, 0, f"13 {COUNT}".encode())
+        deadline = time.monotonic() + 200
+        while len(seen) < COUNT and time.monotonic() < deadline:
+            g.poll(1.0)
+        assert (h.digest(), len(seen)) == digest(stream(13, COUNT))
+        assert g.stats()["errors"] == 0
+        assert host_heap_used(g) == baseline
 
 
 def test_call_reply_longer_than_request_and_zero_copy(name, runtime_dir, no_leaks):

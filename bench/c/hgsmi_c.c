@@ -13,8 +13,9 @@
  *   -m g2h  the guest streams with hgsmi_guest_send (copy mode: alloc, copy,
  *           seal, queue; -b messages per call, one doorbell per call); a host
  *           handler checks the first and last byte of each message.
- *   -m h2g  the host streams: hgsmi_conn_alloc + memcpy for -b messages, then
- *           one hgsmi_conn_submit_many (one IRQ); a guest handler checks.
+ *   -m h2g  the host streams with hgsmi_conn_send (copy mode: alloc, copy,
+ *           seal, queue; -b messages per call, one IRQ per call); a guest
+ *           handler checks the first and last byte of each message.
  *   -m rtt  synchronous hgsmi_guest_call of -s bytes (alloc, copy, submit,
  *           wait, copy the reply back, free); the host handler checks the
  *           request and echoes it in place.  The guest times every call.
@@ -155,50 +156,41 @@ static void host_drain(void)
 }
 
 /*
- * h2g: fill a batch of host buffers, queue them with one IRQ.  Buffers the
- * FIFO had no room for stay filled and go first next time; a full heap or
- * FIFO waits for the guest's acks (hgsmi_conn_recv takes them).
+ * h2g: up to -b messages per hgsmi_conn_send (one IRQ a call).  A full heap
+ * or FIFO waits for the guest's acks (hgsmi_conn_recv and the next send take
+ * them).
  */
 static void host_stream(struct hgsmi_conn *c, const unsigned char *src,
 			const struct bench_opts *o)
 {
 	const unsigned b = batch_for(o);
 	const uint64_t count = o->count ? o->count : UINT64_MAX;
-	uint32_t offs[MAX_BATCH];
-	unsigned char *base = hgsmi_conn_base(c);
-	struct hgsmi_msg m, out[64];
-	unsigned have = 0;
+	static const void *datas[MAX_BATCH];
+	static uint32_t lens[MAX_BATCH];
+	struct hgsmi_msg out[64];
 	uint64_t n = 0;
 	double end = o->seconds > 0 ? bench_now() + o->seconds : 1e300;
 	int rc;
 
-	while ((n < count && bench_now() < end) || have) {
-		bool full = false;
+	for (unsigned i = 0; i < b; i++) {
+		datas[i] = src;
+		lens[i] = (uint32_t)o->size;
+	}
+	while (n < count && bench_now() < end) {
+		unsigned want = count - n < b ? (unsigned)(count - n) : b;
 
-		while (have < b && n + have < count) {
-			rc = hgsmi_conn_alloc(c, (uint32_t)o->size, DATA_CH, 0, &m);
-			if (rc == -ENOMEM) {
-				full = true;
-				break;
-			}
-			check(rc, "hgsmi_conn_alloc");
-			memcpy(base + m.data, src, o->size);
-			offs[have++] = m.offset;
-		}
-		if (have) {
-			rc = hgsmi_conn_submit_many(c, offs, have);
-			check(rc, "hgsmi_conn_submit_many");
-			memmove(offs, offs + rc, (have - (unsigned)rc) * sizeof(offs[0]));
+		rc = hgsmi_conn_send(c, DATA_CH, 0, datas, lens, want);
+		if (rc > 0) {
 			n += (unsigned)rc;
-			have -= (unsigned)rc;
-			full |= have > 0;
+			if ((unsigned)rc == want)
+				continue;
+		} else if (rc != -ENOMEM && rc != -EAGAIN) {
+			check(rc, "hgsmi_conn_send");
 		}
-		if (full) {
-			rc = hgsmi_host_wait(host, TIMEOUT_MS);
-			check(rc, "hgsmi_host_wait");
-			if (rc == 0)
-				bench_fail("hgsmi_c: no acks from the guest for %d ms", TIMEOUT_MS);
-		}
+		rc = hgsmi_host_wait(host, TIMEOUT_MS);
+		check(rc, "hgsmi_host_wait");
+		if (rc == 0)
+			bench_fail("hgsmi_c: no acks from the guest for %d ms", TIMEOUT_MS);
 		/* Take acks (they free host buffers); the guest sends nothing else. */
 		while ((rc = hgsmi_conn_recv(c, out, 64)) > 0)
 			bench_fail("hgsmi_c: unexpected guest buffer on channel %u", out[0].channel);

@@ -10,8 +10,9 @@ the baselines, with the host and the guest in two spawned processes.
   benchmark writes the two bytes the receiver checks (first and last), so
   no payload copy is made at all. The host has no Python alloc API, so
   h2g falls back to ``post`` (reported as not applicable).
-- ``hgsmi-batch``: ``Guest.send_many``: up to :func:`batch_for` messages
-  per doorbell (g2h only; h2g has no host batch API, rtt is one call).
+- ``hgsmi-batch``: ``Guest.send_many`` (g2h) and ``GuestConn.post_many``
+  (h2g): up to :func:`batch_for` messages per doorbell or IRQ (rtt is one
+  call).
 
 Unlike the channel-based baselines, hgsmi delivers messages to handlers, so
 it runs its own loops (below), with the same rules: the receiver touches the
@@ -323,12 +324,13 @@ def idle_guest(peer: _Peer, job: Job) -> float:
 
 # -- h2g: the host posts, the guest serves -----------------------------------
 
-def host_post(peer: _Peer, job: Job, ready_call: bool = False) -> None:
+def host_post(peer: _Peer, job: Job, ready_call: bool = False, mode: str = "copy") -> None:
     """Post job.size-byte messages to the guest, then the end marker, then
     serve until the guest detaches. With ``ready_call``, first wait for the
     guest's call on GO_CH: a guest that serves host commands as soon as it
     attaches (asyncio) would fail messages for channels it has not yet
-    registered."""
+    registered.  ``mode`` "batch" posts up to :func:`batch_for` a call with
+    ``post_many`` (one IRQ each), anything else one ``post`` each."""
     host = peer.obj
     size = job.size
     ready: list[int] = []
@@ -344,9 +346,17 @@ def host_post(peer: _Peer, job: Job, ready_call: bool = False) -> None:
     count, end = job.max_count, clock() + job.max_seconds
     post = conn.post
     n = 0
-    while n < count and clock() < end:
-        post(DATA_CH, 0, msg)
-        n += 1
+    if mode == "batch":
+        b = batch_for(size)
+        many = conn.post_many
+        full = [msg] * b
+        while n < count and clock() < end:
+            k = min(b, count - n)
+            n += many(DATA_CH, 0, full if k == b else full[:k])
+    else:
+        while n < count and clock() < end:
+            post(DATA_CH, 0, msg)
+            n += 1
     post(END_CH, 0, b"end")
     _drain_guests(host, job.timeout)
 
@@ -389,7 +399,7 @@ class HgsmiTransport(PeerTransport):
             return host_recv, functools.partial(guest_rtt, self.mode)
         if job.direction == "g2h":
             return host_recv, functools.partial(guest_send, self.mode)
-        return host_post, guest_recv
+        return functools.partial(host_post, mode=self.mode), guest_recv
 
     def supports(self, workload: str) -> bool:
         """Whether a workload ("g2h", "h2g", "rtt") uses this mode's API."""
@@ -431,7 +441,7 @@ class HgsmiBatch(HgsmiTransport):
     mode = "batch"
 
     def supports(self, workload: str) -> bool:
-        return workload == "g2h"
+        return workload in ("g2h", "h2g")
 
 
 def hgsmi_transports(spin_us: int = 0) -> list[HgsmiTransport]:

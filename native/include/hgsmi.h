@@ -347,6 +347,19 @@ HGSMI_API int hgsmi_conn_alloc(struct hgsmi_conn *conn, uint32_t size,
 			       uint8_t channel, uint16_t info,
 			       struct hgsmi_msg *out);
 HGSMI_API int hgsmi_conn_submit(struct hgsmi_conn *conn, uint32_t offset);
+/*
+ * Copy mode in one call, fire and forget, as hgsmi_guest_send: alloc + copy
+ * + seal + queue on the host FIFO for each of n messages of one channel, one
+ * IRQ (skipped while the guest is awake).  Each host buffer goes back to the
+ * host heap when the guest acks it (any host call takes the acks).  Returns
+ * how many were queued (> 0); stops early on a full heap or FIFO or a
+ * message too large, and returns -ENOMEM (host heap full; acks free it),
+ * -EAGAIN (FIFO full), -EMSGSIZE, -EINVAL (channel 0) or -EPIPE if none was
+ * queued.  Blocks: no.  Since HGSMI_0.4.
+ */
+HGSMI_API int hgsmi_conn_send(struct hgsmi_conn *conn, uint8_t channel,
+			      uint16_t info, const void *const *datas,
+			      const uint32_t *lens, unsigned n);
 /* Post many buffers with one IRQ.  Returns how many were queued. */
 HGSMI_API int hgsmi_conn_submit_many(struct hgsmi_conn *conn,
 				     const uint32_t *offsets, unsigned n);

@@ -26,7 +26,7 @@ static const struct hgsmi_region *area(const struct hgsmi_conn *c, int id)
  * seq_cst RMW is also the full barrier between publishing the ring index and
  * reading guest_waiting (the guest does the mirror image).
  */
-static void raise_irq(struct hgsmi_conn *c, uint32_t reason)
+void hgsmi_int_conn_raise_irq(struct hgsmi_conn *c, uint32_t reason)
 {
 	struct hgsmi_segment_header *h = hgsmi_int_seg_hdr(&c->seg);
 	uint32_t old = __atomic_fetch_or(&h->host_flags.value,
@@ -182,7 +182,7 @@ static void guest_error(struct hgsmi_conn *c, uint64_t *counter)
 		c->alive = false;
 }
 
-static void drain_acks(struct hgsmi_conn *c)
+void hgsmi_int_conn_drain_acks(struct hgsmi_conn *c)
 {
 	uint32_t offs[HGSMI_BATCH];
 	int n;
@@ -280,7 +280,7 @@ int hgsmi_conn_recv(struct hgsmi_conn *c, struct hgsmi_msg *out, unsigned max)
 
 	if (!c->alive)
 		return -EPIPE;
-	drain_acks(c);
+	hgsmi_int_conn_drain_acks(c);
 	while (n_out < max && c->alive) {
 		/* Never more taken and not completed than max_inflight: the
 		 * rest stay in the guest's ring, which is its backpressure. */
@@ -392,7 +392,7 @@ static int complete(struct hgsmi_conn *c, const struct hgsmi_msg *msgs, unsigned
 		c->st.errors_full += k - (unsigned)pushed;
 		done += k;
 	}
-	raise_irq(c, HGSMI_HOSTFLAGS_GCOMMAND_COMPLETED);
+	hgsmi_int_conn_raise_irq(c, HGSMI_HOSTFLAGS_GCOMMAND_COMPLETED);
 	return (int)n;
 }
 
@@ -421,11 +421,8 @@ static int alloc_for(struct hgsmi_conn *c, uint32_t size, uint8_t channel,
 		return -EINVAL;
 	if (size > hgsmi_heap_max_alloc(c->host_heap) - HGSMI_BUFFER_OVERHEAD)
 		return -EMSGSIZE;
-	if (src && size > HGSMI_PLACE_MIN)
-		rc = hgsmi_int_heap_alloc_placed(c->host_heap, size + (uint32_t)HGSMI_BUFFER_OVERHEAD,
-						 hgsmi_int_copy_phase(src), &off);
-	else
-		rc = hgsmi_heap_alloc(c->host_heap, size + (uint32_t)HGSMI_BUFFER_OVERHEAD, &off);
+	rc = hgsmi_int_heap_alloc_copy(c->host_heap, size + (uint32_t)HGSMI_BUFFER_OVERHEAD,
+				       src, size, &off);
 	if (rc < 0)
 		return rc;
 	hgsmi_buffer_init(c->seg.base, off, size, channel, info, 0);
@@ -472,7 +469,7 @@ int hgsmi_conn_submit_many(struct hgsmi_conn *c, const uint32_t *offsets,
 		c->st.bytes_out += h->data_size;
 	}
 	if (pushed > 0)
-		raise_irq(c, HGSMI_HOSTFLAGS_COMMANDS_PENDING);
+		hgsmi_int_conn_raise_irq(c, HGSMI_HOSTFLAGS_COMMANDS_PENDING);
 	return pushed;
 }
 
@@ -490,7 +487,7 @@ int64_t hgsmi_conn_post(struct hgsmi_conn *c, uint8_t channel, uint16_t info,
 	int rc;
 
 	/* Acks free host buffers: take them first so the heap has room. */
-	drain_acks(c);
+	hgsmi_int_conn_drain_acks(c);
 	if ((rc = alloc_for(c, len, channel, info, data, &m)) < 0)
 		return rc;
 	memcpy(c->seg.base + m.data, data, len);

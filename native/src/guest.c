@@ -276,17 +276,10 @@ static void doorbell(struct hgsmi_guest *g)
 	}
 }
 
-/* A heap block for `bytes`; placed against 4K aliasing when the caller will
- * copy `size` bytes into it from src (see HGSMI_PLACE_MIN). */
 static int heap_get(struct hgsmi_guest *g, uint32_t bytes, const void *src,
 		    uint32_t size, uint32_t *off)
 {
-	if (src && size > HGSMI_PLACE_MIN) {
-		int rc = hgsmi_int_heap_alloc_placed(g->heap, bytes, hgsmi_int_copy_phase(src), off);
-
-		return rc < 0 ? rc : 0;
-	}
-	return hgsmi_heap_alloc(g->heap, bytes, off);
+	return hgsmi_int_heap_alloc_copy(g->heap, bytes, src, size, off);
 }
 
 /*

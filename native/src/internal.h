@@ -288,6 +288,10 @@ HGSMI_INT void hgsmi_int_conn_destroy(struct hgsmi_conn *conn);
 HGSMI_INT bool hgsmi_int_conn_pending(const struct hgsmi_conn *conn);
 /* Is a doorbell of this guest within its rate?  Takes a token if so. */
 HGSMI_INT bool hgsmi_int_conn_doorbell_ok(struct hgsmi_conn *conn, uint64_t now_ns);
+/* Set reason | IRQ in the host flags; pulse the line if the guest sleeps. */
+HGSMI_INT void hgsmi_int_conn_raise_irq(struct hgsmi_conn *conn, uint32_t reason);
+/* Take the guest's acks: free the host buffers they name that were posted. */
+HGSMI_INT void hgsmi_int_conn_drain_acks(struct hgsmi_conn *conn);
 
 /* ---- heap placement ------------------------------------------------------ */
 /*
@@ -320,6 +324,23 @@ static inline uint32_t hgsmi_int_copy_phase(const void *src)
 }
 HGSMI_INT int hgsmi_int_heap_alloc_placed(struct hgsmi_heap *heap, uint32_t size,
 					  uint32_t phase, uint32_t *offset);
+
+/*
+ * A heap block of `bytes` for a buffer into which the caller copies `size`
+ * bytes from src (NULL: no copy): placed against 4K aliasing when the copy
+ * is large enough to suffer from it.  0 or hgsmi_heap_alloc's -errno.  One
+ * rule for both senders (guest send, host post/send).
+ */
+static inline int hgsmi_int_heap_alloc_copy(struct hgsmi_heap *heap, uint32_t bytes,
+					    const void *src, uint32_t size, uint32_t *off)
+{
+	if (src && size > HGSMI_PLACE_MIN) {
+		int rc = hgsmi_int_heap_alloc_placed(heap, bytes, hgsmi_int_copy_phase(src), off);
+
+		return rc < 0 ? rc : 0;
+	}
+	return hgsmi_heap_alloc(heap, bytes, off);
+}
 
 #define HGSMI_ERROR_LIMIT 1024 /* protocol errors before a guest is cut off */
 /* A throttled doorbell is ignored this long; also the rate limit's burst. */

@@ -6,6 +6,9 @@ Channel 0x20 (hash): hashes every request into a running BLAKE2b.
 Channel 0x21 (digest): replies with the digest so far and the count, then resets.
 Channel 0x22 (push): payload "<seed> <count>": replies at once, then posts
 ``count`` messages host -> guest on channel 0x23 from messages.stream(seed).
+Channel 0x24 (push many): as 0x22, with post_many in batches of 500 (info:
+the batch's number).
+Channel 0x25 (heap): replies with the host-heap bytes in use for this guest.
 Prints "ready" once it accepts guests; exits 0 on SIGTERM after a clean stop.
 """
 import hashlib
@@ -32,12 +35,17 @@ def main() -> int:
 
     def on_push(msg):
         seed, count = bytes(msg.data).split()
-        state["push"] = (msg.guest, int(seed), int(count))
+        state["push"] = (msg.guest, int(seed), int(count), msg.channel == 0x24)
+
+    def on_heap(msg):
+        return msg.guest.stats()["host_heap"]["used"].to_bytes(8, "little")
 
     with hgsmi.Host(name, size=size, doorbell=doorbell) as host:
         host.register(0x20, on_hash)
         host.register(0x21, on_digest)
         host.register(0x22, on_push)
+        host.register(0x24, on_push)
+        host.register(0x25, on_heap)
         print("ready", flush=True)
         import signal
         stop = []
@@ -45,8 +53,14 @@ def main() -> int:
         while not stop:
             host.poll(0.1)
             if state["push"]:
-                conn, seed, count = state["push"]
+                conn, seed, count, many = state["push"]
                 state["push"] = None
+                if many:
+                    datas = list(stream(seed, count))
+                    for i in range(0, count, 500):
+                        assert conn.post_many(0x23, i // 500, datas[i:i + 500],
+                                              timeout=30) == len(datas[i:i + 500])
+                    continue
                 for i, data in enumerate(stream(seed, count)):
                     conn.post(0x23, i & 0xFFFF, data, timeout=10)
     return 0
