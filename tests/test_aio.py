@@ -570,3 +570,22 @@ def test_handlers_given_at_attach_miss_no_early_command(name, runtime_dir, no_le
             stop.set()
             t.join(5)
         assert got == list(range(100)) and host.handler_errors == 0
+
+
+def test_async_host_post_many_waits_for_room(name, runtime_dir, no_leaks):
+    """5,000 host commands in batches through a 16-entry FIFO: all arrive, in order."""
+    got = []
+
+    async def main():
+        async with AsyncHost(name, size=4 << 20, ring_entries=16) as host:
+            async with AsyncGuest.connect(name, handlers={CH_PUSH: lambda m: got.append(bytes(m.data))}):
+                await host.wait_for_guests(1)
+                base = host.guests[0].stats()["host_heap"]["used"]
+                for start in range(0, 5000, 500):
+                    assert await host.post_many(CH_PUSH, 0, [b"%d" % i for i in range(500)]) == 500
+                    await _until(lambda: len(got) == start + 500, what="a batch")
+                await _until(lambda: host.guests[0].stats()["host_heap"]["used"] == base,
+                             what="the acks")
+
+    asyncio.run(asyncio.wait_for(main(), 30))
+    assert got == [b"%d" % i for i in range(500)] * 10
