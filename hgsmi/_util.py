@@ -4,7 +4,7 @@ from __future__ import annotations
 import math
 import os
 import re
-from typing import Any
+from typing import Any, Iterable
 
 from ._native import ffi
 
@@ -91,6 +91,17 @@ def as_buffer(data: Any, what: str = "data") -> Any:
     except TypeError:
         raise TypeError(f"{what} must be bytes-like (bytes, bytearray, memoryview, "
                         f"array), not {type(data).__name__}") from None
+
+
+def buffer_arrays(datas: Iterable[Any]) -> tuple[int, Any, Any, list[Any]]:
+    """``(n, void *[n], uint32_t[n], keep)``: pointers to and lengths of
+    bytes-like ``datas``, for the batch calls; ``keep`` holds the buffers
+    alive while the arrays are used.  TypeError as :func:`as_buffer`."""
+    keep = [as_buffer(d) for d in datas]
+    if not keep:
+        return 0, None, None, keep
+    return (len(keep), ffi.new("void *[]", keep),
+            ffi.new("uint32_t[]", [len(b) for b in keep]), keep)
 
 
 def struct_dict(cdata: Any) -> dict[str, Any]:

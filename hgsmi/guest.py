@@ -10,8 +10,8 @@ import time
 from typing import Any, Callable, Generator, Iterable, Mapping
 
 from ._native import ffi, lib
-from ._util import (as_buffer, backend_name, check_channel, check_int, check_name, struct_dict,
-                    timeout_ms)
+from ._util import (as_buffer, backend_name, buffer_arrays, check_channel, check_int, check_name,
+                    struct_dict, timeout_ms)
 from .errors import (HostNotFound, MessageTooLarge, PeerGone, Timeout, check, error)
 from .heap import with_fragmentation
 from . import _kept
@@ -238,12 +238,9 @@ class Guest:
         Returns how many were sent; raises as :meth:`send_many`.
         """
         check_channel(channel, info)
-        srcs = [as_buffer(d) for d in datas]
-        n = len(srcs)
+        n, ptrs, lens, _keep = buffer_arrays(datas)
         if not n:
             return 0
-        ptrs = ffi.new("void *[]", srcs)
-        lens = ffi.new("uint32_t[]", [len(s) for s in srcs])
         timeout_ms(timeout)  # None or >= 0, else ValueError
         deadline = None if timeout is None else time.monotonic() + timeout
         sent = 0

@@ -14,8 +14,8 @@ import time
 from typing import Any, Callable, Generator, Iterable, Iterator
 
 from ._native import ffi, lib
-from ._util import (as_buffer, backend_id, check_channel, check_int, check_name, segment_id,
-                    struct_dict, timeout_ms)
+from ._util import (as_buffer, backend_id, buffer_arrays, check_channel, check_int, check_name,
+                    segment_id, struct_dict, timeout_ms)
 from .errors import HgsmiError, PeerGone, Timeout, check, error
 from .heap import with_fragmentation
 from . import _kept
@@ -69,13 +69,7 @@ class GuestConn:
         :class:`HeapExhausted` / :class:`RingFull` (timeout 0),
         :class:`Timeout`, :class:`PeerGone`, :class:`MessageTooLarge`.
         """
-        steps = self._post_steps(channel, info, data, timeout)
-        try:
-            while True:
-                next(steps)
-                self._host.poll(0.001)
-        except StopIteration as done:
-            return done.value
+        return self._serve_until_done(self._post_steps(channel, info, data, timeout))
 
     def post_many(self, channel: int, info: int, datas: Iterable[Any],
                   timeout: float | None = None) -> int:
@@ -89,7 +83,10 @@ class GuestConn:
         none fits), :class:`Timeout` (not all queued in time),
         :class:`PeerGone`, :class:`MessageTooLarge`.
         """
-        steps = self._post_many_steps(channel, info, datas, timeout)
+        return self._serve_until_done(self._post_many_steps(channel, info, datas, timeout))
+
+    def _serve_until_done(self, steps: Generator[Any, None, int]) -> int:
+        """Run a post loop, serving the host (acks free room) whenever it waits."""
         try:
             while True:
                 next(steps)
@@ -113,12 +110,9 @@ class GuestConn:
         """The post_many loop, for Host and AsyncHost alike (see
         :meth:`_room_steps`).  Returns how many; raises as :meth:`post_many`."""
         check_channel(channel, info)
-        srcs = [as_buffer(d) for d in datas]
-        n = len(srcs)
+        n, ptrs, lens, _keep = buffer_arrays(datas)
         if not n:
             return 0
-        ptrs = ffi.new("void *[]", srcs)
-        lens = ffi.new("uint32_t[]", [len(s) for s in srcs])
         sent = 0
 
         def attempt() -> int | None:
