@@ -118,30 +118,11 @@ static void close_fds(int *fds, int n)
 		close(fds[i]);
 }
 
-/* One sendmsg of len bytes with n fds (which stay open here). */
+/* One sendmsg of len bytes with n fds (which stay open here): the core's own. */
 static void send_with_fds(int sock, const void *buf, size_t len, const int *fds, int n)
 {
-	union {
-		char buf[CMSG_SPACE(4 * sizeof(int))];
-		struct cmsghdr align;
-	} u;
-	struct iovec iov = {.iov_base = (void *)buf, .iov_len = len};
-	struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1};
-
-	if (n > 0 && len > 0) {
-		struct cmsghdr *c;
-
-		memset(&u, 0, sizeof(u));
-		mh.msg_control = u.buf;
-		mh.msg_controllen = CMSG_SPACE((size_t)n * sizeof(int));
-		c = CMSG_FIRSTHDR(&mh);
-		c->cmsg_level = SOL_SOCKET;
-		c->cmsg_type = SCM_RIGHTS;
-		c->cmsg_len = CMSG_LEN((size_t)n * sizeof(int));
-		memcpy(CMSG_DATA(c), fds, (size_t)n * sizeof(int));
-	}
 	if (len > 0)
-		FUZZ_CHECK(sendmsg(sock, &mh, MSG_NOSIGNAL) == (ssize_t)len);
+		FUZZ_CHECK(hgsmi_int_send_fds(sock, buf, len, fds, n) == 0);
 }
 
 static void *fake_host(void *arg)
