@@ -1,8 +1,12 @@
 /* helpers.h - tiny assertion and fixture helpers for the C unit tests. */
 #ifndef HGSMI_TEST_HELPERS_H
 #define HGSMI_TEST_HELPERS_H
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #define CHECK(cond)                                                            \
 	do {                                                                   \
@@ -21,4 +25,39 @@
 			exit(1);                                               \
 		}                                                              \
 	} while (0)
+
+/*
+ * Two real processes under a private runtime directory: fork a host that
+ * runs run_host(name, backend, ready_fd) (it writes a byte to ready_fd once
+ * it listens and exits 0 on SIGTERM), run the guest here, stop the host,
+ * and check it removed its socket.  Each side is bounded by alarm(60).
+ */
+static inline void fork_host_run_guest(const char *tag, uint32_t backend,
+				       void (*run_host)(const char *, uint32_t, int),
+				       void (*run_guest)(const char *))
+{
+	char name[17], dir[] = "/tmp/hgsmi-test-XXXXXX";
+	int p[2], status;
+	pid_t host;
+	char c;
+
+	CHECK(mkdtemp(dir));
+	setenv("HGSMI_RUNTIME_DIR", dir, 1);
+	snprintf(name, sizeof(name), "%s%d%u", tag, (int)getpid() % 100000, backend);
+	CHECK(pipe(p) == 0);
+	host = fork();
+	if (host == 0) {
+		alarm(60);
+		run_host(name, backend, p[1]);
+	}
+	CHECK(read(p[0], &c, 1) == 1);
+	alarm(60);
+	run_guest(name);
+	kill(host, SIGTERM);
+	CHECK(waitpid(host, &status, 0) == host);
+	CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+	CHECK(rmdir(dir) == 0); /* the host removed its socket */
+	close(p[0]);
+	close(p[1]);
+}
 #endif

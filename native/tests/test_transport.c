@@ -237,37 +237,10 @@ static void run_guest(const char *name)
 	hgsmi_guest_detach(g);
 }
 
-static void one(uint32_t backend)
-{
-	char name[17], dir[] = "/tmp/hgsmi-test-XXXXXX";
-	int p[2], status;
-	pid_t host;
-	char c;
-
-	CHECK(mkdtemp(dir));
-	setenv("HGSMI_RUNTIME_DIR", dir, 1);
-	snprintf(name, sizeof(name), "ct%d%u", (int)getpid() % 100000, backend);
-	CHECK(pipe(p) == 0);
-	host = fork();
-	if (host == 0) {
-		alarm(60);
-		run_host(name, backend, p[1]);
-	}
-	CHECK(read(p[0], &c, 1) == 1);
-	alarm(60);
-	run_guest(name);
-	kill(host, SIGTERM);
-	CHECK(waitpid(host, &status, 0) == host);
-	CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
-	CHECK(rmdir(dir) == 0); /* the host removed its socket */
-	close(p[0]);
-	close(p[1]);
-}
-
 int main(void)
 {
-	one(HGSMI_BACKEND_EVENTFD);
-	one(HGSMI_BACKEND_SEMAPHORE);
+	fork_host_run_guest("ct", HGSMI_BACKEND_EVENTFD, run_host, run_guest);
+	fork_host_run_guest("ct", HGSMI_BACKEND_SEMAPHORE, run_host, run_guest);
 	printf("test_transport: ok\n");
 	return 0;
 }
