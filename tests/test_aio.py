@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import os
 import random
-import signal
 import socket
 import subprocess
 import sys
@@ -21,6 +20,7 @@ from pathlib import Path
 import pytest
 
 import hgsmi
+from hosts import stop_host
 from hgsmi.aio import AsyncGuest, AsyncHost
 
 ROOT = Path(__file__).parent.parent
@@ -98,17 +98,6 @@ def start_host(name: str, doorbell: str) -> subprocess.Popen:
                          stdout=subprocess.PIPE, env=_env(), text=True)
     assert p.stdout.readline().strip() == "ready", "host peer did not start"
     return p
-
-
-def stop_host(p: subprocess.Popen) -> int:
-    if p.poll() is None:
-        p.send_signal(signal.SIGTERM)
-    try:
-        return p.wait(10)
-    except subprocess.TimeoutExpired:
-        p.kill()
-        p.wait()
-        raise
 
 
 def payload(i: int) -> bytes:

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 import hgsmi
-from pump import Pump
+from hosts import Pump
 from hgsmi._native import ffi, lib
 from hgsmi.aio import AsyncGuest, AsyncHost
 

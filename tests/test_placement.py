@@ -14,7 +14,7 @@ import mmap
 import pytest
 
 import hgsmi
-from pump import Pump
+from hosts import Pump
 from hgsmi._native import ffi
 
 CH = 0x30

@@ -8,7 +8,6 @@ from __future__ import annotations
 import hashlib
 import os
 import random
-import signal
 import subprocess
 import sys
 import time
@@ -17,7 +16,7 @@ from pathlib import Path
 import pytest
 
 import hgsmi
-from pump import Pump
+from hosts import Pump, stop_host
 
 sys.path.insert(0, str(Path(__file__).parent / "peers"))
 from messages import stream  # noqa: E402
@@ -35,17 +34,6 @@ def start_host(name: str, doorbell: str, size: int = 16 << 20) -> subprocess.Pop
                          stdout=subprocess.PIPE, env=env, text=True)
     assert p.stdout.readline().strip() == "ready", "host peer did not start"
     return p
-
-
-def stop_host(p: subprocess.Popen) -> int:
-    if p.poll() is None:
-        p.send_signal(signal.SIGTERM)
-    try:
-        return p.wait(10)
-    except subprocess.TimeoutExpired:
-        p.kill()
-        p.wait()
-        raise
 
 
 @pytest.fixture(params=BACKENDS)
