@@ -42,6 +42,9 @@ import pytest
 import hgsmi
 from conftest import memfds, shm_entries
 
+sys.path.insert(0, str(Path(__file__).parent / "peers"))
+from footprint import fd_count, mem_kib  # noqa: E402
+
 PEER = Path(__file__).parent / "peers" / "robust_peer.py"
 ROOT = Path(__file__).parent.parent
 CH_ECHO, CH_PUSHED, CH_SLEEP = 0x20, 0x23, 0x24
@@ -72,22 +75,6 @@ def reap(p: subprocess.Popen) -> None:
     p.wait(10)
     if p.stdout:
         p.stdout.close()
-
-
-def fd_count() -> int:
-    return len(os.listdir("/proc/self/fd"))
-
-
-def mem_kib() -> int:
-    """This process's memory: the RSS, or under ASan (whose quarantine keeps
-    freed memory resident) the live heap."""
-    try:
-        live = ctypes.CDLL(None).__sanitizer_get_current_allocated_bytes
-    except AttributeError:
-        with open("/proc/self/status") as f:
-            return next(int(line.split()[1]) for line in f if line.startswith("VmRSS:"))
-    live.restype = ctypes.c_size_t
-    return live() // 1024
 
 
 def segments(name: str) -> list[str]:

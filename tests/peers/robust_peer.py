@@ -15,30 +15,14 @@ cycles NAME N        a guest that attaches, makes one call on 0x20 and
 send and recv print "attached <guest id>" once they are attached; they are
 meant to be killed with SIGKILL in the middle of their transfers.
 """
-import ctypes
 import json
-import os
 import sys
 import time
 
 import hgsmi
+from footprint import fd_count, mem_kib
 
 CH_ECHO, CH_SLEEP, CH_PUSHED = 0x20, 0x24, 0x23
-
-
-def fds() -> int:
-    return len(os.listdir("/proc/self/fd"))
-
-
-def mem_kib() -> int:
-    """Live heap under ASan (its quarantine inflates RSS), else the RSS."""
-    try:
-        live = ctypes.CDLL(None).__sanitizer_get_current_allocated_bytes
-    except AttributeError:
-        with open("/proc/self/status") as f:
-            return next(int(line.split()[1]) for line in f if line.startswith("VmRSS:"))
-    live.restype = ctypes.c_size_t
-    return live() // 1024
 
 
 def host(name: str, doorbell: str, segment: str = "memfd") -> int:
@@ -73,7 +57,7 @@ def recv(name: str) -> int:
 
 
 def cycles(name: str, n: int) -> int:
-    fd0 = fds()
+    fd0 = fd_count()
     t0 = time.monotonic()
     mem_warm = 0
     for i in range(n):
@@ -83,7 +67,7 @@ def cycles(name: str, n: int) -> int:
                 return 1
         if i == 9:
             mem_warm = mem_kib()
-    print(json.dumps({"fds_before": fd0, "fds_after": fds(), "mem_warm_kib": mem_warm,
+    print(json.dumps({"fds_before": fd0, "fds_after": fd_count(), "mem_warm_kib": mem_warm,
                       "mem_after_kib": mem_kib(), "seconds": time.monotonic() - t0}),
           flush=True)
     return 0
