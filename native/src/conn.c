@@ -185,9 +185,15 @@ static void guest_error(struct hgsmi_conn *c, uint64_t *counter)
 void hgsmi_int_conn_drain_acks(struct hgsmi_conn *c)
 {
 	uint32_t offs[HGSMI_BATCH];
-	int n;
+	/* At most a ring's worth a call: a guest that keeps moving the tail
+	 * with junk must not keep the host here (its errors cut it off). */
+	uint32_t budget = c->seg.ring_entries;
+	int n = 0;
 
-	while ((n = hgsmi_int_ring_pop(&c->hostack, offs, HGSMI_BATCH)) > 0) {
+	while (c->alive && budget &&
+	       (n = hgsmi_int_ring_pop(&c->hostack, offs,
+				       budget < HGSMI_BATCH ? budget : HGSMI_BATCH)) > 0) {
+		budget -= (uint32_t)n;
 		for (int i = 0; i < n; i++) {
 			const struct hgsmi_buffer_header *h;
 
@@ -276,12 +282,16 @@ int hgsmi_conn_recv(struct hgsmi_conn *c, struct hgsmi_msg *out, unsigned max)
 	uint32_t offs[HGSMI_BATCH];
 	int rcs[HGSMI_BATCH];
 	unsigned n_out = 0, n_done = 0;
+	/* Entries taken per call, also those served in C (setup channel, C
+	 * handlers) that never reach out[]: a guest that keeps resubmitting
+	 * them must not hold the host; what is left makes its wait return. */
+	unsigned budget = max > HGSMI_BATCH ? max : HGSMI_BATCH;
 	int n;
 
 	if (!c->alive)
 		return -EPIPE;
 	hgsmi_int_conn_drain_acks(c);
-	while (n_out < max && c->alive) {
+	while (n_out < max && budget && c->alive) {
 		/* Never more taken and not completed than max_inflight: the
 		 * rest stay in the guest's ring, which is its backpressure. */
 		unsigned want = max - n_out, busy = c->held + n_done;
@@ -295,6 +305,8 @@ int hgsmi_conn_recv(struct hgsmi_conn *c, struct hgsmi_msg *out, unsigned max)
 			break;
 		if (want > cfg->max_inflight - busy)
 			want = cfg->max_inflight - busy;
+		if (want > budget)
+			want = budget;
 		n = hgsmi_int_ring_pop(&c->submit, offs, want < HGSMI_BATCH ? want : HGSMI_BATCH);
 		if (n < 0) {
 			guest_error(c, &c->st.errors_protocol);
@@ -303,6 +315,7 @@ int hgsmi_conn_recv(struct hgsmi_conn *c, struct hgsmi_msg *out, unsigned max)
 		}
 		if (n == 0)
 			break;
+		budget -= (unsigned)n;
 		/* All of the batch verified at once, checksums overlapped. */
 		hgsmi_int_buffer_verify_many(c->seg.base, g->offset, g->size, offs, (unsigned)n,
 					     vms, rcs);
