@@ -25,6 +25,7 @@ import pytest
 
 import hgsmi
 from hgsmi._native import ffi
+from hgsmi.stat import socket_path
 from test_robustness import Pump, fd_count, readline, reap
 
 ROOT = Path(__file__).parent.parent
@@ -199,3 +200,52 @@ def test_wait_honours_timeout_under_a_raised_irq(name, runtime_dir, no_leaks):
                     t.join(5)
         finally:
             pump.stop()
+
+
+FD_STARVED_HOST = r"""
+import os, resource, sys, time
+import hgsmi
+name = sys.argv[1]
+host = hgsmi.Host(name, size=1 << 20)
+host.register(0x20, lambda m: None)
+used = len(os.listdir("/proc/self/fd"))
+resource.setrlimit(resource.RLIMIT_NOFILE, (used + 12, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+print("ready", flush=True)
+end = time.monotonic() + float(sys.argv[2])
+while time.monotonic() < end:
+    host.poll(0.05)
+cpu = resource.getrusage(resource.RUSAGE_SELF)
+print(cpu.ru_utime + cpu.ru_stime, host.refused, flush=True)
+host.close()
+"""
+
+
+def test_out_of_fds_the_host_pauses_accepting_and_serves_on(name, runtime_dir, no_leaks):
+    """accept4 failing with EMFILE leaves the client in the backlog: the host
+    must neither spin on its listen fd nor stop serving attached guests."""
+    p = subprocess.Popen([sys.executable, "-c", FD_STARVED_HOST, name, "3"],
+                         stdout=subprocess.PIPE, text=True,
+                         env=dict(os.environ, PYTHONPATH=str(Path(__file__).parent.parent)))
+    socks = []
+    try:
+        assert readline(p) == "ready"
+        with hgsmi.Guest(name) as g:  # takes 3 of the 12 spare fds (socket, memfd, eventfds)
+            path = socket_path(name)
+            for _ in range(40):  # far more than the fds left: accept4 runs out
+                s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                s.connect(path)
+                socks.append(s)
+            t0 = time.monotonic()
+            for i in range(100):
+                assert g.call(0x20, i, b"still served", timeout=5) == b"still served"
+            assert time.monotonic() - t0 < 3
+        cpu, refused = readline(p, 15).split()
+        # 3 s of a host that sleeps in epoll: well under a second of CPU
+        # (spinning on the level-triggered listen fd would burn about 3 s).
+        assert float(cpu) < 1.0, cpu
+        assert int(refused) > 0
+        assert p.wait(10) == 0
+    finally:
+        for s in socks:
+            s.close()
+        reap(p)

@@ -20,6 +20,7 @@
 #include "internal.h"
 
 #define HELLO_TIMEOUT_MS 1000 /* a connection's hello must be complete by then */
+#define ACCEPT_PAUSE_NS 100000000ull /* out of fds: try accepting again after this */
 /* Under load the doorbell fds are checked only every this many busy passes. */
 #define BUSY_PASSES_PER_EPOLL 64
 /*
@@ -289,9 +290,12 @@ static void rearm_timer(struct hgsmi_host *h)
 	for (const struct hgsmi_conn *c = h->conns; c; c = c->next)
 		if (c->throttle_until_ns && c->throttle_until_ns < next)
 			next = c->throttle_until_ns;
+	if (h->accept_paused_until_ns && h->accept_paused_until_ns < next)
+		next = h->accept_paused_until_ns;
 	if (next != UINT64_MAX) { /* absolute; a time passed fires at once */
+		next++; /* never 0, which would disarm; split after, so nsec < 1e9 */
 		its.it_value.tv_sec = (time_t)(next / 1000000000u);
-		its.it_value.tv_nsec = (long)(next % 1000000000u) + 1;
+		its.it_value.tv_nsec = (long)(next % 1000000000u);
 	}
 	timerfd_settime(h->timer_fd, TFD_TIMER_ABSTIME, &its, NULL);
 }
@@ -334,6 +338,13 @@ static int on_timer(struct hgsmi_host *h)
 	for (unsigned i = 0; i < h->n_pending; i++)
 		if (now >= h->pending[i].deadline_ns)
 			mask |= HGSMI_EV_ACCEPT; /* accept drops it */
+	if (h->accept_paused_until_ns && now >= h->accept_paused_until_ns) {
+		struct epoll_event ev = {.events = EPOLLIN, .data.u64 = DATA_LISTEN};
+
+		h->accept_paused_until_ns = 0;
+		epoll_ctl(h->epfd, EPOLL_CTL_MOD, h->listen_fd, &ev);
+		mask |= HGSMI_EV_ACCEPT; /* what waited in the backlog */
+	}
 	rearm_timer(h);
 	return mask;
 }
@@ -625,10 +636,24 @@ static int take_new(struct hgsmi_host *h)
 	socklen_t clen = sizeof(cred);
 	int fd;
 
-	for (;;) {
+	while (!h->accept_paused_until_ns) {
 		fd = accept4(h->listen_fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
-		if (fd < 0)
-			return errno == EWOULDBLOCK || errno == EINTR ? 0 : -errno;
+		if (fd < 0 && (errno == EINTR || errno == ECONNABORTED || errno == EPROTO))
+			continue; /* that client is gone: the next one */
+		if (fd < 0 && errno == EWOULDBLOCK)
+			return 0;
+		if (fd < 0) {
+			/* Out of fds or memory: the connection stays in the backlog
+			 * and the level-triggered listen fd would wake every wait.
+			 * Unwatch it for a tick, and report it once. */
+			struct epoll_event ev = {.events = 0, .data.u64 = DATA_LISTEN};
+			int err = errno;
+
+			h->accept_paused_until_ns = hgsmi_int_now_ns() + ACCEPT_PAUSE_NS;
+			epoll_ctl(h->epfd, EPOLL_CTL_MOD, h->listen_fd, &ev);
+			rearm_timer(h);
+			return -err;
+		}
 		if (h->n_pending == HGSMI_PENDING_MAX)
 			return refuse(fd, &w, -EUSERS);
 		p = &h->pending[h->n_pending];
@@ -644,6 +669,7 @@ static int take_new(struct hgsmi_host *h)
 		h->n_pending++;
 		rearm_timer(h);
 	}
+	return 0;
 }
 
 int hgsmi_host_accept(struct hgsmi_host *h, struct hgsmi_conn **out)

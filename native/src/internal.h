@@ -271,7 +271,8 @@ struct hgsmi_host {
 	int n_conns;
 	struct hgsmi_pending pending[HGSMI_PENDING_MAX];
 	unsigned n_pending;
-	int timer_fd; /* fires at the next hello deadline or throttle's end */
+	int timer_fd; /* fires at the next hello deadline, throttle's or pause's end */
+	uint64_t accept_paused_until_ns; /* out of fds: listen fd unwatched till then */
 	uint32_t next_id, epoch;
 	uint32_t *uids;
 	uint32_t n_uids;
