@@ -392,8 +392,14 @@ int hgsmi_guest_submit(struct hgsmi_guest *g, const uint32_t *offs, unsigned n)
 		int64_t bs = hgsmi_heap_block_size(g->heap, offs[i]);
 		const struct hgsmi_buffer_header *h = (const void *)(g->seg.base + offs[i]);
 
-		if (bs < 0 || in_slab(g, offs[i]) || hgsmi_int_inflight_take(&g->sent, offs[i]))
-			return bs < 0 ? -EINVAL : (hgsmi_int_inflight_set(&g->sent, offs[i]), -EBUSY);
+		if (bs < 0)
+			return -EINVAL;
+		if (in_slab(g, offs[i]))
+			return -EBUSY; /* a send's buffer: never in the caller's hands */
+		if (hgsmi_int_inflight_take(&g->sent, offs[i])) {
+			hgsmi_int_inflight_set(&g->sent, offs[i]); /* it stays in flight */
+			return -EBUSY;
+		}
 		g->st.bytes_out += h->data_size;
 	}
 	pushed = queue(g, offs, n);
