@@ -43,8 +43,10 @@ int hgsmi_int_ring_push(struct hgsmi_ring *r, const uint32_t *v, unsigned n)
 	for (uint32_t i = 0; i < k; i++)
 		WRITE_ONCE(r->slots[(r->index + i) & r->mask], v[i]);
 	/* Release: the slots, and the buffers they name, are visible before
-	 * the consumer can see the new tail. */
-	store_release(&r->hdr->tail, r->index + k);
+	 * the consumer can see the new tail.  Nothing pushed: no store, which
+	 * would only pull the line from the consumer. */
+	if (k)
+		store_release(&r->hdr->tail, r->index + k);
 	r->index += k;
 	return (int)k;
 }
@@ -62,8 +64,10 @@ int hgsmi_int_ring_pop(struct hgsmi_ring *r, uint32_t *out, unsigned max)
 	k = max < avail ? max : avail;
 	for (uint32_t i = 0; i < k; i++)
 		out[i] = READ_ONCE(r->slots[(r->index + i) & r->mask]);
-	/* Release: our slot reads are done before the producer may reuse them. */
-	store_release(&r->hdr->head, r->index + k);
+	/* Release: our slot reads are done before the producer may reuse them.
+	 * Nothing taken (the common empty poll): no store to the shared line. */
+	if (k)
+		store_release(&r->hdr->head, r->index + k);
 	r->index += k;
 	return (int)k;
 }
