@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 
 import hgsmi
-from hgsmi._native import ffi
+from hgsmi._native import ffi, lib
 from hgsmi.stat import socket_path
 from test_robustness import Pump, fd_count, readline, reap
 
@@ -180,12 +180,13 @@ def test_wait_honours_timeout_under_a_raised_irq(name, runtime_dir, no_leaks):
         pump = Pump(host)
         try:
             with hgsmi.Guest(name) as g:
-                flags = ffi.cast("uint32_t *", g._base + 128)  # host_flags.value
+                hdr = ffi.cast("struct hgsmi_segment_header *", g._base)
+                flags = ffi.cast("uint32_t *", ffi.addressof(hdr.host_flags, "value"))
                 stop = threading.Event()
 
                 def raise_irq():
                     while not stop.is_set():
-                        flags[0] |= 0x02  # HGSMI_HOSTFLAGS_IRQ
+                        flags[0] |= lib.HGSMI_HOSTFLAGS_IRQ
 
                 t = threading.Thread(target=raise_irq, daemon=True)
                 t.start()

@@ -369,8 +369,8 @@ HGSMI_API void hgsmi_conn_stats(const struct hgsmi_conn *conn,
 				struct hgsmi_conn_stats *out);
 /*
  * Disconnect a guest (it sees -EPIPE): close its socket and doorbells,
- * unlink its segment, reclaim its host buffers.  Host-owned; the conn is
- * freed by the next hgsmi_host_wait/poll or by hgsmi_host_destroy.
+ * unlink its segment, reclaim its host buffers, and free the conn: the
+ * pointer is invalid when this returns (hgsmi_host_conn no longer lists it).
  */
 HGSMI_API void hgsmi_conn_close(struct hgsmi_conn *conn);
 /*

@@ -641,7 +641,7 @@ static int wait_irq(struct hgsmi_guest *g, int timeout_ms, bool call)
 		while (g->spin_us && hgsmi_int_now_ns() - start < g->spin_us * 1000ull) {
 			if (work_ready(g, call))
 				return 1;
-			__builtin_ia32_pause();
+			cpu_relax();
 		}
 		/* An IRQ still raised means the host skipped the eventfd: it
 		 * was acked, look again. */

@@ -31,7 +31,6 @@
 #define DATA_PENDING 2u /* some connection's hello: look at the table */
 #define DATA_TIMER 4u
 #define TAG_SOCK 1u
-#define SEM_SLICE_MS 20 /* semaphore backend: how often sockets are looked at */
 
 static int fill_defaults(struct hgsmi_host *h, const struct hgsmi_host_config *cfg)
 {
@@ -431,7 +430,7 @@ int hgsmi_host_wait(struct hgsmi_host *h, int timeout_ms)
 	while (h->cfg.spin_us && hgsmi_int_now_ns() - start < h->cfg.spin_us * 1000ull) {
 		if (any_pending(h))
 			return HGSMI_EV_WORK;
-		__builtin_ia32_pause();
+		cpu_relax();
 	}
 	/*
 	 * Announce the sleep, then a full barrier, then look once more: a

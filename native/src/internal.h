@@ -31,6 +31,27 @@
 #define store_release(p, v) __atomic_store_n((p), (v), __ATOMIC_RELEASE)
 #define full_fence() __atomic_thread_fence(__ATOMIC_SEQ_CST)
 
+/*
+ * One pass of a spin-wait.  It orders nothing: it only tells the core that
+ * this is a spin loop, so a hyperthread sibling (or the vCPU's host) gets the
+ * pipeline and the loop's exit costs no memory-order mis-speculation.  The
+ * loads that the loop re-checks carry their own ordering.
+ */
+static inline void cpu_relax(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+	__builtin_ia32_pause();
+#elif defined(__aarch64__)
+	__asm__ __volatile__("yield" ::: "memory");
+#else
+	__asm__ __volatile__("" ::: "memory");
+#endif
+}
+
+/* The semaphore backend cannot be polled with a socket: a wait sleeps in
+ * slices this long and looks at the sockets between them. */
+#define SEM_SLICE_MS 20
+
 /* ---- rings: SPSC, u32 offsets, free-running indices ---------------------- */
 struct hgsmi_ring {
 	struct hgsmi_ring_header *hdr; /* in the segment */

@@ -17,9 +17,6 @@
 
 #include "internal.h"
 
-/* A semaphore cannot be polled with the socket: sleep in slices this long. */
-#define SEM_SLICE_MS 20
-
 int hgsmi_int_notify_create_eventfd(struct hgsmi_notify *n)
 {
 	memset(n, 0, sizeof(*n));

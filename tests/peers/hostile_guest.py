@@ -35,12 +35,12 @@ def main() -> int:
                 off = rng.randrange(size - 64)
                 seg[off:off + 64] = rng.randbytes(64)
             elif what == 1:  # the header and the notify words
-                off = rng.randrange(0, 320, 4)
+                off = rng.randrange(0, ffi.sizeof("struct hgsmi_segment_header"), 4)
                 seg[off:off + 4] = struct.pack("<I", rng.choice(EDGES + [rng.getrandbits(32)]))
             elif what in (2, 3):  # bogus offsets queued on the submit or ack ring
                 roff, _ = regions[0 if what == 2 else 3]
                 ring = ffi.cast("struct hgsmi_ring_header *", base + roff)
-                slots = ffi.cast("uint32_t *", base + roff + 128)
+                slots = ffi.cast("uint32_t *", base + roff + ffi.sizeof("struct hgsmi_ring_header"))
                 tail = ring.tail
                 for i in range(rng.randint(1, 16)):
                     heap_off, heap_size = regions[rng.choice([4, 5])]

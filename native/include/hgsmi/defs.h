@@ -11,6 +11,7 @@
 #ifndef HGSMI_DEFS_H
 #define HGSMI_DEFS_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #ifdef __cplusplus
@@ -229,6 +230,47 @@ HGSMI_STATIC_ASSERT(sizeof(struct hgsmi_segment_header) == 320, "wire: segment h
 HGSMI_STATIC_ASSERT(sizeof(struct hgsmi_ring_header) == 128, "wire: ring header");
 HGSMI_STATIC_ASSERT(sizeof(struct hgsmi_hello) == 32, "wire: hello");
 HGSMI_STATIC_ASSERT(sizeof(struct hgsmi_welcome) == 144, "wire: welcome");
+
+/*
+ * Offsets of the shared fields that peers in other languages (tests, the
+ * Python peers, a fuzz harness, another compiler's build) locate by number.
+ */
+#define HGSMI_ASSERT_OFFSET(type, field, off)                                  \
+	HGSMI_STATIC_ASSERT(offsetof(struct type, field) == (off),             \
+			    "wire: " #type "." #field)
+HGSMI_ASSERT_OFFSET(hgsmi_buffer_header, data_size, 0);
+HGSMI_ASSERT_OFFSET(hgsmi_buffer_header, flags, 4);
+HGSMI_ASSERT_OFFSET(hgsmi_buffer_header, channel, 5);
+HGSMI_ASSERT_OFFSET(hgsmi_buffer_header, channel_info, 6);
+HGSMI_ASSERT_OFFSET(hgsmi_buffer_header, u0, 8);
+HGSMI_ASSERT_OFFSET(hgsmi_buffer_header, u1, 12);
+HGSMI_ASSERT_OFFSET(hgsmi_buffer_tail, checksum, 4);
+HGSMI_ASSERT_OFFSET(hgsmi_segment_header, abi_major, 4);
+HGSMI_ASSERT_OFFSET(hgsmi_segment_header, endian, 8);
+HGSMI_ASSERT_OFFSET(hgsmi_segment_header, size, 16);
+HGSMI_ASSERT_OFFSET(hgsmi_segment_header, features, 20);
+HGSMI_ASSERT_OFFSET(hgsmi_segment_header, epoch, 24);
+HGSMI_ASSERT_OFFSET(hgsmi_segment_header, ring_entries, 28);
+HGSMI_ASSERT_OFFSET(hgsmi_segment_header, host_pid, 32);
+HGSMI_ASSERT_OFFSET(hgsmi_segment_header, guest_id, 36);
+HGSMI_ASSERT_OFFSET(hgsmi_segment_header, regions, 64);
+HGSMI_ASSERT_OFFSET(hgsmi_segment_header, host_flags, 128);
+HGSMI_ASSERT_OFFSET(hgsmi_segment_header, guest_waiting, 192);
+HGSMI_ASSERT_OFFSET(hgsmi_segment_header, host_waiting, 256);
+HGSMI_ASSERT_OFFSET(hgsmi_ring_header, tail, 0);
+HGSMI_ASSERT_OFFSET(hgsmi_ring_header, head, 64);
+HGSMI_ASSERT_OFFSET(hgsmi_hello, kind, 8);
+HGSMI_ASSERT_OFFSET(hgsmi_hello, features, 12);
+HGSMI_ASSERT_OFFSET(hgsmi_welcome, status, 8);
+HGSMI_ASSERT_OFFSET(hgsmi_welcome, features, 12);
+HGSMI_ASSERT_OFFSET(hgsmi_welcome, guest_id, 16);
+HGSMI_ASSERT_OFFSET(hgsmi_welcome, epoch, 20);
+HGSMI_ASSERT_OFFSET(hgsmi_welcome, segment_size, 24);
+HGSMI_ASSERT_OFFSET(hgsmi_welcome, backend, 28);
+HGSMI_ASSERT_OFFSET(hgsmi_welcome, nfds, 32);
+HGSMI_ASSERT_OFFSET(hgsmi_welcome, segment, 48);
+HGSMI_ASSERT_OFFSET(hgsmi_welcome, sem_doorbell, 80);
+HGSMI_ASSERT_OFFSET(hgsmi_welcome, sem_irq, 112);
 #endif
 
 #ifdef __cplusplus
