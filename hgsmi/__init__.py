@@ -14,7 +14,7 @@ from .message import Buffer, Message
 
 __version__ = _ffi.string(_lib.hgsmi_version()).decode()
 
-#: built-in channel numbers (DESIGN §6)
+#: built-in channel numbers (docs/design.md §6)
 CH_SETUP, CH_ECHO, CH_SINK, CH_BLOB = 1, 2, 3, 4
 CH_USER_FIRST = 0x10
 

@@ -1,7 +1,7 @@
 """Hostile guests scribble over their segments while a good guest runs verified traffic.
 
 The host must not crash, must not let the garbage reach the good guest, and
-must account for it in its counters (DESIGN §1).
+must account for it in its counters (docs/design.md §1).
 """
 import os
 import subprocess

@@ -6,7 +6,7 @@ import pytest
 
 from hgsmi._native import ffi, lib
 
-VECTORS = [  # offset, data_size, channel, info, checksum (DESIGN §3)
+VECTORS = [  # offset, data_size, channel, info, checksum (docs/design.md §3)
     (0x00000000, 8, 1, 0, 0x4E7DDD50),
     (0x00FF0000, 8, 2, 1, 0x8228766E),
     (0x00FF0020, 8, 2, 12, 0xEAF0D496),

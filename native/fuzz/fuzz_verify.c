@@ -14,7 +14,7 @@
  * The area is the tail of a heap block of exactly area_size bytes, with a
  * poisoned guard before it, so a single byte read outside it is an ASan
  * report.  Oracles: verify agrees with an independent 64-bit reference of
- * DESIGN.md §3's rules, and what it accepts (data and reply capacity, then
+ * docs/design.md §3's rules, and what it accepts (data and reply capacity, then
  * the tail) lies in the area: the harness reads all of it.
  */
 #define _GNU_SOURCE
@@ -24,7 +24,7 @@
 
 #define GUARD 256 /* poisoned bytes before the area */
 
-/* DESIGN.md §3 in 64-bit arithmetic, where nothing can wrap. */
+/* docs/design.md §3 in 64-bit arithmetic, where nothing can wrap. */
 static int reference_verify(const uint8_t *area, uint64_t area_off,
 			    uint64_t area_size, uint64_t offset)
 {
@@ -80,7 +80,7 @@ static void seal(uint8_t *area, uint32_t area_size, uint32_t rel, uint32_t offse
 
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
-	/* The known answers of DESIGN.md §3: a wrong checksum would make
+	/* The known answers of docs/design.md §3: a wrong checksum would make
 	 * every "accepted" verdict below meaningless. */
 	static const struct {
 		uint32_t off, size;

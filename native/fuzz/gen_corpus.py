@@ -6,7 +6,7 @@
 
 The formats are documented at the top of each fuzz/fuzz_*.c; the wire
 structs are those of include/hgsmi/defs.h.  The checksum is computed here
-independently (DESIGN.md section 3, with its known answers checked), so a
+independently (docs/design.md section 3, with its known answers checked), so a
 seed that verifies also cross-checks the C implementation.  Files the fuzzer
 found and `make fuzz-merge` kept are named by their hash and left alone.
 """

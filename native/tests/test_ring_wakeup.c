@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * test_ring_wakeup.c - the lost-wake-up stress (DESIGN.md §4: "No wake-up may
+ * test_ring_wakeup.c - the lost-wake-up stress (docs/design.md §4: "No wake-up may
  * be lost; a stress test proves it"), on the real host and guest API, in one
  * process with two threads, for both notification backends.
  *
