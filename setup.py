@@ -43,8 +43,10 @@ setup(
         "posix_ipc>=1.1",
     ],
     extras_require={
-        "test": ["pytest", "pytest-timeout", "hypothesis", "numpy"],
-        "bench": ["pytest-benchmark", "matplotlib"],
+        "test": ["pytest", "pytest-timeout", "hypothesis", "numpy",
+                 "iceoryx2", "faster-fifo", "pyzmq"],  # the bench peers, tested
+        # the peers hgsmi bench compares with; each is left out if missing
+        "bench": ["pytest-benchmark", "matplotlib", "iceoryx2", "faster-fifo", "pyzmq"],
         "numpy": ["numpy"],
     },
     entry_points={

@@ -183,6 +183,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     args.cpus = placement(args.pin)
     info = machine(args)
     base = transports.baselines()
+    info["peers_missing"] = transports.thirdparty.available()
+    for name, why in info["peers_missing"].items():
+        _log(args, f"{name}: left out: {why}")
     names = {t.name: t for t in base}
     hg = {spin: {t.name: t for t in ht.hgsmi_transports(spin)}
           for spin in (0, args.spin_us)}
@@ -219,6 +222,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     **({"spin_us": t.spin_us} if t in spinning else {}))
     # call-rtt: baselines once (they never spin); hgsmi with spin, and without.
     for t in base:
+        if hasattr(t, "supports") and not t.supports("rtt"):
+            continue
         _log(args, f"call-rtt: {t.name}")
         add(rtt_row(t, "call-rtt", args,
                     max(args.runs, 5) if t.name == "c-ceiling" else args.runs))

@@ -79,3 +79,38 @@ def test_ratios_and_table_cover_the_new_rows():
     assert rows[5]["x_hgcm"] == 200.0 and rows[5]["pct_c_ceiling"] == 10000.0
     text = bench.format_matrix({"machine": {}, "results": rows})
     assert "hgsmi-c" in text and "call-concurrent" in text
+
+
+# -- the peers written by others (bench/transports/thirdparty.py) -------------
+from transports import thirdparty  # noqa: E402
+
+PEERS = {t.name: t for t in (thirdparty.Iceoryx2(), thirdparty.Iceoryx2Event(),
+                             thirdparty.FasterFifo(), thirdparty.Pyzmq())}
+
+
+def _peer(name):
+    why = thirdparty.available().get(name)
+    if why:
+        pytest.skip(why)
+    return PEERS[name]
+
+
+@pytest.mark.parametrize("name", sorted(PEERS))
+@pytest.mark.parametrize("direction", ["g2h", "h2g"])
+@pytest.mark.parametrize("size", [64, 65536])
+def test_peer_stream_loses_nothing(name, direction, size):
+    """Every message arrives, checked, with the end marker last: a peer that
+    dropped or reordered would fail here rather than look fast."""
+    r = _peer(name).stream(direction, size, count=1000, seconds=None, cpus=PIN, timeout=60)
+    assert r["msgs"] == 999 and r["bytes"] == 999 * size and r["seconds"] > 0
+
+
+@pytest.mark.parametrize("name", sorted(n for n, t in PEERS.items() if t.supports("rtt")))
+def test_peer_rtt_gives_one_latency_per_call(name):
+    lat = _peer(name).rtt(64, 100, warmup=5, cpus=PIN, timeout=60)
+    assert len(lat) == 100 and all(0 < x < 30 for x in lat)
+
+
+def test_missing_peers_are_named_with_the_fix():
+    for why in thirdparty.available().values():
+        assert "pip install 'hgsmi[bench]'" in why

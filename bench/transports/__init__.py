@@ -14,12 +14,13 @@ from .c_ceiling import CCeiling
 from .hgcm import Hgcm
 from .socket_rpc import SocketRpc
 from .stdlib import MpPipe, MpQueue, OsPipe
+from .thirdparty import peers
 
 __all__ = ["DIRECTIONS", "Direction", "Job", "StreamResult", "Transport",
            "CCeiling", "Hgcm", "SocketRpc", "MpPipe", "MpQueue", "OsPipe",
-           "baselines"]
+           "baselines", "peers"]
 
 
 def baselines() -> list[Transport]:
-    """One instance of every baseline, in table order."""
-    return [CCeiling(), Hgcm(), SocketRpc(), OsPipe(), MpPipe(), MpQueue()]
+    """One instance of every baseline, then every installed peer, in table order."""
+    return [CCeiling(), Hgcm(), SocketRpc(), OsPipe(), MpPipe(), MpQueue(), *peers()]
