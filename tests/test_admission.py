@@ -9,6 +9,7 @@ the flood in the same run, for the figures.
 """
 from __future__ import annotations
 
+import asyncio
 import errno
 import json
 import os
@@ -21,6 +22,7 @@ from typing import Any
 import pytest
 
 import hgsmi
+import hgsmi.aio
 from peers.footprint import fd_count, mem_kib
 from test_robustness import Pump, readline, reap
 
@@ -104,6 +106,11 @@ def test_a_flooding_process_does_not_keep_a_good_guest_out(name, runtime_dir, no
     assert fds1 - fds0 < 100, figures  # the flood costs the host a bounded number of fds
 
 
+async def _aio_attach(name: str) -> None:
+    async with hgsmi.aio.AsyncGuest.connect(name):
+        pass
+
+
 @pytest.mark.timeout(30)
 def test_refusals_raise_distinct_exceptions(name, runtime_dir, no_leaks):
     """Per-process guest cap and the host's maximum: two exceptions, two texts."""
@@ -115,6 +122,8 @@ def test_refusals_raise_distinct_exceptions(name, runtime_dir, no_leaks):
                     hgsmi.Guest(name)
                 assert e.value.errno == errno.EDQUOT and "this process" in str(e.value)
                 assert isinstance(e.value, hgsmi.Refused)
+                with pytest.raises(hgsmi.TooManyGuests):  # the same through asyncio
+                    asyncio.run(_aio_attach(name))
                 # Another process takes the host's last slot, then is refused
                 # for the host's maximum, which is not the per-process cap.
                 code = ("import hgsmi, sys\n"
@@ -131,4 +140,33 @@ def test_refusals_raise_distinct_exceptions(name, runtime_dir, no_leaks):
             adm = host.stats()["admission"]
         finally:
             pump.stop()
-    assert adm["refused_guests_per_pid"] == 1 and adm["refused_host_full"] == 1, adm
+    assert adm["refused_guests_per_pid"] == 2 and adm["refused_host_full"] == 1, adm
+
+
+@pytest.mark.timeout(60)
+def test_a_full_pending_table_evicts_the_process_holding_most(name, runtime_dir, no_leaks):
+    """With its per-process cap lifted, one process fills all 256 handshake
+    slots: a newcomer still gets in, and the flood's oldest pays for it."""
+    with hgsmi.Host(name, size=1 << 20, max_pending_per_pid=1000) as host:
+        host.register(CH_ECHO, lambda m: bytes(m.data)[::-1])
+        pump = Pump(host)
+        env = dict(os.environ, PYTHONPATH=str(ROOT))
+        try:
+            p = subprocess.Popen([sys.executable, str(FLOOD), host.socket_path, "silent", "2",
+                                  "300"], stdout=subprocess.PIPE, text=True, env=env)
+            try:
+                assert readline(p) == "ready"
+                time.sleep(0.3)
+                full = host.stats()["admission"]
+                under = good_guest(name)
+                flood: dict[str, Any] = json.loads(readline(p, 30))
+                assert p.wait(10) == 0
+            finally:
+                reap(p)
+            adm = host.stats()["admission"]
+        finally:
+            pump.stop()
+    assert full["pending_peak"] == 256, full
+    assert under["attach"] < 1.0 and under["errors"] == 0, (under, adm)
+    assert adm["evicted_pending"] > 0, adm
+    assert flood["statuses"].get(str(-errno.ETOOMANYREFS), 0) > 0, flood

@@ -1,10 +1,10 @@
 """One process that tries to keep every other guest out of a host.
 
-    python admission_flood.py SOCKET_PATH MODE SECONDS
+    python admission_flood.py SOCKET_PATH MODE SECONDS [CONNECTIONS]
 
 MODE is one of:
 
-- ``silent``: 40 connections that send nothing, each re-opened as soon as the
+- ``silent``: 40 (or CONNECTIONS) connections that send nothing, each re-opened as soon as the
   host drops or refuses it;
 - ``garbage``: 40 connections that send 32 random bytes, re-opened likewise;
 - ``half``: 40 connections that send half a valid hello and wait, re-opened;
@@ -34,8 +34,8 @@ CONNS = 40
 
 
 class Flood:
-    def __init__(self, path: str, mode: str) -> None:
-        self.path, self.mode = path, mode
+    def __init__(self, path: str, mode: str, conns: int) -> None:
+        self.path, self.mode, self.conns = path, mode, conns
         self.sel = selectors.DefaultSelector()
         self.opened = 0
         self.statuses: collections.Counter[int] = collections.Counter()
@@ -104,7 +104,7 @@ class Flood:
             for _ in range(64):
                 self.attach_one()
         else:
-            for _ in range(CONNS):
+            for _ in range(self.conns):
                 self.open_one()
         print("ready", flush=True)
         end = time.monotonic() + seconds
@@ -115,13 +115,13 @@ class Flood:
                 continue
             for key, _ in self.sel.select(0.05):
                 self.dropped(key.fileobj)  # type: ignore[arg-type]
-            for _ in range(CONNS - len(self.sel.get_map())):  # those the backlog refused
+            for _ in range(self.conns - len(self.sel.get_map())):  # those the backlog refused
                 self.open_one()
 
 
 def main() -> int:
     path, mode, seconds = sys.argv[1], sys.argv[2], float(sys.argv[3])
-    f = Flood(path, mode)
+    f = Flood(path, mode, int(sys.argv[4]) if len(sys.argv) > 4 else CONNS)
     f.run(seconds)
     print(json.dumps({"opened": f.opened, "held": len(f.held),
                       "statuses": {str(k): v for k, v in sorted(f.statuses.items())}}),
