@@ -593,7 +593,7 @@ static int handshake(struct hgsmi_host *h, int fd, const struct hgsmi_hello *hel
 
 	if (hello->magic != HGSMI_CTL_MAGIC || hello->abi_major != HGSMI_ABI_MAJOR)
 		return refuse(h, fd, &w, -EPROTO);
-	if (!uid_allowed(h, uid))
+	if (!uid_allowed(h, uid)) /* take_new refused it at accept: belt and braces */
 		return refuse(h, fd, &w, -EACCES);
 	if (hello->kind == HGSMI_HELLO_STAT) {
 		uint32_t len = (uint32_t)h->stat_len;
