@@ -7,6 +7,7 @@ from ._native import ffi as _ffi, lib as _lib
 from .errors import (AccessDenied, BufferReleased, ChannelNotRegistered, ChecksumError,
                      HeapExhausted, HgsmiError, HostNotFound, MessageTooLarge, NameInUse,
                      PeerGone, ProtocolError, RemoteError, RingFull, Timeout)
+from .errors import HostFull, Refused, TooManyGuests, TooManyPending
 from .guest import Guest
 from .heap import Heap
 from .host import GuestConn, Host
@@ -22,5 +23,5 @@ __all__ = [
     "AccessDenied", "Buffer", "BufferReleased", "ChannelNotRegistered", "ChecksumError",
     "Guest", "GuestConn", "Heap", "HeapExhausted", "HgsmiError", "Host", "HostNotFound",
     "Message", "MessageTooLarge", "NameInUse", "PeerGone", "ProtocolError", "RemoteError",
-    "RingFull", "Timeout", "CH_SETUP", "CH_ECHO", "CH_SINK", "CH_BLOB", "CH_USER_FIRST",
+    "RingFull", "Timeout", "Refused", "HostFull", "TooManyGuests", "TooManyPending", "CH_SETUP", "CH_ECHO", "CH_SINK", "CH_BLOB", "CH_USER_FIRST",
 ]

@@ -18,6 +18,8 @@ A config file (every key optional)::
     guest_heap_percent = 50        # share of each segment's heaps for the guest
     max_message = 0                # bytes of data in one guest buffer; 0: what the heap holds
     max_doorbells_per_s = 100000   # per guest; 0: unlimited
+    max_pending_per_pid = 8        # handshakes under way from one process
+    max_guests_per_pid = 0         # guests attached from one process; 0: max(16, max_guests/4)
 
     [channels.16]                  # channel number 2..255 (2-15 replace a built-in)
     driver = "mypkg.drivers:upper" # Python: handler(msg) -> reply | None
@@ -74,6 +76,8 @@ class HostConfig:
     guest_heap_percent: int = 50
     max_message: int = 0
     max_doorbells_per_s: int = 100_000
+    max_pending_per_pid: int = 8
+    max_guests_per_pid: int = 0
     channels: dict[int, ChannelConfig] = dataclasses.field(default_factory=dict)
     base_dir: str = "."  #: where relative paths (store, driver .so) are resolved
 
@@ -90,6 +94,8 @@ _LIMITS = {  # key: (min, max, extra check)
     "guest_heap_percent": (1, 99),
     "max_message": (0, (1 << 31) - 1),
     "max_doorbells_per_s": (0, 0xFFFFFFFE),
+    "max_pending_per_pid": (1, 256),
+    "max_guests_per_pid": (0, 4096),
 }
 _TOP = {"name", "size", "doorbell", "segment", "allowed_uids", "store", "limits", "channels"}
 

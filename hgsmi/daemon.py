@@ -145,7 +145,8 @@ class HostDaemon:
                 "segment_size": self.cfg.size,
                 "uptime_s": round(time.monotonic() - self.started, 3),
                 "guests_total": len(self._seen), "refused": self.host.refused,
-                "handler_errors": self.host.handler_errors, "channels": channels,
+                "handler_errors": self.host.handler_errors,
+                "admission": self.host.admission_stats(), "channels": channels,
                 "blob": self.blobs.stats(), "guests": guests}
 
     def close(self) -> None:

@@ -67,6 +67,25 @@ class BufferReleased(HgsmiError, ValueError):
     """The buffer was completed or freed; its views are gone."""
 
 
+# -- admission: the host refused to attach; each names the limit it hit ------
+class Refused(HgsmiError, ConnectionRefusedError):
+    """The host refused this attach for one of its admission limits."""
+
+
+class HostFull(Refused):
+    """The host serves its maximum number of guests (max_guests)."""
+
+
+class TooManyGuests(Refused):
+    """This process has the most guests the host lets one process attach
+    (max_guests_per_pid)."""
+
+
+class TooManyPending(Refused):
+    """This process has the most handshakes under way the host allows one
+    process (max_pending_per_pid)."""
+
+
 _BY_ERRNO: dict[int, type[HgsmiError]] = {
     _errno.EBADMSG: ChecksumError,
     _errno.EPROTO: ProtocolError,
@@ -82,6 +101,9 @@ _BY_ERRNO: dict[int, type[HgsmiError]] = {
     _errno.EIO: RemoteError,
     _errno.EACCES: AccessDenied,
     _errno.EADDRINUSE: NameInUse,
+    _errno.EUSERS: HostFull,
+    _errno.EDQUOT: TooManyGuests,
+    _errno.ETOOMANYREFS: TooManyPending,
 }
 
 

@@ -33,6 +33,12 @@ _SERVE_SLICE = 0.25
 _BATCHES_PER_ROUND = 4
 #: doorbell wake-ups per second one guest may cause by default (HGSMI_DOORBELLS_PER_S_DEFAULT)
 DEFAULT_DOORBELLS_PER_S = 100_000
+#: handshakes one process may have under way at once (HGSMI_PENDING_PER_PID_DEFAULT)
+DEFAULT_PENDING_PER_PID = 8
+#: accept outcomes handled per pass: a flood of connections waits while guests are served
+_ACCEPTS_PER_PASS = 64
+#: a refusal is logged at most this often (the rest are counted): a flood must not flood the log
+_REFUSAL_LOG_S = 1.0
 #: what a post waits out: host heap full (acks free it), FIFO full
 _NO_ROOM = (-errno.ENOMEM, -errno.EAGAIN)
 
@@ -247,6 +253,14 @@ class Host:
     limit; over it the doorbell is ignored for a tick, its ring is still
     served then).
 
+    Admission is fair per peer process (the pid the kernel reports for the
+    socket, SO_PEERCRED): ``max_pending_per_pid`` handshakes under way at
+    once (default 8; more are refused at accept), ``max_guests_per_pid``
+    guests attached at once (0: max(16, max_guests / 4)).  A guest refused
+    for a limit gets :class:`TooManyPending`, :class:`TooManyGuests` or
+    :class:`HostFull` (max_guests); :meth:`stats` counts them under
+    ``admission``.
+
     Raises :class:`NameInUse` if a live host has the name,
     ``ValueError``/``TypeError`` for bad arguments, :class:`HgsmiError` for
     the rest.
@@ -261,7 +275,9 @@ class Host:
                  max_guests: int = 64, max_inflight: int = 0, spin_us: int = 0,
                  allowed_uids: Iterable[int] | None = None, batch: int = 64,
                  socket_mode: int = 0o600, segment: str = "memfd", max_message: int = 0,
-                 max_doorbells_per_s: int = DEFAULT_DOORBELLS_PER_S) -> None:
+                 max_doorbells_per_s: int = DEFAULT_DOORBELLS_PER_S,
+                 max_pending_per_pid: int = DEFAULT_PENDING_PER_PID,
+                 max_guests_per_pid: int = 0) -> None:
         self._h = None
         raw_name = check_name(name)
         if not isinstance(size, int) or size <= 0 or size >= 1 << 31:
@@ -271,7 +287,9 @@ class Host:
             raise ValueError(f"ring_entries must be a power of two, not {ring_entries}")
         check_int("guest_heap_percent", guest_heap_percent, 1, 99)
         for what, v in (("max_guests", max_guests), ("max_inflight", max_inflight),
-                        ("spin_us", spin_us), ("max_message", max_message)):
+                        ("spin_us", spin_us), ("max_message", max_message),
+                        ("max_pending_per_pid", max_pending_per_pid),
+                        ("max_guests_per_pid", max_guests_per_pid)):
             check_int(what, v, 0, 0xFFFFFFFF)
         check_int("max_doorbells_per_s", max_doorbells_per_s, 0, 0xFFFFFFFE)
         seg_kind = segment_id(segment)
@@ -294,6 +312,8 @@ class Host:
         cfg.segment = seg_kind
         cfg.max_message = max_message
         cfg.max_doorbells_per_s = max_doorbells_per_s or lib.HGSMI_UNLIMITED
+        cfg.max_pending_per_pid = max_pending_per_pid
+        cfg.max_guests_per_pid = max_guests_per_pid
         if allowed_uids is not None:
             uids = [check_int("allowed uid", u, 0, 0xFFFFFFFF) for u in allowed_uids]
             self._keep.append(ffi.new("uint32_t[]", uids))
@@ -320,6 +340,8 @@ class Host:
         self._conn_out = ffi.new("struct hgsmi_conn **")
         self._stop = threading.Event()
         self.refused = 0  #: guests refused at the handshake
+        self._refusal_logged = 0.0  # monotonic time of the last refusal logged
+        self._refusals_quiet = 0  # refusals since, counted but not logged
         self.handler_errors = 0  #: Python handlers that raised
         #: the last stats of guests that left or were cut off
         self.departed: collections.deque[dict[str, Any]] = collections.deque(maxlen=64)
@@ -455,11 +477,19 @@ class Host:
             yield left
 
     def stats(self) -> dict[str, Any]:
-        """The host's figures: name, socket, backend and every guest's stats."""
+        """The host's figures: name, socket, backend, admission and every guest's stats."""
         return {"name": self.name, "socket": self.socket_path, "doorbell": self.doorbell,
                 "segment": self.segment, "segment_size": self.size, "refused": self.refused,
-                "handler_errors": self.handler_errors,
+                "handler_errors": self.handler_errors, "admission": self.admission_stats(),
                 "guests": [c.stats() for c in self._conns.values()]}
+
+    def admission_stats(self) -> dict[str, int]:
+        """Refusals counted by the limit hit (``refused_*``, ``evicted_pending``,
+        ``hello_timeouts``), the handshakes under way (``pending``,
+        ``pending_peak``) and the per-process limits in force."""
+        out = ffi.new("struct hgsmi_host_stats *")
+        lib.hgsmi_host_stats(self._h, out)
+        return struct_dict(out[0])
 
     def set_stat_reply(self, data: bytes) -> None:
         """The bytes a stat request on the control socket is answered with."""
@@ -492,7 +522,9 @@ class Host:
         return conns[0]
 
     def _accept_all(self) -> None:
-        while True:
+        # Bounded: under a flood of connections the guests are served between
+        # passes (the listen fd stays readable, so the next wait comes back).
+        for _ in range(_ACCEPTS_PER_PASS):
             rc = lib.hgsmi_host_accept(self._h, self._conn_out)
             if rc in (-errno.EAGAIN, -errno.EINPROGRESS):  # nobody (else) ready yet
                 return
@@ -500,13 +532,23 @@ class Host:
                 continue
             if rc < 0:
                 self.refused += 1
-                log.warning("guest refused: %s", error(rc).strerror)
+                self._log_refusal(rc)
                 continue
             c = self._conn_out[0]
             if c != ffi.NULL:
                 conn = GuestConn(self, c)
                 self._conns[conn.id] = conn
                 log.info("guest %d attached", conn.id)
+
+    def _log_refusal(self, rc: int) -> None:
+        """Log a refusal, at most one a second: the others are counted in the next."""
+        now = time.monotonic()
+        if now - self._refusal_logged < _REFUSAL_LOG_S:
+            self._refusals_quiet += 1
+            return
+        more = f" ({self._refusals_quiet} more since the last)" if self._refusals_quiet else ""
+        log.warning("guest refused: %s%s", error(rc).strerror, more)
+        self._refusal_logged, self._refusals_quiet = now, 0
 
     # -- lifetime -------------------------------------------------------------
     def close(self) -> None:

@@ -63,7 +63,10 @@ def query(name: str, rundir: str | None = None, timeout: float = 3.0) -> dict[st
             what = "no socket" if isinstance(e, FileNotFoundError) else "nobody listens on"
             raise HostNotFound(errno.ENOENT, f"no host {name!r} running ({what} {path})") from None
         try:
-            s.sendall(HELLO.pack(MAGIC, ABI_MAJOR, ABI_MINOR, HELLO_STAT, 0, 0, 0, 0, 0))
+            try:
+                s.sendall(HELLO.pack(MAGIC, ABI_MAJOR, ABI_MINOR, HELLO_STAT, 0, 0, 0, 0, 0))
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # refused at accept (uid, too many handshakes): the welcome says why
             w = WELCOME.unpack(_recv_exact(s, WELCOME.size))
             if w[0] != MAGIC:
                 raise ProtocolError(errno.EPROTO, f"stat: {path} does not speak hgsmi")

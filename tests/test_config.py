@@ -63,7 +63,8 @@ def test_full_config(tmp_path):
     assert cfg.store == str(tmp_path / "blobs")
     assert cfg.limits() == {"ring_entries": 256, "max_guests": 4, "max_inflight": 64,
                             "spin_us": 10, "guest_heap_percent": 75, "max_message": 4096,
-                            "max_doorbells_per_s": 0}
+                            "max_doorbells_per_s": 0, "max_pending_per_pid": 8,
+                            "max_guests_per_pid": 0}
     assert cfg.channels[16].name == "mine" and cfg.channels[16].driver == "pkg.mod:fn"
     assert cfg.channels[2].name == "ch2" and cfg.channels[17].driver == "other:handler"
     assert cfg.base_dir == str(tmp_path)

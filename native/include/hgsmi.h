@@ -170,6 +170,15 @@ struct hgsmi_host_config {
 	 * 0: HGSMI_DOORBELLS_PER_S_DEFAULT, HGSMI_UNLIMITED: no limit.
 	 */
 	uint32_t max_doorbells_per_s;
+	/*
+	 * -- 0.5: fair admission, per peer process (the pid SO_PEERCRED gives
+	 * at accept).  Handshakes under way at once: over it a new connection
+	 * is refused at accept (-ETOOMANYREFS); 0: HGSMI_PENDING_PER_PID_DEFAULT.
+	 * Guests attached at once: over it an attach is refused (-EDQUOT);
+	 * 0: max(16, max_guests / 4).  HGSMI_UNLIMITED: no cap.
+	 */
+	uint32_t max_pending_per_pid;
+	uint32_t max_guests_per_pid;
 };
 
 /*
@@ -184,6 +193,7 @@ struct hgsmi_host_config {
 #define HGSMI_SEGMENT_POSIX 2
 #define HGSMI_UNLIMITED 0xffffffffu
 #define HGSMI_DOORBELLS_PER_S_DEFAULT 100000u
+#define HGSMI_PENDING_PER_PID_DEFAULT 8u
 
 /* Stats structs only ever grow at the end, so older callers stay correct. */
 struct hgsmi_conn_stats {
@@ -208,6 +218,26 @@ struct hgsmi_conn_stats {
 	uint64_t errors_size;         /* buffers over max_message, failed -EMSGSIZE */
 	uint32_t inflight_guest;      /* guest buffers taken and not yet completed */
 	uint32_t inflight_guest_peak; /* never above max_inflight */
+};
+
+/*
+ * The host's admission figures (since HGSMI_0.5): refusals by the limit hit,
+ * and the handshakes under way.  Grows only at the end.
+ */
+struct hgsmi_host_stats {
+	uint64_t refused_uid;             /* -EACCES: uid not allowed (at accept) */
+	uint64_t refused_protocol;        /* -EPROTO: bad magic, ABI, kind, features */
+	uint64_t refused_host_full;       /* -EUSERS: max_guests attached */
+	uint64_t refused_guests_per_pid;  /* -EDQUOT: max_guests_per_pid attached */
+	uint64_t refused_pending_per_pid; /* -ETOOMANYREFS: max_pending_per_pid, or
+					     evicted from a full table */
+	uint64_t refused_other;           /* out of memory or fds while attaching */
+	uint64_t evicted_pending;         /* of refused_pending_per_pid: table full */
+	uint64_t hello_timeouts;          /* no whole hello within 1 s */
+	uint32_t pending;                 /* handshakes under way now */
+	uint32_t pending_peak;
+	uint32_t max_pending_per_pid;     /* the limits in force */
+	uint32_t max_guests_per_pid;
 };
 
 /*
@@ -281,14 +311,19 @@ HGSMI_API int hgsmi_host_doorbell_wait(struct hgsmi_host *host, int timeout_ms);
  * then) and wait for their hello in the epoll set, so a client that sends
  * nothing or half a hello delays nobody; each has one second to complete
  * it, else it is closed and reported as -ETIMEDOUT (the next call after its
- * deadline; hgsmi_host_wait wakes for it).  At most 32 may be pending; more
- * are refused at once with -EUSERS.  A complete hello is checked (ABI,
- * features, uid), the guest's segment, heaps, rings and doorbells are
- * created and passed.  Returns 0 (*out set, or NULL for a served stat
+ * deadline; hgsmi_host_wait wakes for it).  Admission is fair per peer
+ * process: a uid off the allow-list is refused at accept (-EACCES), and so
+ * is a process with max_pending_per_pid handshakes under way
+ * (-ETOOMANYREFS); when all 256 slots are taken, the oldest of the
+ * process holding most is refused (-ETOOMANYREFS) to make room.  A complete
+ * hello is checked (ABI, features), then the guest limits: max_guests
+ * (-EUSERS), max_guests_per_pid (-EDQUOT); the guest's segment, heaps,
+ * rings and doorbells are created and passed.  Returns 0 (*out set, or NULL for a served stat
  * request), -EAGAIN when no handshake has an outcome now, -EPIPE for a
  * client that left before its hello, or the refusal.  Call it until -EAGAIN
  * after HGSMI_EV_ACCEPT.  Blocks: no.
- * A refused guest (-EACCES, -EPROTO, -EUSERS) is told why and closed.
+ * A refused guest (-EACCES, -EPROTO, -EUSERS, -EDQUOT, -ETOOMANYREFS) is
+ * told why in its welcome and closed.
  * A memfd segment needs nothing for an allowed guest of another uid (it gets
  * the fd); a posix one (0600) is fchown'ed to it (needs CAP_CHOWN, else
  * -EACCES).  With the semaphore backend, whose doorbell all guests share,
@@ -296,6 +331,8 @@ HGSMI_API int hgsmi_host_doorbell_wait(struct hgsmi_host *host, int timeout_ms);
  * *out is NULL for a served stat request (see hgsmi_host_set_stat_reply).
  */
 HGSMI_API int hgsmi_host_accept(struct hgsmi_host *host, struct hgsmi_conn **out);
+/* The admission figures.  Since HGSMI_0.5. */
+HGSMI_API void hgsmi_host_stats(const struct hgsmi_host *host, struct hgsmi_host_stats *out);
 /* Guests attached now, and the i-th of them (0 <= i < count). */
 HGSMI_API int hgsmi_host_conn_count(const struct hgsmi_host *host);
 HGSMI_API struct hgsmi_conn *hgsmi_host_conn(const struct hgsmi_host *host, int i);

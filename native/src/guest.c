@@ -187,7 +187,10 @@ int hgsmi_guest_attach(const char *name, const struct hgsmi_guest_config *cfg,
 		rc = g->sock;
 		goto fail;
 	}
-	if ((rc = hgsmi_int_send_fds(g->sock, &hello, sizeof(hello), NULL, 0)) < 0)
+	/* A host that refuses at accept (uid, too many handshakes) may have
+	 * closed before the hello went out: its welcome still says why. */
+	rc = hgsmi_int_send_fds(g->sock, &hello, sizeof(hello), NULL, 0);
+	if (rc < 0 && rc != -EPIPE && rc != -ECONNRESET)
 		goto fail;
 	rc = hgsmi_int_recv_fds(g->sock, &w, sizeof(w), fds, 3, &nfds,
 				cfg->connect_timeout_ms ? cfg->connect_timeout_ms : 2000);

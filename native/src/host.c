@@ -31,6 +31,9 @@
 #define DATA_PENDING 2u /* some connection's hello: look at the table */
 #define DATA_TIMER 4u
 #define TAG_SOCK 1u
+/* Connections one accept step takes from the backlog: a flood of them cannot
+ * hold the loop in accept4 while hellos and guests wait. */
+#define ACCEPT_BATCH 64
 
 static int fill_defaults(struct hgsmi_host *h, const struct hgsmi_host_config *cfg)
 {
@@ -61,6 +64,12 @@ static int fill_defaults(struct hgsmi_host *h, const struct hgsmi_host_config *c
 		c->segment = HGSMI_SEGMENT_MEMFD;
 	if (!c->max_doorbells_per_s)
 		c->max_doorbells_per_s = HGSMI_DOORBELLS_PER_S_DEFAULT;
+	if (!c->max_pending_per_pid)
+		c->max_pending_per_pid = HGSMI_PENDING_PER_PID_DEFAULT;
+	/* A quarter of the slots, so that one process leaves room for three
+	 * more; but never so few that a small host refuses an ordinary one. */
+	if (!c->max_guests_per_pid)
+		c->max_guests_per_pid = c->max_guests / 4 > 16 ? c->max_guests / 4 : 16;
 	if (c->segment != HGSMI_SEGMENT_MEMFD && c->segment != HGSMI_SEGMENT_POSIX)
 		return -EINVAL;
 	if (c->backend != HGSMI_BACKEND_EVENTFD && c->backend != HGSMI_BACKEND_SEMAPHORE)
@@ -518,8 +527,24 @@ static bool uid_allowed(const struct hgsmi_host *h, uint32_t uid)
 	return false;
 }
 
-static int refuse(int fd, struct hgsmi_welcome *w, int status)
+/* Each refusal is counted under the limit it names. */
+static void count_refusal(struct hgsmi_host *h, int status)
 {
+	struct hgsmi_host_stats *s = &h->adm;
+
+	switch (-status) {
+	case EACCES: s->refused_uid++; break;
+	case EPROTO: s->refused_protocol++; break;
+	case EUSERS: s->refused_host_full++; break;
+	case EDQUOT: s->refused_guests_per_pid++; break;
+	case ETOOMANYREFS: s->refused_pending_per_pid++; break;
+	default: s->refused_other++; break;
+	}
+}
+
+static int refuse(struct hgsmi_host *h, int fd, struct hgsmi_welcome *w, int status)
+{
+	count_refusal(h, status);
 	/* conn_create may have cleared w: the guest must still see our magic. */
 	w->magic = HGSMI_CTL_MAGIC;
 	w->abi_major = HGSMI_ABI_MAJOR;
@@ -545,9 +570,19 @@ static int give_to(const struct hgsmi_host *h, struct hgsmi_conn *c, uint32_t ui
 	return hgsmi_int_segment_give(&c->seg, uid);
 }
 
+/* Guests that process has attached (a cut-off one counts until reaped). */
+static uint32_t guests_of(const struct hgsmi_host *h, int32_t pid)
+{
+	uint32_t n = 0;
+
+	for (const struct hgsmi_conn *c = h->conns; c; c = c->next)
+		n += c->pid == pid;
+	return n;
+}
+
 /* The handshake after a complete hello: refuse, answer a stat, or attach. */
 static int handshake(struct hgsmi_host *h, int fd, const struct hgsmi_hello *hello,
-		     uint32_t uid, struct hgsmi_conn **out)
+		     uint32_t uid, int32_t pid, struct hgsmi_conn **out)
 {
 	struct hgsmi_welcome w = {.magic = HGSMI_CTL_MAGIC, .abi_major = HGSMI_ABI_MAJOR,
 				  .abi_minor = HGSMI_ABI_MINOR};
@@ -556,9 +591,9 @@ static int handshake(struct hgsmi_host *h, int fd, const struct hgsmi_hello *hel
 	uint32_t features;
 
 	if (hello->magic != HGSMI_CTL_MAGIC || hello->abi_major != HGSMI_ABI_MAJOR)
-		return refuse(fd, &w, -EPROTO);
-	if (!uid_allowed(h, uid))
-		return refuse(fd, &w, -EACCES);
+		return refuse(h, fd, &w, -EPROTO);
+	if (!uid_allowed(h, uid)) /* take_new refused it at accept: belt and braces */
+		return refuse(h, fd, &w, -EACCES);
 	if (hello->kind == HGSMI_HELLO_STAT) {
 		uint32_t len = (uint32_t)h->stat_len;
 
@@ -570,23 +605,25 @@ static int handshake(struct hgsmi_host *h, int fd, const struct hgsmi_hello *hel
 		return 0;
 	}
 	if (hello->kind != HGSMI_HELLO_ATTACH)
-		return refuse(fd, &w, -EPROTO);
+		return refuse(h, fd, &w, -EPROTO);
 	if ((uint32_t)h->n_conns >= h->cfg.max_guests)
-		return refuse(fd, &w, -EUSERS);
+		return refuse(h, fd, &w, -EUSERS);
+	if (guests_of(h, pid) >= h->cfg.max_guests_per_pid)
+		return refuse(h, fd, &w, -EDQUOT);
 	/* The features both sides understand.  A memfd segment can only be
 	 * given to a guest that takes it as an fd; a named one never is. */
 	features = hello->features & HGSMI_F_ALL;
 	if (h->cfg.segment == HGSMI_SEGMENT_POSIX)
 		features &= ~HGSMI_F_SEGMENT_FD;
 	else if (!(features & HGSMI_F_SEGMENT_FD))
-		return refuse(fd, &w, -EPROTO);
+		return refuse(h, fd, &w, -EPROTO);
 	rc = hgsmi_int_conn_create(h, fd, features, &c, &w, fds, &nfds);
 	if (rc < 0)
-		return refuse(fd, &w, rc);
+		return refuse(h, fd, &w, rc);
 	if (uid != (uint32_t)geteuid() && give_to(h, c, uid) < 0) {
 		c->sock = -1; /* refuse() closes it */
 		hgsmi_int_conn_destroy(c);
-		return refuse(fd, &w, -EACCES);
+		return refuse(h, fd, &w, -EACCES);
 	}
 	w.magic = HGSMI_CTL_MAGIC;
 	w.abi_major = HGSMI_ABI_MAJOR;
@@ -603,6 +640,7 @@ static int handshake(struct hgsmi_host *h, int fd, const struct hgsmi_hello *hel
 	if (c->seg.fd >= 0)
 		close(c->seg.fd);
 	c->seg.fd = -1;
+	c->pid = pid;
 	c->next = h->conns;
 	h->conns = c;
 	h->n_conns++;
@@ -621,21 +659,54 @@ static int unpend(struct hgsmi_host *h, unsigned i)
 	return fd;
 }
 
+/* Handshakes under way for that process. */
+static uint32_t pending_of(const struct hgsmi_host *h, int32_t pid)
+{
+	uint32_t n = 0;
+
+	for (unsigned i = 0; i < h->n_pending; i++)
+		n += h->pending[i].pid == pid;
+	return n;
+}
+
+/*
+ * The table is full (many processes, each under its cap): refuse the oldest
+ * handshake of the process that holds the most, so that a newcomer always
+ * gets a slot and a flood only ever displaces itself.  Returns the refusal.
+ */
+static int evict(struct hgsmi_host *h)
+{
+	struct hgsmi_welcome w = {0};
+	unsigned victim = 0;
+	uint32_t most = 0;
+
+	for (unsigned i = 0; i < h->n_pending; i++) {
+		uint32_t n = pending_of(h, h->pending[i].pid);
+
+		if (n > most || (n == most && h->pending[i].deadline_ns <
+					      h->pending[victim].deadline_ns))
+			victim = i, most = n;
+	}
+	h->adm.evicted_pending++;
+	return refuse(h, unpend(h, victim), &w, -ETOOMANYREFS);
+}
+
 /*
  * Take new connections into the pending table, where each waits for its
  * hello in the epoll set: a client that sends nothing, or half a hello,
- * holds a slot until its deadline and nobody else.  A full table refuses
- * the next one at once.  Returns 0, or what to tell the caller.
+ * holds a slot until its deadline and nobody else.  Who connects is known
+ * at accept (SO_PEERCRED), so a uid off the allow-list, or a process with
+ * max_pending_per_pid handshakes under way, is refused before a byte is
+ * read.  Returns 0, or what to tell the caller (one outcome per call).
  */
 static int take_new(struct hgsmi_host *h)
 {
 	struct hgsmi_welcome w = {0};
-	struct hgsmi_pending *p;
 	struct ucred cred;
 	socklen_t clen = sizeof(cred);
-	int fd;
+	int fd, rc;
 
-	while (!h->accept_paused_until_ns) {
+	for (int n = 0; n < ACCEPT_BATCH && !h->accept_paused_until_ns; n++) {
 		fd = accept4(h->listen_fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
 		if (fd < 0 && (errno == EINTR || errno == ECONNABORTED || errno == EPROTO))
 			continue; /* that client is gone: the next one */
@@ -653,39 +724,31 @@ static int take_new(struct hgsmi_host *h)
 			rearm_timer(h);
 			return -err;
 		}
-		if (h->n_pending == HGSMI_PENDING_MAX)
-			return refuse(fd, &w, -EUSERS);
-		p = &h->pending[h->n_pending];
-		*p = (struct hgsmi_pending){.fd = fd};
-		if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &clen) < 0)
-			return refuse(fd, &w, -EACCES);
-		p->uid = (uint32_t)cred.uid;
+		if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &clen) < 0 ||
+		    !uid_allowed(h, (uint32_t)cred.uid))
+			return refuse(h, fd, &w, -EACCES);
+		if (pending_of(h, (int32_t)cred.pid) >= h->cfg.max_pending_per_pid)
+			return refuse(h, fd, &w, -ETOOMANYREFS);
 		if (epoll_add(h->epfd, fd, DATA_PENDING) < 0) {
 			close(fd);
 			return -ENOMEM;
 		}
-		p->deadline_ns = hgsmi_int_now_ns() + HELLO_TIMEOUT_MS * 1000000ull;
-		h->n_pending++;
+		rc = h->n_pending == HGSMI_PENDING_MAX ? evict(h) : 0;
+		h->pending[h->n_pending++] = (struct hgsmi_pending){
+			.fd = fd, .uid = (uint32_t)cred.uid, .pid = (int32_t)cred.pid,
+			.deadline_ns = hgsmi_int_now_ns() + HELLO_TIMEOUT_MS * 1000000ull};
+		if (h->n_pending > h->adm.pending_peak)
+			h->adm.pending_peak = h->n_pending;
 		rearm_timer(h);
+		if (rc < 0)
+			return rc;
 	}
 	return 0;
 }
 
-int hgsmi_host_accept(struct hgsmi_host *h, struct hgsmi_conn **out)
+/* The handshake of one complete hello in the table, or -EAGAIN if none. */
+static int step_pending(struct hgsmi_host *h, struct hgsmi_conn **out)
 {
-	uint64_t now = hgsmi_int_now_ns();
-	int rc;
-
-	*out = NULL;
-	/* One outcome per call: a dropped, refused, served or attached client. */
-	for (unsigned i = 0; i < h->n_pending; i++) {
-		if (now >= h->pending[i].deadline_ns) {
-			close(unpend(h, i));
-			return -ETIMEDOUT;
-		}
-	}
-	if ((rc = take_new(h)) < 0)
-		return rc;
 	for (unsigned i = 0; i < h->n_pending; i++) {
 		struct hgsmi_pending *p = &h->pending[i], done;
 		ssize_t r;
@@ -711,9 +774,40 @@ int hgsmi_host_accept(struct hgsmi_host *h, struct hgsmi_conn **out)
 		/* From here the socket blocks: the replies are small, and a stat
 		 * reply must not be cut short by a full buffer. */
 		fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK);
-		return handshake(h, fd, &done.hello, done.uid, out);
+		return handshake(h, fd, &done.hello, done.uid, done.pid, out);
 	}
 	return -EAGAIN;
+}
+
+int hgsmi_host_accept(struct hgsmi_host *h, struct hgsmi_conn **out)
+{
+	uint64_t now = hgsmi_int_now_ns();
+	int rc;
+
+	*out = NULL;
+	/* One outcome per call: a dropped, refused, served or attached client. */
+	for (unsigned i = 0; i < h->n_pending; i++) {
+		if (now >= h->pending[i].deadline_ns) {
+			h->adm.hello_timeouts++;
+			close(unpend(h, i));
+			return -ETIMEDOUT;
+		}
+	}
+	/* The hellos already here first: a stream of newcomers to refuse (one
+	 * per call) must not keep a complete one waiting. */
+	if ((rc = step_pending(h, out)) != -EAGAIN)
+		return rc;
+	if ((rc = take_new(h)) < 0)
+		return rc;
+	return step_pending(h, out);
+}
+
+void hgsmi_host_stats(const struct hgsmi_host *h, struct hgsmi_host_stats *out)
+{
+	*out = h->adm;
+	out->pending = h->n_pending;
+	out->max_pending_per_pid = h->cfg.max_pending_per_pid;
+	out->max_guests_per_pid = h->cfg.max_guests_per_pid;
 }
 
 int hgsmi_host_poll(struct hgsmi_host *h, int timeout_ms)
@@ -726,7 +820,10 @@ int hgsmi_host_poll(struct hgsmi_host *h, int timeout_ms)
 		return ev;
 	if (ev & HGSMI_EV_ACCEPT) {
 		struct hgsmi_conn *nc;
-		while (hgsmi_host_accept(h, &nc) != -EAGAIN)
+
+		/* Bounded: a flood of connections waits for the next pass
+		 * (the listen fd stays readable) while the guests are served. */
+		for (int n = 0; n < ACCEPT_BATCH && hgsmi_host_accept(h, &nc) != -EAGAIN; n++)
 			;
 	}
 	for (c = h->conns; c; c = next) {

@@ -266,6 +266,7 @@ struct hgsmi_conn {
 	/* Doorbell rate limit (GCRA): credit in ns, refilled by elapsed time. */
 	uint64_t db_credit_ns, db_last_ns;
 	uint64_t throttle_until_ns; /* doorbell ignored until then; 0: not */
+	int32_t pid; /* the peer process (SO_PEERCRED at accept): its guest cap */
 	struct hgsmi_conn_stats st;
 	struct hgsmi_conn *next;
 };
@@ -276,9 +277,15 @@ struct hgsmi_pending {
 	uint32_t got;         /* bytes of hello so far */
 	uint64_t deadline_ns; /* dropped then */
 	uint32_t uid;         /* SO_PEERCRED at accept */
+	int32_t pid;          /* SO_PEERCRED at accept: whose share it counts in */
 	struct hgsmi_hello hello;
 };
-#define HGSMI_PENDING_MAX 32 /* more knocking at once are refused (-EUSERS) */
+/*
+ * Handshakes under way at once, all peers together: room for 32 processes
+ * at their default cap of 8.  Full, the oldest of the process holding the
+ * most is refused to make room: a newcomer is never refused for others.
+ */
+#define HGSMI_PENDING_MAX 256
 
 struct hgsmi_host {
 	struct hgsmi_host_config cfg;
@@ -292,6 +299,7 @@ struct hgsmi_host {
 	int n_conns;
 	struct hgsmi_pending pending[HGSMI_PENDING_MAX];
 	unsigned n_pending;
+	struct hgsmi_host_stats adm; /* refusals by reason; pending counts filled on read */
 	int timer_fd; /* fires at the next hello deadline, throttle's or pause's end */
 	uint64_t accept_paused_until_ns; /* out of fds: listen fd unwatched till then */
 	uint32_t next_id, epoch;

@@ -27,6 +27,8 @@ const char *hgsmi_strerror(int err)
 	case EACCES: return "not allowed (uid not on the host's allow-list)";
 	case EMSGSIZE: return "message larger than the heap can ever hold";
 	case EUSERS: return "the host serves its maximum number of guests";
+	case EDQUOT: return "too many guests attached from this process (max_guests_per_pid)";
+	case ETOOMANYREFS: return "too many pending handshakes from this process (max_pending_per_pid)";
 	case EADDRINUSE: return "a live host already has that name";
 	case ENAMETOOLONG: return "name too long (instance names: 1 to 16 characters)";
 	case EOVERFLOW: return "reply larger than the buffer's capacity";
