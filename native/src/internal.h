@@ -252,6 +252,7 @@ struct hgsmi_conn {
 	bool own_doorbell; /* false when it is the host's shared semaphore */
 	int sock;
 	bool alive;
+	bool left; /* the guest hung up while in good standing: not cut off */
 	uint32_t id, epoch;
 	uint32_t errors_since_reset;
 	uint32_t held; /* guest buffers handed to the caller, not yet completed */
