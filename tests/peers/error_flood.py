@@ -2,10 +2,11 @@
 
 usage: error_flood.py NAME SECONDS CHANNEL...
 
-Prints "attached", waits for a line on stdin, then sends junk fire-and-forget (batches of 64) round-robin to the channels,
-whose handlers fail on it, until its time is up; then waits for every
-buffer to come back and prints "sent N failed M" (M: buffers the host
-failed, as the guest counted them).  Exits 0.
+Prints "attached", waits for a line on stdin, then sends junk
+fire-and-forget (batches of 64) round-robin to the channels, whose
+handlers fail on it, until its time is up; then waits for every buffer to
+come back and prints "sent N failed M" (M: buffers the host failed, as the
+guest counted them).  Exits 0.
 """
 import os
 import sys
