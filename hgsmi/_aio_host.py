@@ -220,7 +220,7 @@ class AsyncHost(LoopDriven, Host):
         h = self._h
         if h is None:
             return
-        self._ratelog.flush()
+        self._flush_logs()
         mask = lib.hgsmi_host_disarm(h)
         if mask < 0:
             log.error("disarm: %s", error(mask).strerror)

@@ -402,7 +402,7 @@ class Host:
         """
         if _kept.pending():
             _kept.sweep()
-        self._ratelog.flush()
+        self._flush_logs()
         ev = lib.hgsmi_host_wait(self._h, timeout_ms(timeout))
         if ev < 0:
             raise error(ev, "wait")
@@ -490,7 +490,7 @@ class Host:
         fail_status(m, e)
         if isinstance(e, asyncio.CancelledError):
             return
-        if not isinstance(e, ReplyTooLarge):  # the reply's size is the guest's doing
+        if not isinstance(e, ReplyTooLarge):  # over the guest's capacity: failed, not raised
             self.handler_errors += 1
         # m.guest: the sender, so one guest's flood thins only its own lines
         if isinstance(e, HgsmiError):
@@ -500,6 +500,11 @@ class Host:
             self._ratelog.log(m.guest, f"channel {m.channel} handler raised", logging.ERROR,
                               "guest %d: channel %d handler raised", m.guest, m.channel,
                               exc_info=e)
+
+    def _flush_logs(self) -> None:
+        """Log the counts of floods that stopped (each serving round; cheap when none)."""
+        self._ratelog.flush()
+        self._lifelog.flush()
 
     def _gone(self, conn: GuestConn) -> None:
         """Log that ``conn``'s guest went (thinned: a guest can reconnect in a loop)."""
