@@ -220,6 +220,7 @@ class AsyncHost(LoopDriven, Host):
         h = self._h
         if h is None:
             return
+        self._flush_logs()
         mask = lib.hgsmi_host_disarm(h)
         if mask < 0:
             log.error("disarm: %s", error(mask).strerror)
@@ -297,7 +298,7 @@ class AsyncHost(LoopDriven, Host):
 
     def _depart(self, conn: GuestConn, st: _ConnState) -> None:
         """The guest is gone: stop its handlers; unmap once no view is left."""
-        log.info("guest %d gone; reclaiming its buffers", conn.id)
+        self._gone(conn)
         self._conns.pop(conn.id, None)
         self._state.pop(conn.id, None)
         for t in st.tasks:
@@ -312,6 +313,6 @@ class AsyncHost(LoopDriven, Host):
             if st.tasks or st.held:  # the segment stays mapped under them
                 still.append((conn, st))
                 continue
-            self.departed.append(conn.stats())
+            self._departing(conn)
             conn.close()
         self._done_conns = still

@@ -21,6 +21,7 @@ import time
 from typing import Any, TextIO
 
 from . import drivers
+from ._procstat import process_stats
 from .blobstore import BlobStore
 from .config import HostConfig, default_name, default_store
 from .errors import NameInUse
@@ -147,7 +148,10 @@ class HostDaemon:
                 "guests_total": len(self._seen), "refused": self.host.refused,
                 "handler_errors": self.host.handler_errors,
                 "admission": self.host.admission_stats(), "channels": channels,
-                "blob": self.blobs.stats(), "guests": guests}
+                "blob": self.blobs.stats(), "guests": guests,
+                # what outlives the guests, and the host's own footprint
+                "left": self.host.left.as_dict(), "refusals": dict(self.host.refusals),
+                "process": process_stats()}
 
     def close(self) -> None:
         """Fail in-flight work, disconnect guests, remove segments, socket, partial uploads."""

@@ -15,9 +15,10 @@ from ._util import (as_buffer, backend_name, buffer_arrays, check_channel, check
 from .errors import (HostNotFound, MessageTooLarge, PeerGone, Timeout, check, error)
 from .heap import with_fragmentation
 from . import _kept
+from ._ratelog import RateLog
 from .lease import Lease, Windows
 from .message import Buffer, Message
-from .reply import HeldBack, fail_status, msg_array, serve_batch
+from .reply import HeldBack, ReplyTooLarge, fail_status, msg_array, serve_batch
 
 log = logging.getLogger("hgsmi.guest")
 
@@ -77,6 +78,7 @@ class Guest:
         self._bufs: dict[int, Buffer] = {}  # every buffer not yet freed, by offset
         self._orphans: list[Callable[[], bool]] = []  # views revoked at close, if they can be
         self._held_acks = HeldBack()  # host commands, ditto: their acks
+        self._ratelog = RateLog(log)  # a host's flood of failing commands: thinned
         # what a sync guest's views of host commands are sliced from (hgsmi/lease.py)
         self._windows = (Windows(self._base, lib.hgsmi_guest_size(self._g))
                          if self._windowed else None)
@@ -341,8 +343,12 @@ class Guest:
 
     def _handler_failed(self, m: Any, e: BaseException) -> None:
         fail_status(m, e)
-        if not isinstance(e, asyncio.CancelledError):
-            log.error("channel %d handler raised", m.channel, exc_info=e)
+        if isinstance(e, ReplyTooLarge):  # the host's capacity: no traceback to show
+            self._ratelog.log(None, m.channel, logging.WARNING, "channel %d handler failed: %s",
+                              m.channel, e)
+        elif not isinstance(e, asyncio.CancelledError):
+            self._ratelog.log(None, m.channel, logging.ERROR, "channel %d handler raised",
+                              m.channel, exc_info=e)
 
     # -- misc ------------------------------------------------------------------
     def fileno(self) -> int:

@@ -19,9 +19,11 @@ from ._util import (as_buffer, backend_id, buffer_arrays, check_channel, check_i
 from .errors import HgsmiError, PeerGone, Timeout, check, error
 from .heap import with_fragmentation
 from . import _kept
+from ._ratelog import RateLog
+from ._totals import Departed
 from .lease import Windows
 from .message import Message
-from .reply import HeldBack, fail_status, msg_array, serve_batch
+from .reply import HeldBack, ReplyTooLarge, fail_status, msg_array, serve_batch
 
 log = logging.getLogger("hgsmi.host")
 
@@ -37,8 +39,8 @@ DEFAULT_DOORBELLS_PER_S = 100_000
 DEFAULT_PENDING_PER_PID = 8
 #: accept outcomes handled per pass: a flood of connections waits while guests are served
 _ACCEPTS_PER_PASS = 64
-#: a refusal is logged at most this often (the rest are counted): a flood must not flood the log
-_REFUSAL_LOG_S = 1.0
+#: lines a burst of guests attaching or leaving logs before thinning to one a second
+_LIFECYCLE_BURST = 64
 #: what a post waits out: host heap full (acks free it), FIFO full
 _NO_ROOM = (-errno.ENOMEM, -errno.EAGAIN)
 
@@ -340,11 +342,17 @@ class Host:
         self._conn_out = ffi.new("struct hgsmi_conn **")
         self._stop = threading.Event()
         self.refused = 0  #: guests refused at the handshake
-        self._refusal_logged = 0.0  # monotonic time of the last refusal logged
-        self._refusals_quiet = 0  # refusals since, counted but not logged
+        #: of those, how many by reason (the errno's name: EACCES, EUSERS, ...)
+        self.refusals: dict[str, int] = {}
         self.handler_errors = 0  #: Python handlers that raised
         #: the last stats of guests that left or were cut off
         self.departed: collections.deque[dict[str, Any]] = collections.deque(maxlen=64)
+        #: totals over every guest that left (``departed`` keeps only the last few)
+        self.left = Departed()
+        # What a guest can make the host log, per (guest, kind): floods are
+        # counted (handler_errors, the C counters), not logged line by line.
+        self._ratelog = RateLog(log)
+        self._lifelog = RateLog(log, burst=_LIFECYCLE_BURST)
 
     # -- configuration --------------------------------------------------------
     @property
@@ -412,6 +420,7 @@ class Host:
         """
         if _kept.pending():
             _kept.sweep()
+        self._flush_logs()
         ev = lib.hgsmi_host_wait(self._h, timeout_ms(timeout))
         if ev < 0:
             raise error(ev, "wait")
@@ -421,8 +430,8 @@ class Host:
         for conn in list(self._conns.values()):
             served += conn._serve()
             if not lib.hgsmi_conn_alive(conn._c):
-                log.info("guest %d gone; reclaiming its buffers", conn.id)
-                self.departed.append(conn.stats())
+                self._gone(conn)
+                self._departing(conn)
                 conn.close()
         return served
 
@@ -477,10 +486,12 @@ class Host:
             yield left
 
     def stats(self) -> dict[str, Any]:
-        """The host's figures: name, socket, backend, admission and every guest's stats."""
+        """The host's figures: name, socket, backend, admission, every guest's
+        stats, refusals by reason and the totals of the guests that left."""
         return {"name": self.name, "socket": self.socket_path, "doorbell": self.doorbell,
                 "segment": self.segment, "segment_size": self.size, "refused": self.refused,
-                "handler_errors": self.handler_errors, "admission": self.admission_stats(),
+                "refusals": dict(self.refusals), "handler_errors": self.handler_errors,
+                "admission": self.admission_stats(), "left": self.left.as_dict(),
                 "guests": [c.stats() for c in self._conns.values()]}
 
     def admission_stats(self) -> dict[str, int]:
@@ -505,11 +516,35 @@ class Host:
         fail_status(m, e)
         if isinstance(e, asyncio.CancelledError):
             return
-        self.handler_errors += 1
+        if not isinstance(e, ReplyTooLarge):  # over the guest's capacity: failed, not raised
+            self.handler_errors += 1
+        # m.guest: the sender, so one guest's flood thins only its own lines
         if isinstance(e, HgsmiError):
-            log.warning("channel %d handler failed: %s", m.channel, e)
+            self._ratelog.log(m.guest, f"channel {m.channel} handler failed", logging.WARNING,
+                              "guest %d: channel %d handler failed: %s", m.guest, m.channel, e)
         else:
-            log.error("channel %d handler raised", m.channel, exc_info=e)
+            self._ratelog.log(m.guest, f"channel {m.channel} handler raised", logging.ERROR,
+                              "guest %d: channel %d handler raised", m.guest, m.channel,
+                              exc_info=e)
+
+    def _flush_logs(self) -> None:
+        """Log the counts of floods that stopped (each serving round; cheap when none)."""
+        self._ratelog.flush()
+        self._lifelog.flush()
+
+    def _gone(self, conn: GuestConn) -> None:
+        """Log that ``conn``'s guest went (thinned: a guest can reconnect in a loop)."""
+        how = "cut off" if lib.hgsmi_conn_cut_off(conn._c) else "gone"
+        self._lifelog.log(None, f"guest {how}", logging.INFO,
+                          "guest %d %s; reclaiming its buffers", conn.id, how)
+
+    def _departing(self, conn: GuestConn) -> None:
+        """Keep what ``conn`` leaves behind (its last stats, folded into
+        :attr:`left`) and drop its log records; before ``conn.close()``."""
+        st = conn.stats()
+        self.departed.append(st)
+        self.left.add(st, bool(lib.hgsmi_conn_cut_off(conn._c)))
+        self._ratelog.forget(conn.id)
 
     def _only_guest(self) -> GuestConn:
         """The one attached guest: :class:`PeerGone` with none, ``ValueError`` with several."""
@@ -532,23 +567,17 @@ class Host:
                 continue
             if rc < 0:
                 self.refused += 1
-                self._log_refusal(rc)
+                why = errno.errorcode.get(-rc, str(-rc))
+                self.refusals[why] = self.refusals.get(why, 0) + 1
+                self._ratelog.log(None, f"refused {why}", logging.WARNING,
+                                  "guest refused: %s", error(rc).strerror)
                 continue
             c = self._conn_out[0]
             if c != ffi.NULL:
                 conn = GuestConn(self, c)
                 self._conns[conn.id] = conn
-                log.info("guest %d attached", conn.id)
-
-    def _log_refusal(self, rc: int) -> None:
-        """Log a refusal, at most one a second: the others are counted in the next."""
-        now = time.monotonic()
-        if now - self._refusal_logged < _REFUSAL_LOG_S:
-            self._refusals_quiet += 1
-            return
-        more = f" ({self._refusals_quiet} more since the last)" if self._refusals_quiet else ""
-        log.warning("guest refused: %s%s", error(rc).strerror, more)
-        self._refusal_logged, self._refusals_quiet = now, 0
+                self._lifelog.log(None, "guest attached", logging.INFO,
+                                  "guest %d attached", conn.id)
 
     # -- lifetime -------------------------------------------------------------
     def close(self) -> None:

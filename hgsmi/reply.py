@@ -13,17 +13,14 @@ from __future__ import annotations
 import asyncio
 import errno
 import inspect
-import logging
 import struct
 from sys import getrefcount
 from typing import Any, Callable
 
 from ._native import ffi
-from .errors import HgsmiError
+from .errors import HgsmiError, MessageTooLarge
 from .lease import Lease, Windows
 from .message import Message
-
-log = logging.getLogger("hgsmi")
 
 #: ``start_async(msg, m, awaitable)``: a handler returned an awaitable; run
 #: it and return False (``m`` finishes later: its owner hands it back through
@@ -37,20 +34,28 @@ _MSG = struct.Struct("=IIIIBBHiI")
 assert _MSG.size == ffi.sizeof("struct hgsmi_msg")
 
 
+class ReplyTooLarge(MessageTooLarge):
+    """A handler's reply is longer than its buffer's capacity (errno EOVERFLOW).
+
+    Raised by :func:`fill_reply` so that it reaches the peer's ``failed``,
+    which logs it rate-limited (the capacity is the sender's to choose) but
+    does not count it as a handler that raised.
+    """
+
+
 def fill_reply(base: Any, m: Any, reply: Any) -> None:
     """Write a handler's reply (None: results left in place) into the buffer of ``m``.
 
-    A reply longer than the buffer's capacity fails the buffer with EOVERFLOW.
-    Raises ``TypeError`` if ``reply`` is not bytes-like.
+    Raises ``TypeError`` if ``reply`` is not bytes-like, and
+    :class:`ReplyTooLarge` for a reply longer than the buffer's capacity:
+    the caller's ``failed`` fails the buffer with EOVERFLOW and logs it.
     """
     if reply is None:
         return
     src = memoryview(reply).cast("B")
     if src.nbytes > m.capacity:
-        m.status, m.size = -errno.EOVERFLOW, 0
-        log.warning("channel %d reply of %d bytes exceeds capacity %d",
-                    m.channel, src.nbytes, m.capacity)
-        return
+        raise ReplyTooLarge(errno.EOVERFLOW, f"reply of {src.nbytes} bytes exceeds "
+                                             f"capacity {m.capacity}")
     ffi.memmove(base + m.data, src, src.nbytes)
     m.size = src.nbytes
 

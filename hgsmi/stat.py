@@ -104,6 +104,31 @@ def _channel_lines(channels: dict[str, Any], names: dict[str, Any], indent: str)
     return lines
 
 
+def _counts(d: dict[str, Any]) -> str:
+    """'offset 3, protocol 1' of the non-zero counts in ``d``, or 'none'."""
+    return ", ".join(f"{k} {v}" for k, v in d.items() if v) or "none"
+
+
+def _host_lines(st: dict[str, Any]) -> list[str]:
+    """The host process, the guests that left and the refusals (absent from old hosts)."""
+    lines = []
+    p = st.get("process")
+    if p:
+        lines.append(f"process rss {human(p.get('rss', 0))}  private {human(p.get('private', 0))}"
+                     f"  fds {p.get('fds', '?')}  threads {p.get('threads', '?')}  cpu "
+                     f"{p.get('cpu_user_s', 0):.2f} s user {p.get('cpu_system_s', 0):.2f} s "
+                     "system")
+    left = st.get("left")
+    if left:
+        lines.append(f"left    {left['guests']} guests ({left['cut_off']} cut off)  in "
+                     f"{left['msgs_in']} msgs {human(left['bytes_in'])}  out "
+                     f"{left['msgs_out']} msgs {human(left['bytes_out'])}  errors "
+                     f"{_counts(left['errors'])}")
+    if "refusals" in st:  # any reason a host counts, by name
+        lines.append(f"refused {st['refused']} guests: {_counts(st['refusals'])}")
+    return lines
+
+
 def render(st: dict[str, Any]) -> str:
     """A human view of a stat reply."""
     names = st.get("channels", {})
@@ -115,6 +140,7 @@ def render(st: dict[str, Any]) -> str:
              f"store  {st['blob']['dir']}: {st['blob']['stored']} stored "
              f"({human(st['blob']['bytes_stored'])}), {st['blob']['fetched']} fetched "
              f"({human(st['blob']['bytes_fetched'])}), {st['blob']['failed']} failed",
+             *_host_lines(st),
              "channels (all guests since start; C drivers are counted per guest only):"]
     for ch, c in names.items():
         c = {k: c.get(k, 0) for k in ("msgs_in", "bytes_in", "msgs_out", "bytes_out")}
@@ -122,7 +148,7 @@ def render(st: dict[str, Any]) -> str:
         lines[-1] += f"   [{names[ch]['driver']}]"
     for g in st["guests"]:
         h = g["heap"]
-        errs = ", ".join(f"{k} {v}" for k, v in g["errors"].items() if v) or "none"
+        errs = _counts(g["errors"])
         lines += [
             f"guest {g['id']} (epoch {g['epoch']})",
             f"  host heap  used {human(h['used'])}  peak {human(h['peak'])}  largest free "

@@ -351,6 +351,12 @@ HGSMI_API int hgsmi_host_set_stat_reply(struct hgsmi_host *host,
 
 /* 1 while the guest's socket is open and the guest in good standing. */
 HGSMI_API int hgsmi_conn_alive(const struct hgsmi_conn *conn);
+/*
+ * 1 once the host has cut the guest off (protocol errors, a hostile ring
+ * index, a socket that spoke after its hello, hgsmi_conn_close); 0 while it
+ * is alive or after it hung up on its own.
+ */
+HGSMI_API int hgsmi_conn_cut_off(const struct hgsmi_conn *conn);
 HGSMI_API uint32_t hgsmi_conn_id(const struct hgsmi_conn *conn);
 /* Base address of the guest's segment in this process, and its size. */
 HGSMI_API void *hgsmi_conn_base(const struct hgsmi_conn *conn);

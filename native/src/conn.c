@@ -521,6 +521,7 @@ void hgsmi_conn_stats(const struct hgsmi_conn *c, struct hgsmi_conn_stats *out)
 }
 
 int hgsmi_conn_alive(const struct hgsmi_conn *c) { return c->alive; }
+int hgsmi_conn_cut_off(const struct hgsmi_conn *c) { return !c->alive && !c->left; }
 uint32_t hgsmi_conn_id(const struct hgsmi_conn *c) { return c->id; }
 void *hgsmi_conn_base(const struct hgsmi_conn *c) { return c->seg.base; }
 uint32_t hgsmi_conn_size(const struct hgsmi_conn *c) { return c->seg.size; }

@@ -110,6 +110,12 @@ static int adopt_fds(struct hgsmi_guest *g, const struct hgsmi_welcome *w,
 	return 0;
 }
 
+/* Bytes of slab_of and of slab_left: one entry per guest-heap granule. */
+static size_t slab_table_bytes(const struct hgsmi_guest *g)
+{
+	return ((size_t)g->gheap.size / HGSMI_HEAP_ALIGN + 1) * sizeof(uint32_t);
+}
+
 static int setup(struct hgsmi_guest *g, const struct hgsmi_welcome *w,
 		 const int *fds, int nfds)
 {
@@ -142,9 +148,9 @@ static int setup(struct hgsmi_guest *g, const struct hgsmi_welcome *w,
 	    (rc = hgsmi_int_inflight_init(&g->sent, g->gheap.offset, g->gheap.size)) < 0 ||
 	    (rc = hgsmi_int_inflight_init(&g->orphans, g->gheap.offset, g->gheap.size)) < 0)
 		return rc;
-	/* calloc'd: pages are only touched where slabs are carved. */
-	if (!(g->slab_of = calloc(g->gheap.size / HGSMI_HEAP_ALIGN + 1, sizeof(uint32_t))) ||
-	    !(g->slab_left = calloc(g->gheap.size / HGSMI_HEAP_ALIGN + 1, sizeof(uint32_t))))
+	/* Mapped: pages are only touched where slabs are carved. */
+	if (!(g->slab_of = hgsmi_int_table_alloc(slab_table_bytes(g))) ||
+	    !(g->slab_left = hgsmi_int_table_alloc(slab_table_bytes(g))))
 		return -ENOMEM;
 	if (!(g->stash = calloc(e, sizeof(*g->stash))))
 		return -ENOMEM;
@@ -232,8 +238,8 @@ void hgsmi_guest_detach(struct hgsmi_guest *g)
 	hgsmi_heap_destroy(g->heap);
 	hgsmi_int_inflight_free(&g->sent);
 	hgsmi_int_inflight_free(&g->orphans);
-	free(g->slab_of);
-	free(g->slab_left);
+	hgsmi_int_table_free(g->slab_of, slab_table_bytes(g));
+	hgsmi_int_table_free(g->slab_left, slab_table_bytes(g));
 	free(g->stash);
 	free(g);
 }

@@ -179,7 +179,7 @@ int hgsmi_heap_create(uint32_t base, uint32_t size, struct hgsmi_heap **out)
 		return -ENOMEM;
 	h->base = base;
 	h->granules = size >> GRAN_SHIFT;
-	h->nodes = calloc(h->granules, sizeof(*h->nodes));
+	h->nodes = hgsmi_int_table_alloc((size_t)h->granules * sizeof(*h->nodes));
 	if (!h->nodes) {
 		free(h);
 		return -ENOMEM;
@@ -193,7 +193,7 @@ void hgsmi_heap_destroy(struct hgsmi_heap *h)
 {
 	if (!h)
 		return;
-	free(h->nodes);
+	hgsmi_int_table_free(h->nodes, (size_t)h->granules * sizeof(*h->nodes));
 	free(h);
 }
 

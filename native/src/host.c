@@ -375,6 +375,8 @@ static int handle_events(struct hgsmi_host *h, struct epoll_event *evs, int n)
 			 * (and unwatched: a level-triggered fd would spin). */
 			if (!hgsmi_int_sock_closed(c->sock))
 				c->st.errors_protocol++;
+			else if (c->alive)
+				c->left = true;
 			epoll_ctl(h->epfd, EPOLL_CTL_DEL, c->sock, NULL);
 			c->alive = false;
 			mask |= HGSMI_EV_HANGUP;

@@ -14,7 +14,8 @@ int hgsmi_int_inflight_init(struct hgsmi_inflight *f, uint32_t base, uint32_t si
 {
 	uint32_t granules = size / HGSMI_HEAP_ALIGN + 1;
 
-	f->bits = calloc((granules + 63) / 64, sizeof(uint64_t));
+	f->words = (granules + 63) / 64;
+	f->bits = hgsmi_int_table_alloc(f->words * sizeof(uint64_t));
 	f->base = base;
 	f->size = size;
 	f->count = 0;
@@ -23,6 +24,6 @@ int hgsmi_int_inflight_init(struct hgsmi_inflight *f, uint32_t base, uint32_t si
 
 void hgsmi_int_inflight_free(struct hgsmi_inflight *f)
 {
-	free(f->bits);
+	hgsmi_int_table_free(f->bits, f->words * sizeof(uint64_t));
 	f->bits = NULL;
 }

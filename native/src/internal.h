@@ -97,6 +97,18 @@ HGSMI_INT void hgsmi_int_notify_drain(struct hgsmi_notify *n);
 /* Close; the owner also unlinks a named semaphore. */
 HGSMI_INT void hgsmi_int_notify_close(struct hgsmi_notify *n, bool unlink);
 
+/* ---- per-guest tables -------------------------------------------------------- */
+/*
+ * Zeroed tables of one entry per heap granule (a heap's nodes, in-flight
+ * bitmaps, slab maps): megabytes per guest, of which a guest touches a few
+ * pages.  Big ones are a private anonymous mapping, whose pages become
+ * resident only when written and go back to the kernel at munmap; calloc
+ * would hand out reused heap memory and zero (touch) all of it.  Small ones
+ * stay on malloc.  Free with the size they were allocated with.  NULL: ENOMEM.
+ */
+HGSMI_INT void *hgsmi_int_table_alloc(size_t bytes);
+HGSMI_INT void hgsmi_int_table_free(void *p, size_t bytes);
+
 /* ---- sockets and time ------------------------------------------------------ */
 /* 1 if the peer closed the socket, 0 if it is open, <0 on error. */
 HGSMI_INT int hgsmi_int_sock_closed(int fd);
@@ -170,6 +182,7 @@ hgsmi_int_seg_hdr(const struct hgsmi_segment *seg)
 /* ---- offset bookkeeping: which buffers are in flight ---------------------- */
 struct hgsmi_inflight {
 	uint64_t *bits; /* one bit per HGSMI_HEAP_ALIGN granule of the heap */
+	size_t words;   /* of bits, for hgsmi_int_table_free */
 	uint32_t base, size;
 	uint32_t count;
 };
@@ -260,6 +273,7 @@ struct hgsmi_conn {
 	bool own_doorbell; /* false when it is the host's shared semaphore */
 	int sock;
 	bool alive;
+	bool left; /* the guest hung up while in good standing: not cut off */
 	uint32_t id, epoch;
 	uint32_t errors_since_reset;
 	uint32_t held; /* guest buffers handed to the caller, not yet completed */

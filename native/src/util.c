@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/time.h>
@@ -20,6 +21,29 @@ uint64_t hgsmi_int_now_ns(void)
 
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/* Below this a table stays on malloc: a mapping costs a syscall and a VMA. */
+#define TABLE_MMAP_MIN (64u << 10)
+
+void *hgsmi_int_table_alloc(size_t bytes)
+{
+	void *p;
+
+	if (bytes < TABLE_MMAP_MIN)
+		return calloc(1, bytes ? bytes : 1);
+	p = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	return p == MAP_FAILED ? NULL : p;
+}
+
+void hgsmi_int_table_free(void *p, size_t bytes)
+{
+	if (!p)
+		return;
+	if (bytes < TABLE_MMAP_MIN)
+		free(p);
+	else
+		munmap(p, bytes);
 }
 
 int hgsmi_int_remaining_ms(int timeout_ms, uint64_t start_ns)
