@@ -160,11 +160,12 @@ class Streams:
                     log.info("%s to guest %d dropped: guest gone", s.what, gid)
                     self._finish(s)
             elif mark == 0 or conn.unacked() < mark:
+                # mark 0: no room with nothing unacked, so no ack will come to
+                # say when; such a guest's streams look again every round.
                 del self._blocked[gid]
                 self._active.extend(streams)
 
     def _park(self, s: _Stream) -> None:
-        # Nothing unacked and still no room: look again next round (no ack will come).
         mark = s.conn.unacked()
         entry = self._blocked.get(s.conn.id)
         if entry is None:
