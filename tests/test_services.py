@@ -121,8 +121,8 @@ def daemon(name, runtime_dir, tmp_path, request):
 
 
 def echo_p99(g: hgsmi.Guest, control: hgsmi.Guest, calls: int = 3000,
-             seconds: float = 6.0) -> tuple[float, float, int, int]:
-    """(p99 of ``g``, p99 of ``control`` in µs, calls to ``g``, errors) of 64-byte echo calls.
+             seconds: float = 6.0) -> tuple[dict[str, float], dict[str, float], int, int]:
+    """(percentiles of ``g``, of ``control`` in µs, calls to ``g``, errors) of 64-byte echo calls.
 
     The calls alternate between ``g`` and ``control`` (a guest of a second,
     untouched host), so both see the same load of this shared machine: the
@@ -143,7 +143,7 @@ def echo_p99(g: hgsmi.Guest, control: hgsmi.Guest, calls: int = 3000,
                 ok = False
             out.append((clock() - t) / 1000)
             errors += not ok
-    return percentiles(lat)["p99"], percentiles(ref)["p99"], len(lat), errors
+    return percentiles(lat, (50, 99)), percentiles(ref, (50, 99)), len(lat), errors
 
 
 def published(name: str, ready: Callable[[dict[str, Any]], Any],
@@ -222,12 +222,13 @@ def flood_and_measure(daemon: Daemon, g: hgsmi.Guest, c: hgsmi.Guest, mode: str,
     left = published(daemon.name, lambda st: len(st["guests"]) == 1)
     after, after_ref, _, err_after = echo_p99(g, c)
     return {"taken": int(taken), "busy": int(busy), "other": int(other),
-            "base": base, "base_ref": base_ref, "flood": flood, "flood_ref": flood_ref,
-            "after": after, "after_ref": after_ref, "n_flood": n_flood,
+            "base": base["p99"], "base_ref": base_ref["p99"], "flood": flood["p99"],
+            "flood_ref": flood_ref["p99"], "after": after["p99"], "after_ref": after_ref["p99"],
+            "flood_p50": flood["p50"], "flood_ref_p50": flood_ref["p50"], "n_flood": n_flood,
             "errors": err_base + err_flood + err_after, "cpu_base": cpu_base * 1e6,
             "cpu_flood": cpu_flood * 1e6, "load_base": load_base, "load_flood": load_flood,
             "rss0": rss0, "rss1": rss1, "fds0": fds0, "fds1": fds1, "fds2": fds2,
-            "held_after": left["guests"][0]["held"]}
+            "held_after": left["guests"][0].get("held", {})}
 
 
 @pytest.mark.timeout(240)
@@ -248,7 +249,8 @@ def test_a_flooding_guest_is_refused_and_others_keep_their_latency(daemon, name,
         control.close()
     print(f"{mode} flood: taken {f['taken']}, busy {f['busy']}, other {f['other']}; good guest "
           f"p99 (control) {f['base']:.0f} ({f['base_ref']:.0f}) -> {f['flood']:.0f} "
-          f"({f['flood_ref']:.0f}) -> {f['after']:.0f} ({f['after_ref']:.0f}) us, "
+          f"({f['flood_ref']:.0f}) -> {f['after']:.0f} ({f['after_ref']:.0f}) us, p50 under the "
+          f"flood {f['flood_p50']:.0f} ({f['flood_ref_p50']:.0f}) us, "
           f"{f['n_flood']} calls under the flood, errors {f['errors']}; host RSS {f['rss0']} -> "
           f"{f['rss1']} KiB, fds {f['fds0']} -> {f['fds1']} -> {f['fds2']}, CPU/call "
           f"{f['cpu_base']:.0f} -> {f['cpu_flood']:.0f} us, CPU {f['load_base']:.0%} -> "
@@ -259,6 +261,9 @@ def test_a_flooding_guest_is_refused_and_others_keep_their_latency(daemon, name,
     # with these; a floor of 300 µs for the jitter of a loaded 2-core machine (a
     # host that pumps what it holds for the flooder every round makes it ms).
     assert f["flood"] <= 3 * max(f["flood_ref"], 300), f
+    # Sharing a CPU, a host that burns it delays the control too; the median
+    # shows which host does the burning.
+    assert f["flood_p50"] <= 3 * max(f["flood_ref_p50"], 100), f
     # The host's own work per good call: blocked streams must cost it next to nothing.
     assert f["cpu_flood"] <= 3 * f["cpu_base"] + 20, f
     assert f["rss1"] - f["rss0"] < 48 << 10, f"host RSS grew by {f['rss1'] - f['rss0']} KiB"

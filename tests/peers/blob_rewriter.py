@@ -25,7 +25,7 @@ from hgsmi import blob
 from hgsmi._native import ffi
 from hgsmi.services import CH_BLOB
 
-BODY = 1 << 20  # long enough that hashing it leaves a wide window before the write
+BODY = 4 << 20  # long enough that hashing it leaves a wide window before the write
 
 
 def flip(view: memoryview, stop: threading.Event) -> None:
