@@ -324,3 +324,25 @@ def test_quota_keys_in_limits():
         config.from_dict({"limits": {"max_buffered": "lots"}})
     with pytest.raises(config.ConfigError, match="unknown key 'limits.max_fetch'"):
         config.from_dict({"limits": {"max_fetch": 1}})
+
+
+def test_a_refused_claim_takes_nothing_and_a_release_counts_once():
+    from hgsmi.quota import Quotas, ServiceLimits
+
+    q = Quotas(ServiceLimits(max_fetches=1, max_open_files=2, max_streams=0, max_buffered=100))
+    closed = []
+    a = q.claim(7, "fetch", fetches=1, files=1, streams=5, buffered=60)  # streams: no limit
+    a.on_release(lambda: closed.append("a"))
+    with pytest.raises(hgsmi.Busy, match="limits.max_buffered") as e:
+        q.claim(7, "upload", files=1, buffered=41)
+    assert e.value.errno == errno.EBUSY and q.refused == 1
+    assert q.held(7) == {"fetches": 1, "files": 1, "streams": 5, "buffered": 60}
+    assert q.held(8) == dict.fromkeys(("fetches", "files", "streams", "buffered"), 0)
+    q.claim(8, "fetch", fetches=1)  # another guest's quota
+    b = q.claim(7, "upload", files=1, buffered=40)
+    a.release()
+    a.release()
+    assert closed == ["a"]
+    assert q.held(7) == {"fetches": 0, "files": 1, "streams": 0, "buffered": 40}
+    b.release()
+    assert not any(q.held(7).values())
