@@ -4,7 +4,7 @@ A host and a guest map one POSIX shared-memory segment (the VRAM); buffers
 live in it and only offsets cross.  See README.md.
 """
 from ._native import ffi as _ffi, lib as _lib
-from .errors import (AccessDenied, BufferReleased, ChannelNotRegistered, ChecksumError,
+from .errors import (AccessDenied, BufferReleased, Busy, ChannelNotRegistered, ChecksumError,
                      HeapExhausted, HgsmiError, HostNotFound, MessageTooLarge, NameInUse,
                      PeerGone, ProtocolError, RemoteError, RingFull, Timeout)
 from .errors import HostFull, Refused, TooManyGuests, TooManyPending
@@ -20,7 +20,7 @@ CH_SETUP, CH_ECHO, CH_SINK, CH_BLOB = 1, 2, 3, 4
 CH_USER_FIRST = 0x10
 
 __all__ = [
-    "AccessDenied", "Buffer", "BufferReleased", "ChannelNotRegistered", "ChecksumError",
+    "AccessDenied", "Buffer", "BufferReleased", "Busy", "ChannelNotRegistered", "ChecksumError",
     "Guest", "GuestConn", "Heap", "HeapExhausted", "HgsmiError", "Host", "HostNotFound",
     "Message", "MessageTooLarge", "NameInUse", "PeerGone", "ProtocolError", "RemoteError",
     "RingFull", "Timeout", "Refused", "HostFull", "TooManyGuests", "TooManyPending", "CH_SETUP", "CH_ECHO", "CH_SINK", "CH_BLOB", "CH_USER_FIRST",

@@ -26,7 +26,8 @@ Host to guest (posts through the host FIFO and the IRQ; the guest acks)::
 All integers are little-endian.  ``status`` is 0 or a positive errno value
 (``EINVAL`` bad name or request, ``ENOENT`` no such blob, ``ESRCH`` unknown
 transfer id, ``EBADMSG`` digest mismatch, ``EIO``/``ENOSPC`` storage
-failures, ``EBUSY`` too many transfers); ``message`` is UTF-8 text saying why.
+failures, ``EBUSY`` the guest holds its quota of transfers, files, streams
+or host buffers: see :mod:`hgsmi.quota`); ``message`` is UTF-8 text saying why.
 
 An upload is written to a hidden temporary file in the store and renamed to
 its name only when END's size and digest match what the host received, so a
@@ -42,7 +43,7 @@ from __future__ import annotations
 import errno
 import struct
 
-from .errors import HgsmiError
+from .errors import Busy, HgsmiError
 
 BEGIN, CHUNK, END, FETCH, ABORT = 1, 2, 3, 4, 5
 FCHUNK, FEND = 16, 17
@@ -71,6 +72,10 @@ class DigestMismatch(BlobError):
     """Both ends moved the same transfer but computed different SHA-256 digests."""
 
 
+class BlobBusy(BlobError, Busy):
+    """The host refused the transfer at once: this guest holds its quota (EBUSY)."""
+
+
 def check_name(name: str) -> str:
     """Return ``name`` if it is a safe blob name, else raise ``ValueError``."""
     if not isinstance(name, str) or not name:
@@ -97,7 +102,11 @@ def decode_name(data: bytes) -> str:
 
 def failure(status: int, message: str) -> BlobError:
     """The exception for a non-zero ``status`` with the peer's ``message``."""
-    cls = DigestMismatch if status == errno.EBADMSG else BlobError
+    cls: type[BlobError] = BlobError
+    if status == errno.EBADMSG:
+        cls = DigestMismatch
+    elif status == errno.EBUSY:
+        cls = BlobBusy
     return cls(status, message or errno.errorcode.get(status, str(status)))
 
 

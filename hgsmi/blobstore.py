@@ -1,4 +1,11 @@
-"""The host side of the blob protocol (:mod:`hgsmi.blob`): a directory of verified files."""
+"""The host side of the blob protocol (:mod:`hgsmi.blob`): a directory of verified files.
+
+Each upload chunk is copied out of shared memory once and hashed and written
+from that copy, so what is stored is what was hashed, however the guest
+rewrites its buffer meanwhile.  Uploads and fetches count against the
+guest's quotas (:mod:`hgsmi.quota`): an open file each, and a fetch also a
+fetch, a stream and its read buffer.
+"""
 from __future__ import annotations
 
 import errno
@@ -9,27 +16,32 @@ import stat
 from typing import Any, BinaryIO, Iterator
 
 from . import blob
-from .errors import HgsmiError
+from .errors import Busy, HgsmiError
+from .quota import Claim, Quotas
 from .services import CH_BLOB, Streams
 
 log = logging.getLogger("hgsmi.blob")
 
 
 class _Upload:
-    __slots__ = ("guest", "name", "tmp", "file", "sha", "received", "error")
+    __slots__ = ("guest", "name", "tmp", "file", "sha", "received", "error", "claim")
 
-    def __init__(self, guest: int, name: str, tmp: str, file: BinaryIO) -> None:
+    def __init__(self, guest: int, name: str, tmp: str, file: BinaryIO, claim: Claim) -> None:
         self.guest, self.name, self.tmp, self.file = guest, name, tmp, file
         self.sha = hashlib.sha256()
         self.received = 0
         self.error = ""
+        self.claim = claim
 
     def discard(self) -> None:
-        self.file.close()
         try:
-            os.unlink(self.tmp)
-        except FileNotFoundError:
-            pass
+            self.file.close()
+            try:
+                os.unlink(self.tmp)
+            except FileNotFoundError:
+                pass
+        finally:
+            self.claim.release()
 
 
 def write_all(f: BinaryIO, view: memoryview) -> None:
@@ -51,13 +63,16 @@ def read_full(f: BinaryIO, view: memoryview) -> int:
 
 
 class BlobStore:
-    """Serves channel 4: uploads into ``root``, fetches streamed back as host posts."""
+    """Serves channel 4: uploads into ``root``, fetches streamed back as host posts.
 
-    MAX_UPLOADS_PER_GUEST = 16
+    ``quotas`` bounds what it holds for each guest (default: the default
+    :class:`~hgsmi.quota.ServiceLimits`).
+    """
 
-    def __init__(self, root: str, streams: Streams) -> None:
+    def __init__(self, root: str, streams: Streams, quotas: Quotas | None = None) -> None:
         self.root = root
         self.streams = streams
+        self.quotas = quotas or Quotas()
         self._uploads: dict[int, _Upload] = {}
         self._next_id = 1
         self.counts = {"stored": 0, "bytes_stored": 0, "fetched": 0, "bytes_fetched": 0,
@@ -86,17 +101,19 @@ class BlobStore:
         except ValueError as e:
             return blob.reply(blob.BEGIN_REP, errno.EINVAL, 0, message=str(e))
         guest = msg.peer.id
-        if sum(u.guest == guest for u in self._uploads.values()) >= self.MAX_UPLOADS_PER_GUEST:
-            return blob.reply(blob.BEGIN_REP, errno.EBUSY, 0,
-                              message=f"more than {self.MAX_UPLOADS_PER_GUEST} uploads at once")
+        try:
+            claim = self.quotas.claim(guest, f"upload of {name}", files=1)
+        except Busy as e:
+            return blob.reply(blob.BEGIN_REP, errno.EBUSY, 0, message=str(e.strerror))
         tid = self._new_id()
         tmp = os.path.join(self.root, f".upload-{os.getpid()}-{tid}.part")
         try:
             f = open(tmp, "xb", buffering=0)
         except OSError as e:
+            claim.release()
             return blob.reply(blob.BEGIN_REP, e.errno or errno.EIO, 0,
                               message=f"cannot create {tmp}: {e.strerror}")
-        self._uploads[tid] = _Upload(guest, name, tmp, f)
+        self._uploads[tid] = _Upload(guest, name, tmp, f, claim)
         return blob.reply(blob.BEGIN_REP, 0, tid)
 
     def chunk(self, msg: Any) -> None:
@@ -110,10 +127,13 @@ class BlobStore:
         if n > len(data) - blob.CHUNK_HDR.size or offset != up.received:
             up.error = f"chunk at offset {offset} of {n} bytes, expected offset {up.received}"
             raise HgsmiError(errno.EINVAL, f"blob: {up.error}")
+        # One read of the guest's bytes: hashing and writing from shared memory
+        # would let a guest store something other than what the host hashed.
+        with data[blob.CHUNK_HDR.size:blob.CHUNK_HDR.size + n] as shared:
+            part = bytes(shared)
         try:
-            with data[blob.CHUNK_HDR.size:blob.CHUNK_HDR.size + n] as part:
-                up.sha.update(part)
-                write_all(up.file, part)
+            up.sha.update(part)
+            write_all(up.file, memoryview(part))
         except OSError as e:
             up.error = f"writing {up.name}: {e.strerror}"
             raise HgsmiError(e.errno or errno.EIO, f"blob: {up.error}") from None
@@ -152,6 +172,7 @@ class BlobStore:
             self.counts["failed"] += 1
             return blob.reply(blob.END_REP, e.errno or errno.EIO, 0, mine,
                               message=f"storing {up.name}: {e.strerror}")
+        up.claim.release()
         self.counts["stored"] += 1
         self.counts["bytes_stored"] += up.received
         log.info("stored %s: %d bytes from guest %d, sha256 %s",
@@ -183,27 +204,39 @@ class BlobStore:
         except ValueError as e:
             return blob.reply(blob.FETCH_REP, errno.EINVAL, 0, 0, message=str(e))
         path = os.path.join(self.root, name)
+        chunk = post_chunk(msg.peer.stats()["host_heap"]["capacity"])
+        # Claimed before anything is opened: a refused fetch costs the host nothing.
+        try:
+            claim = self.quotas.claim(msg.peer.id, f"fetch of {name}", fetches=1, files=1,
+                                      streams=1, buffered=blob.CHUNK_HDR.size + chunk)
+        except Busy as e:
+            return blob.reply(blob.FETCH_REP, errno.EBUSY, 0, 0, message=str(e.strerror))
         try:
             fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-        except FileNotFoundError:
-            return blob.reply(blob.FETCH_REP, errno.ENOENT, 0, 0, message=f"no blob {name!r}")
         except OSError as e:
+            claim.release()
+            if e.errno == errno.ENOENT:
+                return blob.reply(blob.FETCH_REP, errno.ENOENT, 0, 0,
+                                  message=f"no blob {name!r}")
             return blob.reply(blob.FETCH_REP, e.errno or errno.EIO, 0, 0,
                               message=f"cannot open {name!r}: {e.strerror}")
         f = os.fdopen(fd, "rb", buffering=0)
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
             f.close()
+            claim.release()
             return blob.reply(blob.FETCH_REP, errno.EINVAL, 0, 0,
                               message=f"{name!r} is not a regular file")
+        claim.on_release(f.close)  # even if the stream ends before it first runs
         tid = self._new_id()
-        chunk = post_chunk(msg.peer.stats()["host_heap"]["capacity"])
         self.streams.start(msg.peer, self._send(f, tid, chunk, name, msg.peer.id),
-                           f"fetch of {name}")
+                           f"fetch of {name}", claim)
         return blob.reply(blob.FETCH_REP, 0, tid, st.st_size)
 
     def _send(self, f: BinaryIO, tid: int, chunk: int, name: str,
               guest: int) -> Iterator[tuple[int, int, Any]]:
+        # The read buffer (counted in the guest's max_buffered) is made when the
+        # stream first runs, and a file is read a chunk at a time, never whole.
         hdr = blob.CHUNK_HDR.size
         buf = bytearray(hdr + chunk)
         view = memoryview(buf)
@@ -246,7 +279,8 @@ class BlobStore:
         self.reap(set())
 
     def stats(self) -> dict[str, Any]:
-        return {"dir": self.root, "uploads": len(self._uploads), **self.counts}
+        return {"dir": self.root, "uploads": len(self._uploads), **self.counts,
+                "busy": self.quotas.refused}
 
 
 def post_chunk(heap_capacity: int) -> int:

@@ -13,7 +13,7 @@ from typing import Any, BinaryIO, Callable
 
 from . import blob
 from .blobstore import read_full, write_all
-from .errors import HeapExhausted, HgsmiError, ProtocolError, Timeout
+from .errors import Busy, HeapExhausted, HgsmiError, ProtocolError, Timeout
 from .services import (CH_BLOB, CH_ECHO, CH_SINK, SINK_DATA, SINK_END, SINK_SOURCE,
                        SOURCE_END, SOURCE_REQ, STATUS)
 
@@ -137,7 +137,9 @@ class BlobClient:
 
         The host streams it through its FIFO and the IRQ.  Returns ``{name,
         bytes, sha256, seconds}``; raises :class:`BlobError` /
-        :class:`DigestMismatch`.
+        :class:`DigestMismatch`, and :class:`~hgsmi.blob.BlobBusy` (a
+        :class:`Busy`) when this guest already holds its quota of fetches,
+        streams, open files or host buffers.
         """
         g = self.guest
         blob.check_name(name)
@@ -179,10 +181,12 @@ class BlobClient:
             if offset != st.received or n > len(data) - blob.CHUNK_HDR.size:
                 st.done, st.status, st.message = True, errno.EPROTO, "chunk out of order"
                 return None
+            # One read of shared memory: what is hashed is what is written.
+            with data[blob.CHUNK_HDR.size:blob.CHUNK_HDR.size + n] as shared:
+                part = bytes(shared)
             try:
-                with data[blob.CHUNK_HDR.size:blob.CHUNK_HDR.size + n] as part:
-                    st.sha.update(part)
-                    write_all(st.out, part)
+                st.sha.update(part)
+                write_all(st.out, memoryview(part))
             except OSError as e:
                 st.done, st.status, st.message = True, e.errno or errno.EIO, str(e)
                 return None
@@ -257,7 +261,10 @@ def load(guest: Any, seconds: float = 3.0, size: int = 64 << 10, direction: str 
     """Move data as fast as it goes for ``seconds``: to the sink, from the host, or both.
 
     ``tick(result_so_far)`` is called every ``interval``.  Returns ``{seconds,
-    size, direction, g2h: {msgs, bytes}, h2g: {msgs, bytes}}``.
+    size, direction, g2h: {msgs, bytes}, h2g: {msgs, bytes}}``.  Raises
+    :class:`Busy` if the host refuses the load source because this guest
+    holds its quota of streams or host buffers, :class:`HgsmiError` if it
+    refuses it otherwise.
     """
     if direction not in ("g2h", "h2g", "both"):
         raise ValueError(f"direction must be g2h, h2g or both, not {direction!r}")
@@ -273,8 +280,9 @@ def load(guest: Any, seconds: float = 3.0, size: int = 64 << 10, direction: str 
         rep = guest.call(CH_SINK, SINK_SOURCE, SOURCE_REQ.pack(seconds, size), 512)
         (status,) = STATUS.unpack_from(rep)
         if status:
-            raise HgsmiError(status, f"host refused the load source: "
-                                     f"{rep[STATUS.size:].decode('utf-8', 'replace')}")
+            cls = Busy if status == errno.EBUSY else HgsmiError
+            raise cls(status, f"host refused the load source: "
+                              f"{rep[STATUS.size:].decode('utf-8', 'replace')}")
     batch = [bytes(size)] * 16
     base = guest.stats()
     t0 = time.monotonic()

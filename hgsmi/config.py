@@ -20,6 +20,12 @@ A config file (every key optional)::
     max_doorbells_per_s = 100000   # per guest; 0: unlimited
     max_pending_per_pid = 8        # handshakes under way from one process
     max_guests_per_pid = 0         # guests attached from one process; 0: max(16, max_guests/4)
+    # What the built-in services hold at most for one guest (0: no limit);
+    # past one a request is refused at once with EBUSY (hgsmi.Busy):
+    max_fetches = 4                # blob fetches streaming at once
+    max_open_files = 16            # files open for it: uploads and fetches
+    max_streams = 8                # host-to-guest streams: fetches, load sources
+    max_buffered = "64M"           # bytes of private host buffers held for it
 
     [channels.16]                  # channel number 2..255 (2-15 replace a built-in)
     driver = "mypkg.drivers:upper" # Python: handler(msg) -> reply | None
@@ -39,6 +45,8 @@ import os
 import re
 import tomllib
 from typing import Any
+
+from .quota import ServiceLimits
 
 DEFAULT_NAME = "hgsmi"
 DEFAULT_SIZE = 16 << 20
@@ -78,12 +86,20 @@ class HostConfig:
     max_doorbells_per_s: int = 100_000
     max_pending_per_pid: int = 8
     max_guests_per_pid: int = 0
+    max_fetches: int = ServiceLimits.max_fetches
+    max_open_files: int = ServiceLimits.max_open_files
+    max_streams: int = ServiceLimits.max_streams
+    max_buffered: int = ServiceLimits.max_buffered
     channels: dict[int, ChannelConfig] = dataclasses.field(default_factory=dict)
     base_dir: str = "."  #: where relative paths (store, driver .so) are resolved
 
     def limits(self) -> dict[str, int]:
         """The Host() keyword arguments for the limits."""
         return {k: getattr(self, k) for k in _LIMITS}
+
+    def service_limits(self) -> ServiceLimits:
+        """The per-guest quotas of the built-in services (:mod:`hgsmi.quota`)."""
+        return ServiceLimits(**{k: getattr(self, k) for k in _SERVICE_LIMITS})
 
 
 _LIMITS = {  # key: (min, max, extra check)
@@ -96,6 +112,12 @@ _LIMITS = {  # key: (min, max, extra check)
     "max_doorbells_per_s": (0, 0xFFFFFFFE),
     "max_pending_per_pid": (1, 256),
     "max_guests_per_pid": (0, 4096),
+}
+_SERVICE_LIMITS = {  # [limits] keys of the built-in services' quotas: (min, max)
+    "max_fetches": (0, 1 << 16),
+    "max_open_files": (0, 1 << 20),
+    "max_streams": (0, 1 << 16),
+    "max_buffered": (0, 1 << 48),
 }
 _TOP = {"name", "size", "doorbell", "segment", "allowed_uids", "store", "limits", "channels"}
 
@@ -219,10 +241,16 @@ def from_dict(data: dict[str, Any], base_dir: str = ".") -> HostConfig:
         cfg.store = os.path.join(base_dir, os.path.expanduser(data["store"]))
     if "limits" in data:
         limits = _table(data["limits"], "limits")
-        _unknown(limits, set(_LIMITS), "limits")
+        _unknown(limits, set(_LIMITS) | set(_SERVICE_LIMITS), "limits")
         for key, (lo, hi) in _LIMITS.items():
             if key in limits:
                 setattr(cfg, key, _int(limits[key], f"limits.{key}", lo, hi))
+        for key, (lo, hi) in _SERVICE_LIMITS.items():
+            if key in limits:
+                value = limits[key]
+                if key == "max_buffered" and isinstance(value, str):
+                    value = parse_size(value, f"limits.{key}")
+                setattr(cfg, key, _int(value, f"limits.{key}", lo, hi))
         if cfg.ring_entries & (cfg.ring_entries - 1):
             raise ConfigError(f"limits.ring_entries: {cfg.ring_entries} is not a power of two")
     if "channels" in data:

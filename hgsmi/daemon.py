@@ -5,12 +5,15 @@ per guest as they attach), registers the built-in services and the drivers,
 prints one ``ready`` line on stdout, and serves every guest from one event
 loop until SIGTERM or SIGINT.  Host-to-guest streams (blob fetches, the load
 source) are pumped between polls, posting only what each guest's host heap
-and FIFO can take.  Every :data:`STAT_PERIOD` it publishes its statistics as
+and FIFO can take.  What the services hold for each guest is bounded by the
+quotas of ``cfg.service_limits()`` (:mod:`hgsmi.quota`), and released as
+soon as the guest goes.  Every :data:`STAT_PERIOD` it publishes its statistics as
 JSON for ``hgsmi stat``.  On a signal it fails what is in flight, removes
 every segment, the socket and partial uploads, and returns 0.
 """
 from __future__ import annotations
 
+import dataclasses
 import errno
 import json
 import logging
@@ -26,6 +29,7 @@ from .blobstore import BlobStore
 from .config import HostConfig, default_name, default_store
 from .errors import NameInUse
 from .host import Host
+from .quota import Quotas
 from .stat import socket_path
 from .services import CH_BLOB, CH_ECHO, CH_SINK, Counters, Sink, Streams, echo
 
@@ -53,12 +57,13 @@ class HostDaemon:
         self.cfg = cfg
         self.started = time.monotonic()
         self.counters = Counters()
+        self.quotas = Quotas(cfg.service_limits())
         self.streams = Streams(self.counters)
-        self.blobs = BlobStore(self.store, self.streams)
+        self.blobs = BlobStore(self.store, self.streams, self.quotas)
         self.channels: dict[int, dict[str, str]] = {}
         self._seen: set[int] = set()
         try:
-            builtins = {CH_ECHO: ("echo", echo), CH_SINK: ("sink", Sink(self.streams)),
+            builtins = {CH_ECHO: ("echo", echo), CH_SINK: ("sink", Sink(self.streams, self.quotas)),
                         CH_BLOB: ("blob", self.blobs)}
             for ch, (label, handler) in builtins.items():
                 if ch not in loaded:
@@ -96,13 +101,15 @@ class HostDaemon:
                      self.cfg.name, self.host.socket_path, self.cfg.size, self.cfg.doorbell,
                      ", ".join(f"{ch} {c['name']}" for ch, c in sorted(self.channels.items())))
             next_publish = time.monotonic() + STAT_PERIOD
-            attached = 0
+            attached: set[int] = set()
             while not stop:
-                busy = self.streams.pump() if len(self.streams) else False
+                busy = self.streams.pump()
                 self.host.poll(0 if busy else STAT_PERIOD)
                 now = time.monotonic()
-                if now >= next_publish or len(self.host.guests) != attached:
-                    attached = len(self.host.guests)
+                # A guest that left (or came): what was held for it goes at once.
+                live = {c.id for c in self.host.guests}
+                if now >= next_publish or live != attached:
+                    attached = live
                     self.publish()
                     next_publish = now + STAT_PERIOD
             log.info("%s: stopping", signal.Signals(stop[0]).name)
@@ -118,6 +125,7 @@ class HostDaemon:
         self._seen |= live
         for gone in set(self.counters.by_guest) - live:
             self.counters.forget(gone)
+        self.streams.reap(live)
         self.blobs.reap(live)
         self.host.set_stat_reply(json.dumps(self.stats(), separators=(",", ":")).encode())
 
@@ -137,6 +145,7 @@ class HostDaemon:
                 "errors": {k[len("errors_"):]: v for k, v in s.items()
                            if k.startswith("errors_")},
                 "channels": Counters.as_dict(self.counters.by_guest.get(c.id, {})),
+                "held": self.quotas.held(c.id),
             })
         totals = Counters.as_dict(self.counters.total)
         channels = {str(ch): {**meta, **totals.get(str(ch), {})}
@@ -148,7 +157,8 @@ class HostDaemon:
                 "guests_total": len(self._seen), "refused": self.host.refused,
                 "handler_errors": self.host.handler_errors,
                 "admission": self.host.admission_stats(), "channels": channels,
-                "blob": self.blobs.stats(), "guests": guests,
+                "blob": self.blobs.stats(), "busy": self.quotas.refused,
+                "quotas": dataclasses.asdict(self.quotas.limits), "guests": guests,
                 # what outlives the guests, and the host's own footprint
                 "left": self.host.left.as_dict(), "refusals": dict(self.host.refusals),
                 "process": process_stats()}

@@ -86,6 +86,14 @@ class TooManyPending(Refused):
     process (max_pending_per_pid)."""
 
 
+class Busy(HgsmiError):
+    """The host refused a request at once: this guest holds its quota of that resource.
+
+    Its errno is EBUSY.  Not mapped from the C core's -EBUSY, which means a
+    buffer is still in flight; the services and their clients raise it.
+    """
+
+
 _BY_ERRNO: dict[int, type[HgsmiError]] = {
     _errno.EBADMSG: ChecksumError,
     _errno.EPROTO: ProtocolError,

@@ -63,6 +63,7 @@ class GuestConn:
                          if host._windowed else None)
         self._orphans: list[Callable[[], bool]] = []  # views revoked at close, if they can be
         self._closed = False
+        self._unacked_st: Any = None  # unacked()'s stats struct, made on first use
 
     @property
     def alive(self) -> bool:
@@ -92,6 +93,35 @@ class GuestConn:
         :class:`PeerGone`, :class:`MessageTooLarge`.
         """
         return self._serve_until_done(self._post_many_steps(channel, info, datas, timeout))
+
+    def try_post(self, channel: int, info: int, data: Any) -> int:
+        """:meth:`post` that neither waits nor raises: the offset, or ``-errno``.
+
+        ``-ENOMEM`` / ``-EAGAIN`` while the host heap or FIFO is full (the
+        guest's acks make room: see :meth:`unacked`), ``-EPIPE`` once the
+        guest is gone.  For callers that meet a full guest every round
+        (host-to-guest streams), where an exception a round would cost more
+        than the post.  Raises ``ValueError``/``TypeError`` for bad arguments.
+        """
+        check_channel(channel, info)
+        if self._closed:
+            return -errno.EPIPE
+        src = as_buffer(data)
+        return int(lib.hgsmi_conn_post(self._c, channel, info, src, len(src)))
+
+    def unacked(self) -> int:
+        """Host posts this guest has not acked yet (0 once closed); O(1).
+
+        Acks are taken in at every serve round and post, so a drop in this
+        count means room was freed in the host heap and FIFO.
+        """
+        if self._closed:
+            return 0
+        st = self._unacked_st
+        if st is None:
+            st = self._unacked_st = ffi.new("struct hgsmi_conn_stats *")
+        lib.hgsmi_conn_stats(self._c, st)
+        return int(st.inflight_host)
 
     def _serve_until_done(self, steps: Generator[Any, None, int]) -> int:
         """Run a post loop, serving the host (acks free room) whenever it waits."""

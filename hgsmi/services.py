@@ -14,16 +14,25 @@
 Also here: :class:`Counters` (messages and bytes per channel, per guest and
 in total) and :class:`Streams` (host-to-guest posts paced by the room in
 each guest's host heap and FIFO, so a slow guest never stalls the others).
+
+A guest can rewrite its buffer while a handler reads it, so every service
+here reads each field of a request from shared memory once, into private
+memory, and checks and uses only that copy.  What a service holds for a
+guest past the request (open files, streams, buffers) is counted against
+that guest's quotas (:mod:`hgsmi.quota`); past one, the request is refused
+at once with EBUSY and nothing more is held.
 """
 from __future__ import annotations
 
 import errno
 import logging
+import os
 import struct
 import time
 from typing import Any, Callable, Iterator
 
-from .errors import HeapExhausted, HgsmiError, PeerGone, RingFull
+from .errors import Busy
+from .quota import Claim, Quotas
 
 log = logging.getLogger("hgsmi.services")
 
@@ -34,7 +43,7 @@ SOURCE_REQ = struct.Struct("<dI")
 SOURCE_END = struct.Struct("<QQ")
 STATUS = struct.Struct("<i")
 
-Item = tuple  # (channel, info, bytes-like)
+Item = tuple[int, int, Any]  # (channel, info, bytes-like)
 
 
 class Counters:
@@ -81,10 +90,18 @@ class Counters:
 
 
 class _Stream:
-    __slots__ = ("conn", "items", "pending", "what")
+    __slots__ = ("conn", "items", "pending", "what", "claim")
 
-    def __init__(self, conn: Any, items: Iterator[Item], what: str) -> None:
-        self.conn, self.items, self.pending, self.what = conn, items, None, what
+    def __init__(self, conn: Any, items: Iterator[Item], what: str,
+                 claim: Claim | None) -> None:
+        self.conn, self.items, self.what = conn, items, what
+        self.pending: Item | None = None
+        self.claim = claim
+
+
+_MORE, _BLOCKED, _DONE = 0, 1, 2
+#: what try_post returns while the guest's host heap or FIFO is full
+_NO_ROOM = (-errno.ENOMEM, -errno.EAGAIN)
 
 
 class Streams:
@@ -92,65 +109,123 @@ class Streams:
 
     An item is ``(channel, info, data)``; ``data`` may be reused by the
     iterator once the next item is asked for (the post has copied it).
+
+    A stream whose guest has no room is parked with the others of that
+    guest, off the active list, until the guest's acks free some: a guest
+    that stops acking (SIGSTOP) costs one O(1) check a round, however many
+    streams it has, and no exception.  A stream ends when its items do, or
+    its guest goes; then its claim (:mod:`hgsmi.quota`) is given back.
     """
 
     def __init__(self, counters: Counters, per_round: int = 16) -> None:
         self.counters = counters
         self.per_round = per_round
-        self._streams: list[_Stream] = []
+        self._active: list[_Stream] = []
+        # guest id -> [conn, its unacked posts when a stream last found no room, streams]
+        self._blocked: dict[int, list[Any]] = {}
 
     def __len__(self) -> int:
-        return len(self._streams)
+        return len(self._active) + sum(len(b[2]) for b in self._blocked.values())
 
-    def start(self, conn: Any, items: Iterator[Item], what: str = "stream") -> None:
-        self._streams.append(_Stream(conn, items, what))
+    def start(self, conn: Any, items: Iterator[Item], what: str = "stream",
+              claim: Claim | None = None) -> None:
+        """Stream ``items`` to ``conn``; ``claim`` is released when the stream ends."""
+        self._active.append(_Stream(conn, items, what, claim))
 
     def pump(self) -> bool:
         """Post what fits, round robin.  True if some stream could go on at once."""
-        more = False
-        for s in list(self._streams):
+        if self._blocked:
+            self._wake()
+        active = self._active
+        if not active:
+            return False
+        self._active = still = []
+        for s in active:
             state = self._pump_one(s)
-            if state == "done":
-                self._drop(s)
-            elif state == "more":
-                more = True
-        return more
+            if state == _MORE:
+                still.append(s)
+            elif state == _BLOCKED:
+                self._park(s)
+            else:
+                self._finish(s)
+        return bool(still)
 
-    def _pump_one(self, s: _Stream) -> str:
+    def _wake(self) -> None:
+        """Back to the active list: the streams of guests whose acks made room."""
+        for gid, entry in list(self._blocked.items()):
+            conn, mark, streams = entry
+            if not conn.alive:
+                del self._blocked[gid]
+                for s in streams:
+                    log.info("%s to guest %d dropped: guest gone", s.what, gid)
+                    self._finish(s)
+            elif mark == 0 or conn.unacked() < mark:
+                # mark 0: no room with nothing unacked, so no ack will come to
+                # say when; such a guest's streams look again every round.
+                del self._blocked[gid]
+                self._active.extend(streams)
+
+    def _park(self, s: _Stream) -> None:
+        mark = s.conn.unacked()
+        entry = self._blocked.get(s.conn.id)
+        if entry is None:
+            self._blocked[s.conn.id] = [s.conn, mark, [s]]
+        else:
+            entry[1] = mark  # the latest failure: any ack after it makes room
+            entry[2].append(s)
+
+    def _pump_one(self, s: _Stream) -> int:
         for _ in range(self.per_round):
             if s.pending is None:
                 try:
                     s.pending = next(s.items)
                 except StopIteration:
-                    return "done"
+                    return _DONE
                 except Exception:
                     log.exception("%s to guest %d failed", s.what, s.conn.id)
-                    return "done"
+                    return _DONE
             channel, info, data = s.pending
             try:
-                s.conn.post(channel, info, data, timeout=0)
-            except (HeapExhausted, RingFull):
-                return "blocked"  # the guest's acks will make room
-            except PeerGone:
-                log.info("%s to guest %d dropped: guest gone", s.what, s.conn.id)
-                return "done"
-            except HgsmiError as e:
-                log.warning("%s to guest %d failed: %s", s.what, s.conn.id, e.strerror)
-                return "done"
+                rc = s.conn.try_post(channel, info, data)
+            except (TypeError, ValueError):
+                log.exception("%s to guest %d failed", s.what, s.conn.id)
+                return _DONE
+            if rc < 0:
+                if rc in _NO_ROOM:
+                    return _BLOCKED  # the guest's acks will make room
+                if rc == -errno.EPIPE:
+                    log.info("%s to guest %d dropped: guest gone", s.what, s.conn.id)
+                else:
+                    log.warning("%s to guest %d failed: %s", s.what, s.conn.id,
+                                os.strerror(-rc))
+                return _DONE
             self.counters.posted(s.conn.id, channel, len(data))
             s.pending = None
-        return "more"
+        return _MORE
 
-    def _drop(self, s: _Stream) -> None:
-        self._streams.remove(s)
+    def _finish(self, s: _Stream) -> None:
         s.pending = None
         close = getattr(s.items, "close", None)
-        if close:
-            close()  # generators: run their finally blocks (close files)
+        try:
+            if close:
+                close()  # generators: run their finally blocks (close files)
+        finally:
+            if s.claim is not None:
+                s.claim.release()
+
+    def reap(self, live: set[int]) -> None:
+        """End at once the streams of guests that are gone."""
+        gone = [s for s in self._active if s.conn.id not in live]
+        if gone:
+            self._active = [s for s in self._active if s.conn.id in live]
+        for gid in [g for g in self._blocked if g not in live]:
+            gone += self._blocked.pop(gid)[2]
+        for s in gone:
+            self._finish(s)
 
     def close(self) -> None:
-        for s in list(self._streams):
-            self._drop(s)
+        """End every stream."""
+        self.reap(set())
 
 
 def echo(msg: Any) -> None:
@@ -159,26 +234,36 @@ def echo(msg: Any) -> None:
 
 
 class Sink:
-    """Discard and count (the counting is :class:`Counters`'); also a load source."""
+    """Discard and count (the counting is :class:`Counters`'); also a load source.
+
+    A load source is a stream of the guest's (``max_streams``) and holds its
+    payload, ``size`` bytes, for it (``max_buffered``); past either the
+    request is refused with EBUSY.
+    """
 
     MAX_SECONDS = 3600.0
 
-    def __init__(self, streams: Streams) -> None:
+    def __init__(self, streams: Streams, quotas: Quotas | None = None) -> None:
         self.streams = streams
+        self.quotas = quotas or Quotas()
 
     def __call__(self, msg: Any) -> bytes:
         if msg.info != SINK_SOURCE:
-            return b""
+            return b""  # DATA: only its length (the host's own copy) is used
         data = msg.data
         if len(data) < SOURCE_REQ.size:
             return STATUS.pack(errno.EINVAL) + b"short SOURCE request"
-        seconds, size = SOURCE_REQ.unpack_from(data)
+        seconds, size = SOURCE_REQ.unpack_from(data)  # the one read of the request
         room = msg.peer.stats()["host_heap"]["capacity"] // 4
         if not (0 < seconds <= self.MAX_SECONDS) or not (0 < size <= room):
             return STATUS.pack(errno.EINVAL) + (
                 f"SOURCE wants 0 < seconds <= {self.MAX_SECONDS:g} and "
                 f"0 < size <= {room}").encode()
-        self.streams.start(msg.peer, self._source(seconds, size), "load source")
+        try:
+            claim = self.quotas.claim(msg.peer.id, "load source", streams=1, buffered=size)
+        except Busy as e:
+            return STATUS.pack(errno.EBUSY) + str(e.strerror).encode()
+        self.streams.start(msg.peer, self._source(seconds, size), "load source", claim)
         return STATUS.pack(0)
 
     @staticmethod
