@@ -90,6 +90,11 @@ class RateLog:
         for key in [key for key in self._holding if now - self._keys[key].since >= self.period]:
             self._summary(key, self._keys[key], now)
 
+    def keep_only(self, live: set[Any]) -> None:
+        """Forget every guest not in ``live`` (the host's own lines, guest None, stay)."""
+        for guest in {key[0] for key in self._keys} - live - {None}:
+            self.forget(guest)
+
     def forget(self, guest: Any) -> None:
         """Drop ``guest``'s records, first logging one line per key still holding back."""
         now = self._clock()

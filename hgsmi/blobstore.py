@@ -17,6 +17,7 @@ from typing import Any, BinaryIO, Iterator
 
 from . import blob
 from .errors import Busy, HgsmiError
+from ._ratelog import RateLog
 from .quota import Claim, Quotas
 from .services import CH_BLOB, Streams
 
@@ -71,6 +72,9 @@ class BlobStore:
 
     def __init__(self, root: str, streams: Streams, quotas: Quotas | None = None) -> None:
         self.root = root
+        # a line per upload or fetch, which a guest can make as fast as it
+        # likes: thinned per guest and kind (design §1)
+        self._rlog = RateLog(log)
         self.streams = streams
         self.quotas = quotas or Quotas()
         self._uploads: dict[int, _Upload] = {}
@@ -162,7 +166,8 @@ class BlobStore:
         if status:
             up.discard()
             self.counts["failed"] += 1
-            log.warning("upload of %s from guest %d failed: %s", up.name, up.guest, why)
+            self._rlog.log(up.guest, "upload failed", logging.WARNING,
+                           "upload of %s from guest %d failed: %s", up.name, up.guest, why)
             return blob.reply(blob.END_REP, status, 0, mine, message=why)
         try:
             up.file.close()
@@ -175,8 +180,9 @@ class BlobStore:
         up.claim.release()
         self.counts["stored"] += 1
         self.counts["bytes_stored"] += up.received
-        log.info("stored %s: %d bytes from guest %d, sha256 %s",
-                 up.name, up.received, up.guest, mine.hex()[:16])
+        self._rlog.log(up.guest, "stored", logging.INFO,
+                       "stored %s: %d bytes from guest %d, sha256 %s",
+                       up.name, up.received, up.guest, mine.hex()[:16])
         return blob.reply(blob.END_REP, 0, 0, mine)
 
     def abort(self, msg: Any) -> bytes:
@@ -263,17 +269,20 @@ class BlobStore:
                                              sha.digest(), message=why)
         self.counts["fetched"] += 1
         self.counts["bytes_fetched"] += offset
-        log.info("sent %s: %d bytes to guest %d", name, offset, guest)
+        self._rlog.log(guest, "sent", logging.INFO, "sent %s: %d bytes to guest %d",
+                       name, offset, guest)
 
     # -- housekeeping -------------------------------------------------------------
     def reap(self, live: set[int]) -> None:
-        """Discard the uploads of guests that are gone."""
+        """Discard the uploads of guests that are gone (and their log records)."""
         for tid, up in list(self._uploads.items()):
             if up.guest not in live:
                 del self._uploads[tid]
                 up.discard()
                 self.counts["failed"] += 1
-                log.info("upload of %s discarded: guest %d gone", up.name, up.guest)
+                self._rlog.log(up.guest, "discarded", logging.INFO,
+                               "upload of %s discarded: guest %d gone", up.name, up.guest)
+        self._rlog.keep_only(live)
 
     def close(self) -> None:
         self.reap(set())

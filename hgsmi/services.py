@@ -32,6 +32,7 @@ import time
 from typing import Any, Callable, Iterator
 
 from .errors import Busy
+from ._ratelog import RateLog
 from .quota import Claim, Quotas
 
 log = logging.getLogger("hgsmi.services")
@@ -123,6 +124,8 @@ class Streams:
         self._active: list[_Stream] = []
         # guest id -> [conn, its unacked posts when a stream last found no room, streams]
         self._blocked: dict[int, list[Any]] = {}
+        # lines a guest's streams trigger, thinned per guest and kind (design §1)
+        self._rlog = RateLog(log)
 
     def __len__(self) -> int:
         return len(self._active) + sum(len(b[2]) for b in self._blocked.values())
@@ -157,7 +160,8 @@ class Streams:
             if not conn.alive:
                 del self._blocked[gid]
                 for s in streams:
-                    log.info("%s to guest %d dropped: guest gone", s.what, gid)
+                    self._rlog.log(gid, "gone", logging.INFO,
+                                   "%s to guest %d dropped: guest gone", s.what, gid)
                     self._finish(s)
             elif mark == 0 or conn.unacked() < mark:
                 # mark 0: no room with nothing unacked, so no ack will come to
@@ -181,23 +185,27 @@ class Streams:
                     s.pending = next(s.items)
                 except StopIteration:
                     return _DONE
-                except Exception:
-                    log.exception("%s to guest %d failed", s.what, s.conn.id)
+                except Exception as e:
+                    self._rlog.log(s.conn.id, "failed", logging.ERROR, "%s to guest %d failed",
+                                   s.what, s.conn.id, exc_info=e)
                     return _DONE
             channel, info, data = s.pending
             try:
                 rc = s.conn.try_post(channel, info, data)
-            except (TypeError, ValueError):
-                log.exception("%s to guest %d failed", s.what, s.conn.id)
+            except (TypeError, ValueError) as e:
+                self._rlog.log(s.conn.id, "failed", logging.ERROR, "%s to guest %d failed",
+                               s.what, s.conn.id, exc_info=e)
                 return _DONE
             if rc < 0:
                 if rc in _NO_ROOM:
                     return _BLOCKED  # the guest's acks will make room
                 if rc == -errno.EPIPE:
-                    log.info("%s to guest %d dropped: guest gone", s.what, s.conn.id)
+                    self._rlog.log(s.conn.id, "gone", logging.INFO,
+                                   "%s to guest %d dropped: guest gone", s.what, s.conn.id)
                 else:
-                    log.warning("%s to guest %d failed: %s", s.what, s.conn.id,
-                                os.strerror(-rc))
+                    self._rlog.log(s.conn.id, "failed", logging.WARNING,
+                                   "%s to guest %d failed: %s", s.what, s.conn.id,
+                                   os.strerror(-rc))
                 return _DONE
             self.counters.posted(s.conn.id, channel, len(data))
             s.pending = None
@@ -214,7 +222,8 @@ class Streams:
                 s.claim.release()
 
     def reap(self, live: set[int]) -> None:
-        """End at once the streams of guests that are gone."""
+        """End at once the streams of guests that are gone (and their log records)."""
+        self._rlog.keep_only(live)
         gone = [s for s in self._active if s.conn.id not in live]
         if gone:
             self._active = [s for s in self._active if s.conn.id in live]
