@@ -405,6 +405,7 @@ struct hgsmi_guest_stats {
 	uint32_t inflight; /* guest buffers submitted and not yet reaped */
 	uint32_t backend;
 	struct hgsmi_heap_stats guest_heap;
+	uint64_t acks_dropped; /* acks the host never made room for (-ETIMEDOUT) */
 };
 
 /*
@@ -488,9 +489,23 @@ HGSMI_API int hgsmi_guest_call(struct hgsmi_guest *guest, uint8_t channel,
  */
 HGSMI_API int hgsmi_guest_recv(struct hgsmi_guest *guest, struct hgsmi_msg *out,
 			       unsigned max);
-/* Hand host buffers back (status in msg.status); one doorbell.  Returns n. */
+/*
+ * Hand host buffers back (status in msg.status); one doorbell.  Returns n.
+ * If the host keeps the ack ring full, it waits (sleeping) up to 2 s, then
+ * counts the acks left in stats.acks_dropped and returns -ETIMEDOUT; -EPIPE
+ * if the host is gone.  The *_timeout forms below wait up to timeout_ms
+ * (-1: for ever; never less than 20 ms, so an honest host that is a pass
+ * behind loses no ack).
+ */
 HGSMI_API int hgsmi_guest_ack(struct hgsmi_guest *guest,
 			      const struct hgsmi_msg *msgs, unsigned n);
+HGSMI_API int hgsmi_guest_ack_timeout(struct hgsmi_guest *guest,
+				      const struct hgsmi_msg *msgs, unsigned n,
+				      int timeout_ms);
+/* hgsmi_guest_recv, whose own acks wait as hgsmi_guest_ack_timeout. */
+HGSMI_API int hgsmi_guest_recv_timeout(struct hgsmi_guest *guest,
+				       struct hgsmi_msg *out, unsigned max,
+				       int timeout_ms);
 /*
  * Wait for the IRQ: spin, then announce sleep, re-check completions and the
  * host FIFO, sleep, and ack the IRQ.  Completions of fire-and-forget sends
