@@ -328,10 +328,12 @@ class AsyncGuest(LoopDriven, Guest):
         1 KiB a wake-up), so the loop never spins on a readable socket, and
         an EOF right behind them still counts as the host's death.
         """
-        stray = False
+        stray, sock = False, self._sock
+        if sock is None:
+            return
         for _ in range(16):
             try:
-                data = self._sock.recv(64, socket.MSG_DONTWAIT)
+                data = sock.recv(64, socket.MSG_DONTWAIT)
             except (BlockingIOError, InterruptedError):
                 break
             except OSError:

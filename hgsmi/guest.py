@@ -347,7 +347,7 @@ class Guest:
         ready = self._held_acks.ready() if self._held_acks else None
         if not ready:
             return 0
-        return lib.hgsmi_guest_ack_timeout(self._g, msg_array(ready), len(ready), ms)
+        return int(lib.hgsmi_guest_ack_timeout(self._g, msg_array(ready), len(ready), ms))
 
     def _start_async(self, msg: Message, m: Any, aw: Any) -> bool:
         """A handler returned an awaitable: only hgsmi.aio can run it."""
