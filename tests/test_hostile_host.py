@@ -21,6 +21,7 @@ sleep rather than spin while it waits:
 from __future__ import annotations
 
 import asyncio
+import glob
 import os
 import select
 import subprocess
@@ -39,16 +40,19 @@ PEER = Path(__file__).parent / "peers" / "hostile_host.py"
 ROOT = Path(__file__).parent.parent
 SLACK = 0.1  # the issue's bound: a call returns within its timeout plus 100 ms
 CH = 0x20
+BACKENDS = ["eventfd", "semaphore"]
 
 pytestmark = [pytest.mark.multiprocess, pytest.mark.timeout(30)]
 
 
 @contextmanager
-def hostile(runtime_dir: Path, mode: str) -> Iterator[tuple[str, subprocess.Popen]]:
+def hostile(runtime_dir: Path, mode: str,
+            backend: str = "eventfd") -> Iterator[tuple[str, subprocess.Popen]]:
     """Run the hostile host in ``mode``; yield its socket path and process."""
     path = str(runtime_dir / f"hostile-{mode}.sock")
-    p = subprocess.Popen([sys.executable, str(PEER), path, mode], stdout=subprocess.PIPE,
-                         text=True, env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    p = subprocess.Popen([sys.executable, str(PEER), path, mode, backend],
+                         stdout=subprocess.PIPE, text=True,
+                         env=dict(os.environ, PYTHONPATH=str(ROOT)))
     try:
         ready, _, _ = select.select([p.stdout], [], [], 10)
         assert ready and p.stdout.readline().strip() == "ready", "the hostile host did not start"
@@ -60,6 +64,8 @@ def hostile(runtime_dir: Path, mode: str) -> Iterator[tuple[str, subprocess.Pope
         p.stdout.close()
         if os.path.exists(path):
             os.unlink(path)
+        for sem in glob.glob(f"/dev/shm/sem.hgsmi-hh{p.pid}.*"):  # left by a SIGKILL
+            os.unlink(sem)
 
 
 def timed(fn: Callable[[], Any]) -> tuple[Any, float, float]:
@@ -95,6 +101,24 @@ def test_hostile_fds_are_refused_at_attach(runtime_dir, mode):
     assert len(os.listdir("/proc/self/fd")) == fds, "an fd of the welcome leaked"
 
 
+def async_call(path: str, data: bytes, timeout: float) -> tuple[Any, float, float]:
+    """An AsyncGuest's call: (its result or exception, wall and CPU seconds of the call).
+
+    The attach and the close are left out: closing a semaphore guest joins its
+    waiter thread, which sleeps in 200 ms slices.
+    """
+    async def run() -> tuple[Any, float, float]:
+        async with AsyncGuest(path, connect_timeout=1) as ag:
+            t0, c0 = time.monotonic(), time.thread_time()
+            try:
+                out: Any = await ag.call(CH, 0, data, timeout=timeout)
+            except Exception as e:  # the outcome under test
+                out = e
+            return out, time.monotonic() - t0, time.thread_time() - c0
+
+    return asyncio.run(run())
+
+
 async def _async_attach(path: str) -> None:
     g = AsyncGuest(path, connect_timeout=1)
     await g.aclose()
@@ -110,20 +134,17 @@ def test_blocking_eventfd_at_its_maximum_neither_blocks_call_nor_async_guest(run
             out, wall, cpu = timed(lambda: g.call(CH, 0, b"ring", timeout=1))
             expect(out, hgsmi.Timeout, wall, cpu, 1.0, "call")
 
-        async def run() -> Any:
-            async with AsyncGuest(path, connect_timeout=1) as ag:
-                return await ag.call(CH, 0, b"ring", timeout=1)
-
-        out, wall, cpu = timed(lambda: asyncio.run(run()))
+        out, wall, cpu = async_call(path, b"ring", 1)
         expect(out, hgsmi.Timeout, wall, cpu, 1.0, "AsyncGuest call")
 
 
 # -- a stray byte on the control socket ---------------------------------------------
-def test_stray_byte_then_death_is_peer_gone_not_a_spin(runtime_dir):
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_stray_byte_then_death_is_peer_gone_not_a_spin(runtime_dir, backend):
     """The host writes one byte after the welcome and dies: the guest reads the
     byte and the EOF behind it, and says PeerGone at once (it used to spin on
     the readable socket until its timeout and say Timeout)."""
-    with hostile(runtime_dir, "stray-die") as (path, p):
+    with hostile(runtime_dir, "stray-die", backend) as (path, p):
         with hgsmi.Guest(path, connect_timeout=1) as g:
             assert p.wait(10) == 0
             out, wall, cpu = timed(lambda: g.call(CH, 0, b"x", timeout=2))
@@ -132,52 +153,43 @@ def test_stray_byte_then_death_is_peer_gone_not_a_spin(runtime_dir):
             expect(out, hgsmi.PeerGone, wall, cpu, 0.0, "poll(None) after")
 
 
-def test_stray_byte_then_death_ends_an_async_guest(runtime_dir):
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_stray_byte_then_death_ends_an_async_guest(runtime_dir, backend):
     """The same for AsyncGuest, which used to stop watching the socket at the
     first byte and so missed the death: its pending call now fails with PeerGone."""
-    with hostile(runtime_dir, "stray-die") as (path, p):
-        async def run() -> Any:
-            async with AsyncGuest(path, connect_timeout=1) as ag:
-                return await ag.call(CH, 0, b"x", timeout=2)
-
-        out, wall, cpu = timed(lambda: asyncio.run(run()))
+    with hostile(runtime_dir, "stray-die", backend) as (path, p):
+        out, wall, cpu = async_call(path, b"x", 2)
         expect(out, hgsmi.PeerGone, wall, cpu, 0.0, "AsyncGuest call")
 
 
-def test_stray_byte_from_a_live_host_is_a_protocol_error(runtime_dir):
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_stray_byte_from_a_live_host_is_a_protocol_error(runtime_dir, backend):
     """The host writes one byte while the guest sleeps in a call, and stays:
     ProtocolError at once, then the connection is over (PeerGone)."""
-    with hostile(runtime_dir, "stray-alive") as (path, _):
+    with hostile(runtime_dir, "stray-alive", backend) as (path, _):
         with hgsmi.Guest(path, connect_timeout=1) as g:
             out, wall, cpu = timed(lambda: g.call(CH, 0, b"x", timeout=2))
             expect(out, hgsmi.ProtocolError, wall, cpu, 0.0, "call")
             out, wall, cpu = timed(lambda: g.call(CH, 0, b"again", timeout=2))
             expect(out, hgsmi.PeerGone, wall, cpu, 0.0, "the next call")
 
-        async def run() -> Any:
-            async with AsyncGuest(path, connect_timeout=1) as ag:
-                return await ag.call(CH, 0, b"x", timeout=2)
-
-        out, wall, cpu = timed(lambda: asyncio.run(run()))
+        out, wall, cpu = async_call(path, b"x", 2)
         expect(out, hgsmi.ProtocolError, wall, cpu, 0.0, "AsyncGuest call")
 
 
 # -- a full ack ring ------------------------------------------------------------------
-def test_full_ack_ring_honours_the_poll_timeout_and_says_so(runtime_dir):
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_full_ack_ring_honours_the_poll_timeout_and_says_so(runtime_dir, backend):
     """Bad host buffers on the FIFO must be acked, and the host keeps the ack
     ring full: poll(0.5) gives up at 0.5 s, sleeping, with Timeout, and counts
     the acks it could not hand back (it took 2 s at 100% CPU and said nothing)."""
-    with hostile(runtime_dir, "ack-full") as (path, _):
+    with hostile(runtime_dir, "ack-full", backend) as (path, _):
         with hgsmi.Guest(path, connect_timeout=1) as g:
             out, wall, cpu = timed(lambda: g.poll(0.5))
             expect(out, hgsmi.Timeout, wall, cpu, 0.5, "poll")
             assert g.stats()["acks_dropped"] > 0
 
-        async def run() -> Any:
-            async with AsyncGuest(path, connect_timeout=1) as ag:
-                return await ag.call(CH, 0, b"x", timeout=1)
-
-        out, wall, cpu = timed(lambda: asyncio.run(run()))
+        out, wall, cpu = async_call(path, b"x", 1)
         expect(out, hgsmi.ProtocolError, wall, cpu, 0.0, "AsyncGuest call")
 
 
@@ -193,10 +205,11 @@ def test_bad_fifo_offsets_are_counted_and_every_poll_keeps_its_timeout(runtime_d
 
 
 @pytest.mark.parametrize("mode", ["never", "unknown", "irq-forever"])
-def test_a_host_that_never_answers_cannot_stretch_a_call(runtime_dir, mode):
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_host_that_never_answers_cannot_stretch_a_call(runtime_dir, mode, backend):
     """Submissions taken and never completed, completions of offsets never
     sent, an IRQ raised without pause: Timeout, on time."""
-    with hostile(runtime_dir, mode) as (path, _):
+    with hostile(runtime_dir, mode, backend) as (path, _):
         with hgsmi.Guest(path, connect_timeout=1) as g:
             # The IRQ storm wakes the guest at the host's pace: CPU is the host's doing.
             sleeps = mode != "irq-forever"

@@ -1,11 +1,13 @@
 """A hostile host: speaks the real handshake on a real socket, then misbehaves.
 
-usage: hostile_host.py SOCKET_PATH MODE
+usage: hostile_host.py SOCKET_PATH MODE [eventfd|semaphore]
 
 It does not use hgsmi: it lays out a memfd segment itself (as
 native/src/segment.c does), answers each guest's hello with a welcome and
 SCM_RIGHTS fds of its choosing, and then plays MODE until that guest hangs
 up; then it takes the next guest.  It prints "ready" once it listens.
+With "semaphore" the doorbell and IRQ are named POSIX semaphores
+/hgsmi-hh<pid>.db and .irq (the test removes them after a SIGKILL).
 
 Modes, what the host does (what the guest must do: tests/test_hostile_host.py):
   pipe          doorbell: a full pipe's write end; IRQ: an empty pipe's read end
@@ -29,6 +31,7 @@ Modes, what the host does (what the guest must do: tests/test_hostile_host.py):
 """
 from __future__ import annotations
 
+import ctypes
 import fcntl
 import mmap
 import os
@@ -42,7 +45,7 @@ import time
 CTL_MAGIC, SEG_MAGIC, ENDIAN = 0x43534748, 0x4D534748, 0x01020304
 HELLO = struct.Struct("<IHHII4I")
 WELCOME = struct.Struct("<IHHiIIIIII3I32s32s32s")  # struct hgsmi_welcome: 144 bytes
-F_ALL, BACKEND_EVENTFD = 0x07, 1
+F_ALL, BACKEND_EVENTFD, BACKEND_SEMAPHORE = 0x07, 1, 2
 IRQ, COMMANDS_PENDING, GCOMMAND_COMPLETED = 0x02, 0x01, 0x04
 PAGE, SIZE, ENTRIES, EPOCH = 4096, 64 << 10, 16, 7
 HOST_FLAGS, GUEST_WAITING, HOST_WAITING = 128, 192, 256
@@ -149,6 +152,9 @@ def make_fds(mode: str) -> tuple[Segment, list[int], list[int]]:
 
 def raise_irq(seg: Segment, irq: int, why: int) -> None:
     seg.put(HOST_FLAGS, seg.get(HOST_FLAGS) | IRQ | why)
+    if SEMS is not None:
+        SEMS.post_irq()
+        return
     try:
         os.set_blocking(irq, False)
         eventfd_write(irq, 1)
@@ -176,14 +182,20 @@ def serve(conn: socket.socket, mode: str, gid: int) -> None:
         seg.put(HOST_FLAGS, IRQ | COMMANDS_PENDING)
     if mode in ("eventfd-max", "never"):
         seg.put(HOST_WAITING, 1)  # "I sleep: ring me"
-    w = WELCOME.pack(CTL_MAGIC, 1, 1, 0, F_ALL, gid, EPOCH, SIZE, BACKEND_EVENTFD, 3,
-                     0, 0, 0, b"/hgsmi-hostile", b"", b"")
-    socket.send_fds(conn, [w], fds)
-    irq = fds[2]
+    if SEMS is None:
+        w = WELCOME.pack(CTL_MAGIC, 1, 1, 0, F_ALL, gid, EPOCH, SIZE, BACKEND_EVENTFD, 3,
+                         0, 0, 0, b"/hgsmi-hostile", b"", b"")
+        socket.send_fds(conn, [w], fds)
+        irq = fds[2]
+    else:
+        w = WELCOME.pack(CTL_MAGIC, 1, 1, 0, F_ALL, gid, EPOCH, SIZE, BACKEND_SEMAPHORE, 1,
+                         0, 0, 0, b"/hgsmi-hostile", *SEMS.names)
+        socket.send_fds(conn, [w], fds[:1])
+        irq = -1
     if mode == "stray-die":
         conn.send(b"x")
         os._exit(0)
-    if mode == "ack-full" and irq >= 0:
+    if mode == "ack-full":
         raise_irq(seg, irq, COMMANDS_PENDING)
     conn.setblocking(False)
     stray_sent = False
@@ -228,8 +240,39 @@ def serve(conn: socket.socket, mode: str, gid: int) -> None:
         seg.m.close()
 
 
+class Semaphores:
+    """The semaphore backend's doorbell and IRQ: named POSIX semaphores (libc)."""
+
+    def __init__(self) -> None:
+        self.libc = ctypes.CDLL(None, use_errno=True)
+        self.libc.sem_open.restype = ctypes.c_void_p
+        self.libc.sem_open.argtypes = [ctypes.c_char_p, ctypes.c_int, ctypes.c_uint,
+                                       ctypes.c_uint]
+        self.libc.sem_post.argtypes = [ctypes.c_void_p]
+        self.names = [f"/hgsmi-hh{os.getpid()}.db".encode(), f"/hgsmi-hh{os.getpid()}.irq".encode()]
+        self.sems = []
+        for n in self.names:
+            self.libc.sem_unlink(n)
+            s = self.libc.sem_open(n, os.O_CREAT | os.O_EXCL, 0o600, 0)
+            assert s not in (None, 0, ctypes.c_void_p(-1).value), ctypes.get_errno()
+            self.sems.append(s)
+
+    def post_irq(self) -> None:
+        self.libc.sem_post(self.sems[1])
+
+    def close(self) -> None:
+        for n in self.names:
+            self.libc.sem_unlink(n)
+
+
+SEMS: Semaphores | None = None  # set in main() for the semaphore backend
+
+
 def main() -> int:
+    global SEMS
     path, mode = sys.argv[1], sys.argv[2]
+    if len(sys.argv) > 3 and sys.argv[3] == "semaphore":
+        SEMS = Semaphores()
     srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     srv.bind(path)
     srv.listen(4)
@@ -244,6 +287,8 @@ def main() -> int:
     finally:
         srv.close()
         os.unlink(path)
+        if SEMS is not None:
+            SEMS.close()
 
 
 if __name__ == "__main__":
