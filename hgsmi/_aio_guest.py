@@ -5,6 +5,7 @@ import asyncio
 import collections
 import errno
 import os
+import select
 import socket
 from typing import Any, Iterable, Mapping
 
@@ -15,6 +16,10 @@ from .errors import MessageTooLarge, PeerGone, ProtocolError, Timeout, error
 from .guest import Guest, Handler
 from .message import Buffer, Message
 from .reply import fill_reply, msg_array, serve_batch
+
+#: how long stray bytes on the control socket wait for the EOF behind them
+_STRAY_EOF = 0.01
+
 
 class _Entry:
     """One submission: its future, and the Buffer (None for a copy-mode call)."""
@@ -328,14 +333,20 @@ class AsyncGuest(LoopDriven, Guest):
         1 KiB a wake-up), so the loop never spins on a readable socket, and
         an EOF right behind them still counts as the host's death.
         """
-        stray, sock = False, self._sock
+        stray = waited = False
+        sock = self._sock
         if sock is None:
             return
         for _ in range(16):
             try:
                 data = sock.recv(64, socket.MSG_DONTWAIT)
             except (BlockingIOError, InterruptedError):
-                break
+                # A host that writes and dies: its EOF may be a moment
+                # behind the bytes (as in the C core's sock_check).
+                if not stray or waited or not select.select([sock], [], [], _STRAY_EOF)[0]:
+                    break
+                waited = True
+                continue
             except OSError:
                 data = b""
             if not data:

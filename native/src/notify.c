@@ -87,6 +87,9 @@ int hgsmi_int_sock_closed(int fd)
 	return 0;
 }
 
+/* How long bytes on the socket wait for an EOF behind them (see below). */
+#define STRAY_EOF_MS 10
+
 int hgsmi_int_sock_check(int fd)
 {
 	char buf[64];
@@ -100,10 +103,21 @@ int hgsmi_int_sock_check(int fd)
 
 		if (r == 0)
 			return -EPIPE; /* EOF: gone, whatever it sent before */
-		if (r == -EAGAIN)
-			return stray ? -EPROTO : 0;
-		if (r < 0)
+		if (r < 0 && r != -EAGAIN)
 			return -EPIPE;
+		if (r == -EAGAIN) {
+			struct pollfd p = {.fd = fd, .events = POLLIN};
+
+			if (!stray)
+				return 0;
+			/* A host that writes and dies: its EOF may be a moment
+			 * behind the bytes.  Say PeerGone then, not a race's
+			 * ProtocolError. */
+			if (poll(&p, 1, STRAY_EOF_MS) == 1 &&
+			    hgsmi_int_recv_some(fd, buf, sizeof(buf)) == 0)
+				return -EPIPE;
+			return -EPROTO;
+		}
 		stray = true;
 	}
 	return -EPROTO;
