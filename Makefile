@@ -14,7 +14,7 @@
 #   make test       test-c + fuzz-smoke + test-py + test-asan-py
 #   make test-c     native C tests: plain, asan, tsan
 #   make test-py    pytest  (PYTEST_ARGS='-k heap -x', PYTEST_PATHS=tests/x.py)
-#   make test-asan-py  the hostile-guest and peer-death tests with an ASan +
+#   make test-asan-py  the hostile-guest, hostile-host and peer-death tests with an ASan +
 #                   UBSan build of the extension, kept apart in build/asan-py
 #                   (ASAN_PY_TESTS, ASAN_PY_SELECT: the -k, ASAN_PY_ARGS)
 #   make fuzz       libFuzzer harnesses, FUZZ_SECONDS (60) each (native/;
@@ -116,7 +116,7 @@ asan tsan fuzz fuzz-smoke:
 # peer it starts).
 ASAN_PY := build/asan-py
 ASAN_PY_SO := $(ASAN_PY)/hgsmi/_native.abi3.so
-ASAN_PY_TESTS ?= tests/test_hostile.py tests/test_transport.py
+ASAN_PY_TESTS ?= tests/test_hostile.py tests/test_transport.py tests/test_hostile_host.py
 ASAN_PY_SELECT ?= hostile or death or disconnect
 ASAN_PY_ARGS ?=
 ASAN_PY_ENV := LD_PRELOAD="$$($(CC) -print-file-name=libasan.so)" \

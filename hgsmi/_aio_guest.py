@@ -5,16 +5,21 @@ import asyncio
 import collections
 import errno
 import os
+import select
 import socket
 from typing import Any, Iterable, Mapping
 
 from ._aio_loop import LoopDriven, Waiter
 from ._native import ffi, lib
 from ._util import as_buffer, check_channel, check_int
-from .errors import MessageTooLarge, PeerGone, Timeout, error
+from .errors import MessageTooLarge, PeerGone, ProtocolError, Timeout, error
 from .guest import Guest, Handler
 from .message import Buffer, Message
 from .reply import fill_reply, msg_array, serve_batch
+
+#: how long stray bytes on the control socket wait for the EOF behind them
+_STRAY_EOF = 0.01
+
 
 class _Entry:
     """One submission: its future, and the Buffer (None for a copy-mode call)."""
@@ -322,16 +327,35 @@ class AsyncGuest(LoopDriven, Guest):
             self._round()
 
     def _on_sock(self) -> None:
-        try:
-            data = self._sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
-        except BlockingIOError:
+        """The control socket is readable: EOF (the host died) or stray bytes.
+
+        Nothing may arrive after the welcome.  The bytes are read (at most
+        1 KiB a wake-up), so the loop never spins on a readable socket, and
+        an EOF right behind them still counts as the host's death.
+        """
+        stray = waited = False
+        sock = self._sock
+        if sock is None:
             return
-        except OSError:
-            data = b""
-        if data:  # nothing is expected after the handshake: stop watching
-            self._loop.remove_reader(self._sockfd)
-            return
-        self._host_gone(PeerGone(errno.EPIPE, "the host is gone"))
+        for _ in range(16):
+            try:
+                data = sock.recv(64, socket.MSG_DONTWAIT)
+            except (BlockingIOError, InterruptedError):
+                # A host that writes and dies: its EOF may be a moment
+                # behind the bytes (as in the C core's sock_check).
+                if not stray or waited or not select.select([sock], [], [], _STRAY_EOF)[0]:
+                    break
+                waited = True
+                continue
+            except OSError:
+                data = b""
+            if not data:
+                self._host_gone(PeerGone(errno.EPIPE, "the host is gone"))
+                return
+            stray = True
+        if stray:
+            self._host_gone(ProtocolError(errno.EPROTO, "the host sent bytes on the "
+                                          "control socket after the welcome"))
 
     def _round(self) -> None:
         """Disarm, reap completions, serve host commands, flush, arm."""
@@ -455,15 +479,17 @@ class AsyncGuest(LoopDriven, Guest):
         """Serve the host FIFO: ack what is done, keep the rest (async, held)."""
         msgs, g = self._msgs, self._g
         while True:
-            n = lib.hgsmi_guest_recv(g, msgs, len(msgs))
+            # Timeout 0: the loop waits at most the C core's short grace
+            # for room in the ack ring, never a blocking 2 s.
+            n = lib.hgsmi_guest_recv_timeout(g, msgs, len(msgs), 0)
             if n <= 0:
-                return n
+                return _ack_failure(n)
             k = serve_batch(msgs, n, self._base, self, self._handlers, self._start_async,
                             self._handler_failed, self._held_acks)
             if k:
-                rc = lib.hgsmi_guest_ack(g, msgs, k)
+                rc = lib.hgsmi_guest_ack_timeout(g, msgs, k, 0)
                 if rc < 0:
-                    return rc
+                    return _ack_failure(rc)
             if len(self._held_acks):
                 self._watch_held()
             if n < len(msgs):
@@ -499,9 +525,15 @@ class AsyncGuest(LoopDriven, Guest):
         acks, self._acks = self._acks, []
         if not acks or self._g is None or self._gone is not None:
             return
-        rc = lib.hgsmi_guest_ack(self._g, msg_array(acks), len(acks))
+        rc = lib.hgsmi_guest_ack_timeout(self._g, msg_array(acks), len(acks), 0)
         if rc < 0:
-            self._host_gone(error(rc, "ack"))
+            self._host_gone(error(_ack_failure(rc), "ack"))
+
+
+def _ack_failure(rc: int) -> int:
+    """An ack the host never made room for ends an AsyncGuest as a protocol
+    error: no caller's timeout ran out, the host broke the protocol."""
+    return -errno.EPROTO if rc == -errno.ETIMEDOUT else rc
 
 
 class _Connect:

@@ -308,16 +308,21 @@ class Guest:
         A host command is acked when its handler returns, unless the
         handler kept a view of it: then the ack waits for a later poll that
         finds the view gone (the host reuses the memory once acked).
-        Returns how many host commands were served.  Raises :class:`PeerGone`.
+        Returns how many host commands were served.  Raises :class:`PeerGone`,
+        :class:`ProtocolError` (the host broke the protocol), or
+        :class:`Timeout` if the host kept its ack ring full past ``timeout``
+        (the acks it never took are counted in ``stats()["acks_dropped"]``).
         """
         if _kept.pending():
             _kept.sweep()
+        deadline = None if timeout is None else time.monotonic() + timeout
         self._wait(timeout)
-        self._ack_ready()
+        check(self._ack_ready(self._left_ms(deadline)), "poll: ack")
         served = 0
         msgs = self._msgs
         while True:
-            n = lib.hgsmi_guest_recv(self._g, msgs, len(msgs))
+            # Acks (here and inside recv) share the caller's deadline.
+            n = lib.hgsmi_guest_recv_timeout(self._g, msgs, len(msgs), self._left_ms(deadline))
             if n < 0:
                 raise error(n, "poll")
             if n == 0:
@@ -325,15 +330,26 @@ class Guest:
             k = serve_batch(msgs, n, self._base, self, self._handlers, self._start_async,
                             self._handler_failed, self._held_acks, self._windows)
             if k:
-                lib.hgsmi_guest_ack(self._g, msgs, k)
+                check(lib.hgsmi_guest_ack_timeout(self._g, msgs, k, self._left_ms(deadline)),
+                      "poll: ack")
             served += n
 
-    def _ack_ready(self) -> int:
-        """Ack the host commands held back by a view that is now gone; -errno or >= 0."""
+    @staticmethod
+    def _left_ms(deadline: float | None) -> int:
+        """Milliseconds until ``deadline`` (monotonic), 0 once past, -1 for None."""
+        if deadline is None:
+            return -1
+        return max(0, timeout_ms(max(0.0, deadline - time.monotonic())))
+
+    def _ack_ready(self, ms: int = 0) -> int:
+        """Ack the host commands held back by a view that is now gone; -errno or >= 0.
+
+        A full ack ring is waited for up to ``ms`` (at least 20 ms, the C core's grace).
+        """
         ready = self._held_acks.ready() if self._held_acks else None
         if not ready:
             return 0
-        return lib.hgsmi_guest_ack(self._g, msg_array(ready), len(ready))
+        return int(lib.hgsmi_guest_ack_timeout(self._g, msg_array(ready), len(ready), ms))
 
     def _start_async(self, msg: Message, m: Any, aw: Any) -> bool:
         """A handler returned an awaitable: only hgsmi.aio can run it."""

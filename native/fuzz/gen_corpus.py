@@ -233,6 +233,42 @@ def handshake_seeds() -> None:
           bytes([1, 3 | 8 | 16, len(mw), 0]) + mw)
 
 
+# ---- fuzz_welcome -------------------------------------------------------------
+# fd kinds (enum fd_kind in fuzz_welcome.c) and the welcome's fix-up bits.
+FD_NONE, FD_EVENTFD, FD_EVENTFD_BLOCKING, FD_EVENTFD_FULL, FD_EVENTFD_SEM = range(5)
+FD_PIPE_READ, FD_PIPE_WRITE_FULL, FD_FILE, FD_MEMFD, FD_MEMFD_UNSEALED = range(5, 10)
+FD_MEMFD_BIG, FD_MEMFD_SMALL, FD_MEMFD_SHRINK_ONLY, FD_SOCKET, FD_DEVNULL, FD_DIR = range(10, 16)
+FIX_ALL = 1 | 2 | 4
+W_WAIT, W_SEND, W_CALL, W_RECV, W_DISARM, W_ARM, W_IRQ, W_STORE = range(8)
+
+
+def welcome_input(kinds: tuple[int, int, int], ops: bytes = b"", fix: int = FIX_ALL) -> bytes:
+    w = welcome(features=F_ALL, nfds=3, epoch=9)
+    return bytes([*kinds, fix, len(w)]) + w + ops
+
+
+def welcome_seeds() -> None:
+    traffic = bytes([W_SEND, W_IRQ, W_WAIT, W_CALL, W_DISARM, W_RECV, W_ARM, W_WAIT])
+    # Host flags: IRQ raised for ever, and the ack ring index far ahead.
+    hostile = bytes([W_STORE]) + struct.pack("<II", 128, 0x7) + bytes([W_WAIT, W_ARM])
+    hostile += bytes([W_STORE]) + struct.pack("<II", HS_HOSTACK, 0x40000000)
+    hostile += bytes([W_RECV, W_CALL, W_DISARM])
+    write("fuzz_welcome", "good", welcome_input((FD_MEMFD, FD_EVENTFD, FD_EVENTFD), traffic))
+    write("fuzz_welcome", "blocking", welcome_input(
+        (FD_MEMFD, FD_EVENTFD_FULL, FD_EVENTFD_BLOCKING), traffic + hostile))
+    for name, kinds in [("pipe", (FD_MEMFD, FD_PIPE_WRITE_FULL, FD_PIPE_READ)),
+                        ("file", (FD_MEMFD, FD_FILE, FD_FILE)),
+                        ("semaphore", (FD_MEMFD, FD_EVENTFD, FD_EVENTFD_SEM)),
+                        ("socket", (FD_MEMFD, FD_SOCKET, FD_DEVNULL)),
+                        ("unsealed", (FD_MEMFD_UNSEALED, FD_EVENTFD, FD_EVENTFD)),
+                        ("big", (FD_MEMFD_BIG, FD_EVENTFD, FD_EVENTFD)),
+                        ("small", (FD_MEMFD_SMALL, FD_EVENTFD, FD_EVENTFD)),
+                        ("shrink-only", (FD_MEMFD_SHRINK_ONLY, FD_EVENTFD, FD_EVENTFD)),
+                        ("dir", (FD_DIR, FD_EVENTFD, FD_EVENTFD)),
+                        ("two-fds", (FD_MEMFD, FD_EVENTFD, FD_NONE))]:
+        write("fuzz_welcome", name, welcome_input(kinds, traffic))
+
+
 # ---- regressions: inputs that crashed, one per bug ------------------------
 # Each is named <harness>-<what>.bin and replayed by `make fuzz-smoke`.  The
 # ones made here are hand-written equivalents of what the fuzzer found (the
@@ -282,10 +318,18 @@ def regressions() -> None:
     ops += [(HS_HOSTFIFO + RING_HEADER, HS_HHEAP), (HS_HOSTFIFO, 1), (GUEST_CALL, 0x08_02)]
     regression("fuzz_handshake-call-ignores-timeout",
                bytes([1, all_real, len(w), 0]) + w + hs_ops(ops))
+    # A host that passes blocking eventfds, the doorbell at its maximum
+    # count, and asks to be rung: the guest's doorbell write() and its
+    # disarm's read() of the IRQ blocked for ever (libFuzzer's -timeout).
+    ring_me = bytes([W_STORE]) + struct.pack("<II", 256, 1)  # host_waiting
+    regression("fuzz_welcome-blocking-eventfds", welcome_input(
+        (FD_MEMFD, FD_EVENTFD_FULL, FD_EVENTFD_BLOCKING),
+        ring_me + bytes([W_SEND, W_DISARM, W_SEND, W_DISARM])))
 
 
 if __name__ == "__main__":
     verify_seeds()
     ring_seeds()
     handshake_seeds()
+    welcome_seeds()
     regressions()

@@ -448,6 +448,7 @@ struct hgsmi_guest_stats {
 	uint32_t inflight; /* guest buffers submitted and not yet reaped */
 	uint32_t backend;
 	struct hgsmi_heap_stats guest_heap;
+	uint64_t acks_dropped; /* acks the host never made room for (-ETIMEDOUT) */
 };
 
 /*
@@ -531,15 +532,30 @@ HGSMI_API int hgsmi_guest_call(struct hgsmi_guest *guest, uint8_t channel,
  */
 HGSMI_API int hgsmi_guest_recv(struct hgsmi_guest *guest, struct hgsmi_msg *out,
 			       unsigned max);
-/* Hand host buffers back (status in msg.status); one doorbell.  Returns n. */
+/*
+ * Hand host buffers back (status in msg.status); one doorbell.  Returns n.
+ * If the host keeps the ack ring full, it waits (sleeping) up to 2 s, then
+ * counts the acks left in stats.acks_dropped and returns -ETIMEDOUT; -EPIPE
+ * if the host is gone.  The *_timeout forms below wait up to timeout_ms
+ * (-1: for ever; never less than 20 ms, so an honest host that is a pass
+ * behind loses no ack).
+ */
 HGSMI_API int hgsmi_guest_ack(struct hgsmi_guest *guest,
 			      const struct hgsmi_msg *msgs, unsigned n);
+HGSMI_API int hgsmi_guest_ack_timeout(struct hgsmi_guest *guest,
+				      const struct hgsmi_msg *msgs, unsigned n,
+				      int timeout_ms);
+/* hgsmi_guest_recv, whose own acks wait as hgsmi_guest_ack_timeout. */
+HGSMI_API int hgsmi_guest_recv_timeout(struct hgsmi_guest *guest,
+				       struct hgsmi_msg *out, unsigned max,
+				       int timeout_ms);
 /*
  * Wait for the IRQ: spin, then announce sleep, re-check completions and the
  * host FIFO, sleep, and ack the IRQ.  Completions of fire-and-forget sends
  * are collected (freed) here.  Returns 1 if something happened (completions
  * to reap or collected, host commands), 0 on timeout, -EPIPE if the host is
- * gone.  Blocks: up to timeout_ms.
+ * gone, -EPROTO if it broke the protocol (a hostile ring index, bytes on the
+ * control socket after the welcome).  Blocks: up to timeout_ms.
  */
 HGSMI_API int hgsmi_guest_wait(struct hgsmi_guest *guest, int timeout_ms);
 /*
@@ -553,7 +569,7 @@ HGSMI_API int hgsmi_guest_wait(struct hgsmi_guest *guest, int timeout_ms);
  * hgsmi_guest_wait does before it sleeps.  Returns 1 if work is ready (the
  * announcement is withdrawn: do not sleep), 0 when armed (the host's next IRQ
  * makes the fd readable; semaphore backend: wakes hgsmi_guest_irq_wait), or
- * -EPIPE.  Completions of fire-and-forget sends are collected here.
+ * -EPIPE / -EPROTO.  Completions of fire-and-forget sends are collected here.
  * Blocks: no.
  *
  * hgsmi_guest_disarm: withdraw the announcement, drain the IRQ eventfd and
@@ -566,13 +582,17 @@ HGSMI_API int hgsmi_guest_disarm(struct hgsmi_guest *guest);
  * Sleep until the IRQ fires (eventfd or semaphore) or the host hangs up.
  * The rings are not looked at: pair it with hgsmi_guest_arm, for a waiter
  * thread when the semaphore backend leaves nothing to poll.  Returns 1 when
- * signalled, 0 on timeout or a signal, -EPIPE if the host is gone.  Unlike
+ * signalled, 0 on timeout or a signal, -EPIPE if the host is gone, -EPROTO if
+ * it sent bytes on the control socket (the connection is over).  Unlike
  * every other call, it may run in another thread while this one uses the
  * guest: it reads nothing the others change.  Call hgsmi_guest_detach only
  * after it returned.  Blocks: up to timeout_ms.
  */
 HGSMI_API int hgsmi_guest_irq_wait(struct hgsmi_guest *guest, int timeout_ms);
-/* Serve host commands through the C handlers until timeout; count served. */
+/*
+ * Serve host commands through the C handlers until timeout; count served.
+ * The acks share the deadline: -ETIMEDOUT if the host left no room for them.
+ */
 HGSMI_API int hgsmi_guest_poll(struct hgsmi_guest *guest, int timeout_ms);
 /* Ask the host's setup channel (QUERY_CONF); *value gets the answer. */
 HGSMI_API int hgsmi_guest_query_conf(struct hgsmi_guest *guest, uint32_t index,

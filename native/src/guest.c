@@ -5,7 +5,7 @@
  */
 #define _GNU_SOURCE
 #include <errno.h>
-#include <sched.h>
+#include <poll.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -14,7 +14,15 @@
 
 #include "internal.h"
 
-#define ACK_RETRY_MS 2000 /* how long an ack waits for room in a full ring */
+#define ACK_RETRY_MS 2000 /* how long hgsmi_guest_ack waits for room in a full ring */
+/*
+ * However short the caller's timeout, an ack waits this long for room: an
+ * honest host drains acks on its next pass, and dropping an ack strands a
+ * host buffer.  Still well inside "a call returns within its timeout plus
+ * 100 ms".
+ */
+#define ACK_GRACE_MS 20
+#define ACK_SLICE_MAX_MS 8 /* the longest sleep between looks at a full ring */
 
 struct hgsmi_guest {
 	struct hgsmi_segment seg;
@@ -106,6 +114,15 @@ static int adopt_fds(struct hgsmi_guest *g, const struct hgsmi_welcome *w,
 	if (w->backend == HGSMI_BACKEND_EVENTFD) {
 		g->doorbell = (struct hgsmi_notify){.backend = w->backend, .fd = fds[i++]};
 		g->irq = (struct hgsmi_notify){.backend = w->backend, .fd = fds[i++]};
+		/* Anything else could block a write or a read for ever (the
+		 * segment fd is checked when it is mapped). */
+		if (hgsmi_int_eventfd_adopt(g->doorbell.fd) < 0 ||
+		    hgsmi_int_eventfd_adopt(g->irq.fd) < 0) {
+			if (*segfd >= 0)
+				close(*segfd);
+			*segfd = -1;
+			return -EPROTO; /* detach closes the two */
+		}
 	}
 	return 0;
 }
@@ -219,6 +236,31 @@ int hgsmi_guest_attach(const char *name, const struct hgsmi_guest_config *cfg,
 fail:
 	hgsmi_guest_detach(g);
 	return rc;
+}
+
+/*
+ * What hgsmi_guest_attach does with an accepted welcome and its fds, without
+ * a socket: the guest side of the handshake as a pure function of what the
+ * host sent (fuzz/fuzz_welcome.c drives it).  The fds are taken over.
+ */
+int hgsmi_int_guest_adopt(const struct hgsmi_welcome *w, const int *fds, int nfds,
+			  struct hgsmi_guest **out)
+{
+	struct hgsmi_guest *g = calloc(1, sizeof(*g));
+	int rc;
+
+	if (!g) {
+		while (nfds > 0)
+			close(fds[--nfds]);
+		return -ENOMEM;
+	}
+	g->doorbell.fd = g->irq.fd = g->seg.fd = g->sock = -1;
+	if ((rc = setup(g, w, fds, nfds)) < 0) {
+		hgsmi_guest_detach(g);
+		return rc;
+	}
+	*out = g;
+	return 0;
 }
 
 void hgsmi_guest_keep_mapping(struct hgsmi_guest *g)
@@ -600,11 +642,15 @@ static bool take_stashed(struct hgsmi_guest *g, uint32_t off, struct hgsmi_msg *
  * host FIFO is not what it consumes, and counting it would make the call's
  * wait return at once, forever (a busy loop past the timeout).
  */
-static bool work_ready(struct hgsmi_guest *g, bool call)
+static int work_ready(struct hgsmi_guest *g, bool call)
 {
+	int n = collect(g);
+
+	if (n < 0)
+		return n; /* a hostile ring index: an error, not work (or a spin) */
 	if (call)
-		return collect(g) != 0;
-	return collect(g) != 0 || g->stash_count || hgsmi_int_ring_pending(&g->hostfifo);
+		return n != 0;
+	return n || g->stash_count || hgsmi_int_ring_pending(&g->hostfifo);
 }
 
 /*
@@ -641,8 +687,8 @@ static int wait_irq(struct hgsmi_guest *g, int timeout_ms, bool call)
 	for (bool again = false;; again = true) {
 		if (host_gone(g))
 			return -EPIPE;
-		if (work_ready(g, call))
-			return 1;
+		if ((rc = work_ready(g, call)) != 0)
+			return rc;
 		/* Back after an ack (a host may keep raising the line, or ring
 		 * the eventfd, without any work): the caller's timeout holds. */
 		if (again && hgsmi_int_remaining_ms(timeout_ms, start) == 0)
@@ -661,7 +707,9 @@ static int wait_irq(struct hgsmi_guest *g, int timeout_ms, bool call)
 		}
 		rc = hgsmi_int_notify_wait(&g->irq, g->sock, hgsmi_int_remaining_ms(timeout_ms, start));
 		WRITE_ONCE(h->guest_waiting.value, 0);
-		if (rc == -EPIPE)
+		/* EOF, or bytes on a socket that carries none after the welcome
+		 * (-EPROTO): either way this connection is over. */
+		if (rc == -EPIPE || rc == -EPROTO)
 			g->gone = true;
 		if (rc < 0)
 			return rc;
@@ -685,8 +733,8 @@ int hgsmi_guest_arm(struct hgsmi_guest *g)
 	for (;;) {
 		if (host_gone(g))
 			return -EPIPE;
-		if (work_ready(g, false))
-			return 1;
+		if ((rc = work_ready(g, false)) != 0)
+			return rc;
 		if ((rc = announce(g, false)) >= 0)
 			return rc;
 	}
@@ -720,6 +768,7 @@ int hgsmi_guest_irq_wait(struct hgsmi_guest *g, int timeout_ms)
 	/* Only the notifier and the socket: nothing another thread changes. */
 	int rc = hgsmi_int_notify_wait(&g->irq, g->sock, timeout_ms);
 
+	/* g->gone is the loop thread's: it learns of this from rc. */
 	if (rc > 0)
 		__atomic_store_n(&g->irq_seen, 1, __ATOMIC_RELEASE);
 	return rc;
@@ -779,12 +828,38 @@ static bool writable_host_header(const struct hgsmi_guest *g, uint32_t off)
 	       off - g->hheap.offset <= g->hheap.size - HGSMI_BUFFER_OVERHEAD;
 }
 
-int hgsmi_guest_ack(struct hgsmi_guest *g, const struct hgsmi_msg *msgs, unsigned n)
+/*
+ * The ack ring is full: sleep a slice on the control socket (the host says
+ * nothing when it drains acks, but its death or stray bytes end the wait).
+ * Returns 0 to look again, or -EPIPE / -EPROTO (the connection is over).
+ */
+static int sleep_for_room(struct hgsmi_guest *g, int slice_ms)
+{
+	struct pollfd p = {.fd = g->sock, .events = POLLIN};
+	int rc = poll(&p, 1, slice_ms);
+
+	if (rc < 0)
+		return errno == EINTR ? 0 : -errno;
+	if (rc > 0 && (rc = hgsmi_int_sock_check(g->sock)) < 0)
+		g->gone = true;
+	return rc;
+}
+
+/*
+ * hgsmi_guest_ack within timeout_ms (-1: for ever, and never less than
+ * ACK_GRACE_MS).  A host that keeps the ring full costs a sleep, not a spin,
+ * and the acks it never took are counted (acks_dropped) and -ETIMEDOUT.
+ */
+static int ack_within(struct hgsmi_guest *g, const struct hgsmi_msg *msgs, unsigned n,
+		      int timeout_ms)
 {
 	uint32_t offs[HGSMI_BATCH];
 	uint64_t start = hgsmi_int_now_ns();
 	unsigned done = 0;
+	int slice = 1, rc;
 
+	if (timeout_ms >= 0 && timeout_ms < ACK_GRACE_MS)
+		timeout_ms = ACK_GRACE_MS;
 	while (done < n) {
 		unsigned k = 0, sent = 0;
 
@@ -795,18 +870,24 @@ int hgsmi_guest_ack(struct hgsmi_guest *g, const struct hgsmi_msg *msgs, unsigne
 			offs[k] = msgs[done + k].offset;
 		}
 		while (sent < k) {
-			int p = hgsmi_int_ring_push(&g->hostack, offs + sent, k - sent);
+			int p = hgsmi_int_ring_push(&g->hostack, offs + sent, k - sent), left;
 
 			if (p < 0)
 				return -EPROTO;
 			sent += (unsigned)p;
-			if (sent < k) {
-				/* The host drains acks on every pass: let it. */
-				doorbell(g);
-				if (host_gone(g) || hgsmi_int_remaining_ms(ACK_RETRY_MS, start) == 0)
-					return -EPIPE;
-				sched_yield();
+			if (sent == k)
+				break;
+			/* The host drains acks on every pass: wake it, let it. */
+			doorbell(g);
+			if (host_gone(g))
+				return -EPIPE;
+			if ((left = hgsmi_int_remaining_ms(timeout_ms, start)) == 0) {
+				g->st.acks_dropped += n - done - sent;
+				return -ETIMEDOUT;
 			}
+			if ((rc = sleep_for_room(g, left < 0 || left > slice ? slice : left)) < 0)
+				return rc;
+			slice = slice < ACK_SLICE_MAX_MS ? slice * 2 : slice;
 		}
 		done += k;
 	}
@@ -815,7 +896,20 @@ int hgsmi_guest_ack(struct hgsmi_guest *g, const struct hgsmi_msg *msgs, unsigne
 	return (int)n;
 }
 
-int hgsmi_guest_recv(struct hgsmi_guest *g, struct hgsmi_msg *out, unsigned max)
+int hgsmi_guest_ack(struct hgsmi_guest *g, const struct hgsmi_msg *msgs, unsigned n)
+{
+	return ack_within(g, msgs, n, ACK_RETRY_MS);
+}
+
+int hgsmi_guest_ack_timeout(struct hgsmi_guest *g, const struct hgsmi_msg *msgs, unsigned n,
+			    int timeout_ms)
+{
+	return ack_within(g, msgs, n, timeout_ms);
+}
+
+/* hgsmi_guest_recv, whose own acks (C handlers, bad buffers) wait as ack_within. */
+static int recv_within(struct hgsmi_guest *g, struct hgsmi_msg *out, unsigned max,
+		       int timeout_ms)
 {
 	struct hgsmi_msg done[HGSMI_BATCH], vms[HGSMI_BATCH];
 	uint32_t offs[HGSMI_BATCH];
@@ -862,29 +956,45 @@ int hgsmi_guest_recv(struct hgsmi_guest *g, struct hgsmi_msg *out, unsigned max)
 			}
 			done[n_done++] = m;
 			if (n_done == HGSMI_BATCH) {
-				if ((rc = hgsmi_guest_ack(g, done, n_done)) < 0)
+				if ((rc = ack_within(g, done, n_done, timeout_ms)) < 0)
 					return rc;
 				n_done = 0;
 			}
 		}
 	}
-	if (n_done && (rc = hgsmi_guest_ack(g, done, n_done)) < 0)
+	if (n_done && (rc = ack_within(g, done, n_done, timeout_ms)) < 0)
 		return rc;
 	return (int)n_out;
+}
+
+int hgsmi_guest_recv(struct hgsmi_guest *g, struct hgsmi_msg *out, unsigned max)
+{
+	return recv_within(g, out, max, ACK_RETRY_MS);
+}
+
+int hgsmi_guest_recv_timeout(struct hgsmi_guest *g, struct hgsmi_msg *out, unsigned max,
+			     int timeout_ms)
+{
+	return recv_within(g, out, max, timeout_ms);
 }
 
 int hgsmi_guest_poll(struct hgsmi_guest *g, int timeout_ms)
 {
 	struct hgsmi_msg msgs[HGSMI_BATCH];
-	uint64_t before = g->st.msgs_in;
+	uint64_t before = g->st.msgs_in, start = hgsmi_int_now_ns();
 	int rc = hgsmi_guest_wait(g, timeout_ms), n;
 
 	if (rc < 0)
 		return rc;
-	while ((n = hgsmi_guest_recv(g, msgs, HGSMI_BATCH)) > 0) {
+	/* The acks share the caller's deadline (a full ack ring must not
+	 * stretch it), and their failure is the call's. */
+	while ((n = recv_within(g, msgs, HGSMI_BATCH,
+				hgsmi_int_remaining_ms(timeout_ms, start))) > 0) {
 		for (int i = 0; i < n; i++)
 			msgs[i].status = -ENOSYS, msgs[i].size = 0;
-		hgsmi_guest_ack(g, msgs, (unsigned)n);
+		if ((rc = ack_within(g, msgs, (unsigned)n,
+				     hgsmi_int_remaining_ms(timeout_ms, start))) < 0)
+			return rc;
 	}
 	return n < 0 ? n : (int)(g->st.msgs_in - before);
 }

@@ -96,6 +96,18 @@ HGSMI_INT int hgsmi_int_notify_wait(struct hgsmi_notify *n, int sockfd,
 HGSMI_INT void hgsmi_int_notify_drain(struct hgsmi_notify *n);
 /* Close; the owner also unlinks a named semaphore. */
 HGSMI_INT void hgsmi_int_notify_close(struct hgsmi_notify *n, bool unlink);
+/*
+ * A guest's check of an fd the host passed as an eventfd: it must be one
+ * (not a pipe, file or socket), not in semaphore mode; it is made
+ * non-blocking.  0, or -EPROTO (the caller still owns and closes the fd).
+ */
+HGSMI_INT int hgsmi_int_eventfd_adopt(int fd);
+/*
+ * The guest's side of an accepted welcome without a socket (fds taken
+ * over): what hgsmi_guest_attach runs after reading it.  For the fuzzers.
+ */
+HGSMI_INT int hgsmi_int_guest_adopt(const struct hgsmi_welcome *w, const int *fds,
+				    int nfds, struct hgsmi_guest **out);
 
 /* ---- per-guest tables -------------------------------------------------------- */
 /*
@@ -112,6 +124,13 @@ HGSMI_INT void hgsmi_int_table_free(void *p, size_t bytes);
 /* ---- sockets and time ------------------------------------------------------ */
 /* 1 if the peer closed the socket, 0 if it is open, <0 on error. */
 HGSMI_INT int hgsmi_int_sock_closed(int fd);
+/*
+ * A guest's look at its control socket, on which nothing may arrive after
+ * the welcome: 0 if quiet, -EPIPE at EOF or on an error, -EPROTO if the
+ * host sent bytes (drained, at most 1 KiB a call, so a caller that sees
+ * the socket readable never spins on it).  Never blocks.
+ */
+HGSMI_INT int hgsmi_int_sock_check(int fd);
 HGSMI_INT int hgsmi_int_runtime_dir(const char *given, char *out, size_t len);
 HGSMI_INT int hgsmi_int_check_name(const char *name);
 HGSMI_INT uint64_t hgsmi_int_now_ns(void);

@@ -84,6 +84,42 @@ int hgsmi_int_sock_closed(int fd)
 	return 0;
 }
 
+/* How long bytes on the socket wait for an EOF behind them (see below). */
+#define STRAY_EOF_MS 10
+
+int hgsmi_int_sock_check(int fd)
+{
+	char buf[64];
+	bool stray = false;
+
+	if (fd < 0)
+		return -EPIPE;
+	/* Bounded: a host that streams bytes still gets an answer at once. */
+	for (int i = 0; i < 16; i++) {
+		ssize_t r = hgsmi_int_recv_some(fd, buf, sizeof(buf));
+
+		if (r == 0)
+			return -EPIPE; /* EOF: gone, whatever it sent before */
+		if (r < 0 && r != -EAGAIN)
+			return -EPIPE;
+		if (r == -EAGAIN) {
+			struct pollfd p = {.fd = fd, .events = POLLIN};
+
+			if (!stray)
+				return 0;
+			/* A host that writes and dies: its EOF may be a moment
+			 * behind the bytes.  Say PeerGone then, not a race's
+			 * ProtocolError. */
+			if (poll(&p, 1, STRAY_EOF_MS) == 1 &&
+			    hgsmi_int_recv_some(fd, buf, sizeof(buf)) == 0)
+				return -EPIPE;
+			return -EPROTO;
+		}
+		stray = true;
+	}
+	return -EPROTO;
+}
+
 static int wait_eventfd(struct hgsmi_notify *n, int sockfd, int timeout_ms)
 {
 	struct pollfd p[2] = {{.fd = n->fd, .events = POLLIN},
@@ -99,9 +135,10 @@ static int wait_eventfd(struct hgsmi_notify *n, int sockfd, int timeout_ms)
 		hgsmi_int_notify_drain(n);
 		return 1;
 	}
-	if (sockfd >= 0 && (p[1].revents & (POLLIN | POLLHUP | POLLERR)) &&
-	    hgsmi_int_sock_closed(sockfd))
-		return -EPIPE;
+	/* Readable: EOF, or bytes the protocol never sends (drained, so a
+	 * stray byte cannot keep poll() returning at once: a busy loop). */
+	if (sockfd >= 0 && (p[1].revents & (POLLIN | POLLHUP | POLLERR)))
+		return hgsmi_int_sock_check(sockfd);
 	return 0;
 }
 
@@ -114,13 +151,14 @@ static int wait_sem(struct hgsmi_notify *n, int sockfd, int timeout_ms)
 		int slice = (left < 0 || left > SEM_SLICE_MS) ? SEM_SLICE_MS : left;
 		struct timespec ts;
 		uint64_t ns;
+		int rc;
 
 		if (sem_trywait(n->sem) == 0) {
 			hgsmi_int_notify_drain(n);
 			return 1;
 		}
-		if (sockfd >= 0 && hgsmi_int_sock_closed(sockfd))
-			return -EPIPE;
+		if (sockfd >= 0 && (rc = hgsmi_int_sock_check(sockfd)) < 0)
+			return rc;
 		if (left == 0)
 			return 0;
 		clock_gettime(CLOCK_REALTIME, &ts);

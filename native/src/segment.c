@@ -226,14 +226,18 @@ int hgsmi_int_segment_create(struct hgsmi_segment *seg, const char *name,
 	return 0;
 }
 
-/* Map `fd` (which the caller closes) and check the header it holds. */
-static int open_mapped(struct hgsmi_segment *seg, int fd, uint32_t size)
+/*
+ * Map `fd` (which the caller closes) and check the header it holds.  With
+ * exact, its size must be `size` (a sealed memfd cannot change it later).
+ */
+static int open_mapped(struct hgsmi_segment *seg, int fd, uint32_t size, bool exact)
 {
 	struct stat st;
 	int rc;
 
 	/* A segment shorter than the host says would fault on access. */
-	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) || (uint64_t)st.st_size < size)
+	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) || (uint64_t)st.st_size < size ||
+	    (exact && (uint64_t)st.st_size != size))
 		return -EPROTO;
 	if ((rc = map(seg, fd, size)) < 0)
 		return rc;
@@ -261,7 +265,7 @@ int hgsmi_int_segment_open(struct hgsmi_segment *seg, const char *name,
 	if (fd < 0)
 		return -errno;
 	strcpy(seg->name, name);
-	rc = open_mapped(seg, fd, size);
+	rc = open_mapped(seg, fd, size, false);
 	close(fd);
 	return rc;
 }
@@ -275,10 +279,14 @@ int hgsmi_int_segment_open_fd(struct hgsmi_segment *seg, int fd,
 	seg->fd = -1;
 	seg->memfd = true;
 	snprintf(seg->name, sizeof(seg->name), "%s", label);
-	/* Unsealed, the host could shrink it under our mapping (SIGBUS). */
+	/*
+	 * Unsealed, the host could shrink it under our mapping (SIGBUS).  Only
+	 * a memfd (shmem) has these seals: a pipe, a socket or a file on disk
+	 * fails F_GET_SEALS, a /dev/shm file has only F_SEAL_SEAL.
+	 */
 	seals = fcntl(fd, F_GET_SEALS);
-	if (seals >= 0 && (seals & F_SEAL_SHRINK))
-		rc = open_mapped(seg, fd, size);
+	if (seals >= 0 && (seals & (F_SEAL_SHRINK | F_SEAL_GROW)) == (F_SEAL_SHRINK | F_SEAL_GROW))
+		rc = open_mapped(seg, fd, size, true);
 	close(fd);
 	return rc;
 }
