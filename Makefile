@@ -56,6 +56,7 @@ $(DEPS_STAMP): setup.py pyproject.toml | $(VPY)
 	@echo "deps: installing hgsmi (editable) and its test extras into $(VENV)"
 	$(PIP) install $(PIP_FLAGS) --upgrade pip setuptools wheel cffi
 	$(PIP) install $(PIP_FLAGS) -e '.[test]'
+	@mkdir -p $(dir $(EXT_BUILT)) && echo "$(EXT_FLAVOUR)" >$(EXT_BUILT)
 	@touch $@
 
 deps: $(DEPS_STAMP)
@@ -65,6 +66,9 @@ deps: $(DEPS_STAMP)
 comma := ,
 EXT_FLAVOUR := $(or $(strip $(HGSMI_SANITIZE)),plain)
 EXT_FLAVOUR_FILE := build/.hgsmi-ext-flavour
+# The flavour hgsmi/_native*.so in the tree was last built with (pip's
+# editable install builds it too, with the flavour of the environment).
+EXT_BUILT := build/.hgsmi-ext-built
 SAN_NAMES := $(subst $(comma), ,$(HGSMI_SANITIZE))
 ifneq ($(filter address,$(SAN_NAMES)),)
 PY_SAN_ENV := LD_PRELOAD="$$($(CC) -print-file-name=libasan.so)" \
@@ -77,11 +81,14 @@ $(EXT_FLAVOUR_FILE): FORCE
 	@mkdir -p $(@D)
 	@[ "$$(cat $@ 2>/dev/null)" = "$(EXT_FLAVOUR)" ] || echo "$(EXT_FLAVOUR)" >$@
 
-# pip's editable install built the module too; build_ext skips what is fresh.
+# pip's editable install built the module too; build_ext skips what is fresh,
+# and --force only when the module in the tree has another flavour (on a fresh
+# clone it has this one: one compile, not two).
 $(EXT_STAMP): $(DEPS_STAMP) $(EXT_INPUTS) $(EXT_FLAVOUR_FILE)
 	@echo "ext: building hgsmi/_native ($(EXT_FLAVOUR))"
 	$(VPY) setup.py --quiet build_ext --inplace \
-		$(if $(filter $(EXT_FLAVOUR_FILE),$?),--force)
+		$$([ "$$(cat $(EXT_BUILT) 2>/dev/null)" = "$(EXT_FLAVOUR)" ] || echo --force)
+	@echo "$(EXT_FLAVOUR)" >$(EXT_BUILT)
 	@touch $@
 
 ext: $(EXT_STAMP)
