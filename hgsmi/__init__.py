@@ -1,7 +1,8 @@
 """hgsmi: a Host-Guest Shared Memory Interface for ordinary processes.
 
-A host and a guest map one POSIX shared-memory segment (the VRAM); buffers
-live in it and only offsets cross.  See README.md.
+A host and each of its guests map one segment (the VRAM: a sealed memfd by
+default, or a named POSIX segment); buffers live in it and only offsets
+cross.  See README.md.
 """
 from ._native import ffi as _ffi, lib as _lib
 from .errors import (AccessDenied, BufferReleased, ChannelNotRegistered, ChecksumError,
@@ -14,7 +15,7 @@ from .message import Buffer, Message
 
 __version__ = _ffi.string(_lib.hgsmi_version()).decode()
 
-#: built-in channel numbers (DESIGN §6)
+#: built-in channel numbers (README: How it works, Channels)
 CH_SETUP, CH_ECHO, CH_SINK, CH_BLOB = 1, 2, 3, 4
 CH_USER_FIRST = 0x10
 

@@ -36,7 +36,9 @@ class AsyncGuest(LoopDriven, Guest):
     ``completions``) raise ``TypeError``: the loop does their work.
     Host commands are served from the moment it attaches, and one for a
     channel with no handler fails: pass ``handlers={channel: fn}`` to have
-    them registered first.
+    them registered first.  ``wait`` (seconds) waits for a host that is not
+    there yet, as :class:`~hgsmi.Guest`'s does; it blocks the loop meanwhile,
+    so within a loop use ``await AsyncGuest.connect(name, wait=...)``.
     """
 
     #: async handlers finish later: a Lease per view, not a Window's slice
@@ -45,10 +47,10 @@ class AsyncGuest(LoopDriven, Guest):
     def __init__(self, name: str, *, runtime_dir: str | os.PathLike[str] | None = None,
                  connect_timeout: float = 2.0, batch: int = 64,
                  handlers: Mapping[int, Handler] | None = None,
-                 loop: asyncio.AbstractEventLoop | None = None) -> None:
+                 loop: asyncio.AbstractEventLoop | None = None, wait: float = 0.0) -> None:
         self._prepare(loop or asyncio.get_running_loop())
         super().__init__(name, runtime_dir=runtime_dir, connect_timeout=connect_timeout,
-                         batch=batch, handlers=handlers)
+                         batch=batch, handlers=handlers, wait=wait)
         self._start()
 
     @classmethod

@@ -1,5 +1,5 @@
 """``hgsmi bench``: hgsmi against HGCM-style copying, the stdlib and the
-machine's own C ceiling, side by side in one run (DESIGN.md §9, issue 7).
+machine's own C ceiling, side by side in one run (README: Benchmarks).
 
     hgsmi bench [--quick] [--json] [--plot FILE.png] [--pin split|same|none]
 

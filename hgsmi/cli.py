@@ -67,6 +67,32 @@ def _add_common(p: argparse.ArgumentParser, again: bool = False) -> None:
     p.add_argument("--runtime-dir", metavar="DIR", help="socket directory", **kw)
 
 
+def _add_wait(p: argparse.ArgumentParser, again: bool = False) -> None:
+    kw: dict[str, Any] = {"default": argparse.SUPPRESS} if again else {"default": 0.0}
+    p.add_argument("--wait", type=_seconds, metavar="SECONDS",
+                   help="wait up to SECONDS for a host that is not running yet "
+                        "(default 0: fail at once)", **kw)
+
+
+def _seconds(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        v = -1.0
+    if not 0 <= v <= 1 << 20:
+        raise argparse.ArgumentTypeError(f"expected seconds (0 or more), not {text!r}")
+    return v
+
+
+def _instance_name(args: argparse.Namespace) -> str:
+    """--name, or $HGSMI_NAME / 'hgsmi' when it is not given; an empty --name is refused."""
+    if args.name is None:
+        return config_mod.default_name()
+    if not args.name:  # not the default: an empty $VAR in a script is a mistake
+        raise config_mod.ConfigError("--name: the instance name is empty")
+    return str(args.name)  # a guest's may be a socket path: Guest() checks it
+
+
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
 
@@ -98,29 +124,34 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("guest", help="attach to a host and run a workload",
                        description="Attach to a host and run a workload.")
     _add_common(p)
+    _add_wait(p)
     gsub = p.add_subparsers(dest="workload", metavar="WORKLOAD", required=True)
     q = gsub.add_parser("send", help="send files to the host's blob store (verified)")
     q.add_argument("files", nargs="+", metavar="FILE", help="files; '-' reads stdin")
     q.add_argument("--as", dest="as_name", metavar="NAME",
                    help="blob name (one FILE only; default: the file's base name)")
     _add_common(q, again=True)
+    _add_wait(q, again=True)
     q.set_defaults(func=cmd_send)
     q = gsub.add_parser("fetch", help="get a stored file back (verified)")
     q.add_argument("blob", metavar="NAME")
     q.add_argument("-o", "--output", metavar="FILE", help="where to write it ('-': stdout; "
                                                           "default: ./NAME)")
     _add_common(q, again=True)
+    _add_wait(q, again=True)
     q.set_defaults(func=cmd_fetch)
     q = gsub.add_parser("echo", help="round trips on the echo channel; latency percentiles")
     q.add_argument("--count", type=_positive_int, default=1000)
     q.add_argument("--size", type=_size, default=64, help="bytes per call (default 64)")
     _add_common(q, again=True)
+    _add_wait(q, again=True)
     q.set_defaults(func=cmd_echo)
     q = gsub.add_parser("load", help="load generator with a live rate")
     q.add_argument("--seconds", type=_positive_float, default=3.0)
     q.add_argument("--size", type=_size, default=64 << 10, help="bytes per message (default 64k)")
     q.add_argument("--direction", choices=["g2h", "h2g", "both"], default="both")
     _add_common(q, again=True)
+    _add_wait(q, again=True)
     q.set_defaults(func=cmd_load)
 
     p = sub.add_parser("stat", help="show a running host's statistics (read-only)",
@@ -156,7 +187,7 @@ def build_parser() -> argparse.ArgumentParser:
 # -- host -----------------------------------------------------------------------------
 def host_config(args: argparse.Namespace) -> config_mod.HostConfig:
     cfg = config_mod.load(args.config) if args.config else config_mod.HostConfig()
-    if args.name:
+    if args.name is not None:
         cfg.name = config_mod.check_name(args.name, "--name")
     elif cfg.name is None:
         cfg.name = config_mod.check_name(config_mod.default_name(), "$HGSMI_NAME")
@@ -179,16 +210,10 @@ def cmd_host(args: argparse.Namespace) -> int:
 
 # -- guest ----------------------------------------------------------------------------
 def _guest(args: argparse.Namespace) -> Any:
-    from .errors import HostNotFound
     from .guest import Guest
-    from .stat import socket_path
 
-    name = args.name or config_mod.default_name()
-    try:
-        return Guest(name, runtime_dir=args.runtime_dir)
-    except HostNotFound as e:
-        raise HostNotFound(e.errno, f"no host {name!r} is running "
-                                    f"(no socket {socket_path(name, args.runtime_dir)})") from None
+    # HostNotFound says which: no runtime dir, no socket, or nobody listening.
+    return Guest(_instance_name(args), runtime_dir=args.runtime_dir, wait=args.wait)
 
 
 def _rate_line(verb: str, r: dict[str, Any]) -> str:
@@ -301,7 +326,7 @@ def cmd_load(args: argparse.Namespace) -> int:
 def cmd_stat(args: argparse.Namespace) -> int:
     from .stat import query, render
 
-    name = args.name or config_mod.default_name()
+    name = _instance_name(args)
     tty = sys.stdout.isatty()
     while True:
         doc = query(name, args.runtime_dir)

@@ -15,6 +15,7 @@ from ._util import (as_buffer, backend_name, buffer_arrays, check_channel, check
 from .errors import (HostNotFound, MessageTooLarge, PeerGone, Timeout, check, error)
 from .heap import with_fragmentation
 from . import _kept
+from ._attach import no_host_message
 from .lease import Lease, Windows
 from .message import Buffer, Message
 from .reply import HeldBack, fail_status, msg_array, serve_batch
@@ -36,6 +37,14 @@ class Guest:
     :class:`HostNotFound` if nobody listens, :class:`AccessDenied` if the
     host refuses this uid, :class:`ProtocolError` on an ABI mismatch,
     :class:`Timeout` if the handshake stalls.
+
+    ``wait`` (seconds, default 0) waits that long for a host that is not
+    there yet (no socket, or nobody listening on it), so that a guest can be
+    started together with its host; ``connect_timeout`` (seconds, default 2)
+    bounds the handshake once connected.  ``spin_us`` (default 0) spins that
+    many microseconds for a reply or a host command before sleeping: lower
+    latency for a busy CPU.  ``batch`` (default 64) is how many host commands
+    one serve round takes.
     """
 
     #: views of host commands are sliced from a Window (handlers never defer)
@@ -43,7 +52,7 @@ class Guest:
 
     def __init__(self, name: str, *, runtime_dir: str | os.PathLike[str] | None = None,
                  spin_us: int = 0, connect_timeout: float = 2.0, batch: int = 64,
-                 handlers: Mapping[int, Handler] | None = None) -> None:
+                 handlers: Mapping[int, Handler] | None = None, wait: float = 0.0) -> None:
         self._g = None
         raw_name = check_name(name, path_ok=True)
         self._keep = []
@@ -53,10 +62,13 @@ class Guest:
             cfg.runtime_dir = self._keep[-1]
         cfg.spin_us = spin_us
         cfg.connect_timeout_ms = max(1, timeout_ms(connect_timeout))
+        if not isinstance(wait, (int, float)) or not 0 <= wait < 1 << 21:
+            raise ValueError(f"wait must be 0 to {1 << 21} seconds, not {wait!r}")
+        cfg.wait_ms = max(1, timeout_ms(wait)) if wait > 0 else 0
         out = ffi.new("struct hgsmi_guest **")
         rc = lib.hgsmi_guest_attach(raw_name, cfg, out)
         if rc == -errno.ENOENT:
-            raise error(rc, f"no host {name!r}", HostNotFound)
+            raise HostNotFound(errno.ENOENT, no_host_message(name, runtime_dir, wait))
         if rc in (-errno.EINVAL, -errno.ENAMETOOLONG):
             raise ValueError(f"bad host name {name!r}: "
                              f"{ffi.string(lib.hgsmi_strerror(rc)).decode()}")

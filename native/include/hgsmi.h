@@ -2,8 +2,9 @@
 /*
  * hgsmi.h - the public C API of libhgsmi.
  *
- * A host process and a guest process share one POSIX shared-memory segment
- * (the "VRAM").  Buffers live in it; only offsets cross.  The guest rings a
+ * A host process and each guest process share one segment (the "VRAM"): by
+ * default a sealed memfd the host passes over the control socket, or a named
+ * POSIX shared-memory segment.  Buffers live in it; only offsets cross.  The guest rings a
  * doorbell, the host raises an IRQ; both are eventfds (or POSIX semaphores).
  *
  * Conventions, as in liburing:
@@ -390,6 +391,10 @@ struct hgsmi_guest_config {
 	const char *runtime_dir; /* as for the host; NULL: the same defaults */
 	uint32_t spin_us;        /* adaptive spin before sleeping; 0: none */
 	int connect_timeout_ms;  /* 0: 2000 */
+	/* > 0: wait up to this long for a host that is not there yet (no
+	 * socket, or nobody listening on it), retrying every 10 ms; 0: -ENOENT
+	 * at once.  Added in 0.1: zero-initialise the struct. */
+	int wait_ms;
 };
 
 struct hgsmi_guest_stats {
@@ -411,7 +416,7 @@ struct hgsmi_guest_stats {
  * Attach to the host `name` (or a socket path containing '/'): connect,
  * handshake, map the segment, check its header.  Returns 0, -ENOENT (no such
  * host), -EACCES, -EPROTO (ABI major differs), -ETIMEDOUT.  Blocks: up to
- * connect_timeout_ms.
+ * wait_ms for the host to appear, then up to connect_timeout_ms.
  */
 HGSMI_API int hgsmi_guest_attach(const char *name,
 				 const struct hgsmi_guest_config *cfg,

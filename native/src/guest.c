@@ -10,6 +10,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/un.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "internal.h"
@@ -71,15 +72,23 @@ static int connect_host(const char *name, const struct hgsmi_guest_config *cfg)
 		strcat(sa.sun_path, name);
 		strcat(sa.sun_path, ".sock");
 	}
-	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	if (fd < 0)
-		return -errno;
-	if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
+	/* No socket yet, or nobody listening on it: the host is not there (yet).
+	 * With wait_ms, a guest started beside its host retries until it is. */
+	for (uint64_t start = hgsmi_int_now_ns();;) {
+		const struct timespec tick = {.tv_nsec = 10 * 1000 * 1000};
+
+		fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+		if (fd < 0)
+			return -errno;
+		if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0)
+			return fd;
 		rc = (errno == ENOENT || errno == ECONNREFUSED) ? -ENOENT : -errno;
 		close(fd);
-		return rc;
+		if (rc != -ENOENT || cfg->wait_ms <= 0 ||
+		    hgsmi_int_remaining_ms(cfg->wait_ms, start) == 0)
+			return rc;
+		nanosleep(&tick, NULL);
 	}
-	return fd;
 }
 
 /*
