@@ -9,6 +9,7 @@ import socket
 from typing import Any, Iterable, Mapping
 
 from ._aio_loop import LoopDriven, Waiter
+from ._call_error import call_error
 from ._native import ffi, lib
 from ._util import as_buffer, check_channel, check_int
 from .errors import MessageTooLarge, PeerGone, Timeout, error
@@ -170,7 +171,7 @@ class AsyncGuest(LoopDriven, Guest):
             except asyncio.TimeoutError:
                 raise Timeout(errno.ETIMEDOUT, f"call on channel {buf.channel}") from None
         if buf.status < 0:
-            raise error(buf.status, f"call on channel {buf.channel}")
+            raise call_error(buf.status, buf.channel, b"")
         return buf.reply
 
     async def send(self, channel: int, info: int, data: Any) -> None:  # type: ignore[override]
@@ -387,7 +388,8 @@ class AsyncGuest(LoopDriven, Guest):
                 if e.buf is None:  # copy mode: the reply is copied out, the buffer freed
                     if not fut.done():
                         if m.status < 0:
-                            fut.set_exception(error(m.status, f"call on channel {e.channel}"))
+                            fut.set_exception(call_error(m.status, e.channel,
+                                                         ffi.buffer(base + m.data, m.size)))
                         else:
                             fut.set_result(ffi.buffer(base + m.data, m.size)[:])
                     lib.hgsmi_guest_free(g, e.offset)

@@ -6,6 +6,7 @@ usage), never a traceback (``HGSMI_DEBUG=1`` shows one for bugs).
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import logging
 import os
@@ -199,6 +200,8 @@ def host_config(args: argparse.Namespace) -> config_mod.HostConfig:
         cfg.segment = args.segment
     if args.store:
         cfg.store = args.store
+    if cfg.store and os.path.exists(cfg.store) and not os.path.isdir(cfg.store):
+        raise config_mod.ConfigError(f"store: {cfg.store} is a file, not a directory")
     return cfg
 
 
@@ -256,6 +259,13 @@ def cmd_fetch(args: argparse.Namespace) -> int:
 
     blob.check_name(args.blob)
     out_path = args.output or args.blob
+    if out_path != "-":  # say it now, not as the internal .part file's error later
+        where = os.path.dirname(os.path.abspath(out_path))
+        if os.path.isdir(out_path):
+            raise IsADirectoryError(errno.EISDIR, f"-o {out_path}: is a directory")
+        if not os.path.isdir(where):
+            raise FileNotFoundError(errno.ENOENT, f"-o {out_path}: directory {where} "
+                                                  "does not exist")
     progress = Progress(f"fetch {args.blob}")
     with _guest(args) as g:
         bc = BlobClient(g)

@@ -16,9 +16,10 @@ from .errors import (HostNotFound, MessageTooLarge, PeerGone, Timeout, check, er
 from .heap import with_fragmentation
 from . import _kept
 from ._attach import no_host_message
+from ._call_error import call_error, too_long
 from .lease import Lease, Windows
 from .message import Buffer, Message
-from .reply import HeldBack, fail_status, msg_array, serve_batch
+from .reply import REASON_MAX, BadReply, HeldBack, fail_status, msg_array, read_reason, serve_batch
 
 log = logging.getLogger("hgsmi.guest")
 
@@ -111,18 +112,20 @@ class Guest:
         src = as_buffer(data)
         check_int("reply_size", reply_size, 0, 1 << 63)
         cap = max(len(src), reply_size)
-        if len(self._reply) < cap:
+        # Room for a failed handler's reason too; a reply beyond cap is refused below.
+        room = max(cap, REASON_MAX + 1)
+        if len(self._reply) < room:
             if cap > lib.hgsmi_guest_size(self._g):  # before allocating the reply room
                 raise MessageTooLarge(errno.EMSGSIZE, f"call on channel {channel}: "
                                       f"{cap} bytes can never fit in the guest heap")
-            self._reply = bytearray(cap)
+            self._reply = bytearray(room)
             self._reply_ptr = ffi.from_buffer(self._reply)
         ms = timeout_ms(timeout)
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             self._check_open()
             rc = lib.hgsmi_guest_call(self._g, channel, info, src, len(src),
-                                      self._reply_ptr, cap, ms)
+                                      self._reply_ptr, room, ms)
             if rc not in _NO_ROOM or timeout == 0:
                 break
             if deadline is not None:
@@ -132,7 +135,9 @@ class Guest:
                 ms = timeout_ms(left)
             self._wait(None if deadline is None else left)
         if rc < 0:
-            raise error(rc, f"call on channel {channel}")
+            raise call_error(rc, channel, self._reply)
+        if rc > cap:
+            raise too_long(channel, cap, rc)
         return bytes(memoryview(self._reply)[:rc])
 
     def alloc(self, channel: int, info: int, size: int, reply_size: int = 0) -> Buffer:
@@ -168,9 +173,12 @@ class Guest:
             else:
                 self._inflight[buf.offset] = buf  # it will come back via completions()
             raise error(rc, "call_buffer")
+        if rc < 0:  # a failed handler's reason is in the buffer: read it before it goes
+            m = self._one
+            exc = call_error(rc, buf.channel, ffi.buffer(self._base + m.data, m.size))
         self._complete(buf, self._one)
         if rc < 0:
-            raise error(rc, f"call on channel {buf.channel}")
+            raise exc
         return buf.reply
 
     def submit(self, buf: Buffer) -> None:
@@ -353,7 +361,9 @@ class Guest:
 
     def _handler_failed(self, m: Any, e: BaseException) -> None:
         fail_status(m, e)
-        if not isinstance(e, asyncio.CancelledError):
+        if isinstance(e, BadReply):  # no traceback: it says what happened
+            log.warning("channel %d handler failed: %s", m.channel, e)
+        elif not isinstance(e, asyncio.CancelledError):
             log.error("channel %d handler raised", m.channel, exc_info=e)
 
     # -- misc ------------------------------------------------------------------

@@ -21,7 +21,7 @@ from .heap import with_fragmentation
 from . import _kept
 from .lease import Windows
 from .message import Message
-from .reply import HeldBack, fail_status, msg_array, serve_batch
+from .reply import BadReply, HeldBack, fail_status, msg_array, serve_batch
 
 log = logging.getLogger("hgsmi.host")
 
@@ -476,7 +476,7 @@ class Host:
         if isinstance(e, asyncio.CancelledError):
             return
         self.handler_errors += 1
-        if isinstance(e, HgsmiError):
+        if isinstance(e, (HgsmiError, BadReply)):  # no traceback: it says what happened
             log.warning("channel %d handler failed: %s", m.channel, e)
         else:
             log.error("channel %d handler raised", m.channel, exc_info=e)

@@ -480,7 +480,8 @@ HGSMI_API int hgsmi_guest_call_buffer(struct hgsmi_guest *guest, uint32_t offset
 /*
  * Synchronous call, copy mode: alloc, copy `len` bytes, submit, wait, copy
  * up to reply_cap bytes of reply to `reply`, free.  Returns the reply length
- * or -errno.  Blocks: up to timeout_ms.
+ * or -errno.  On -EIO (the handler failed) `reply` holds the reason the host
+ * gave, NUL-terminated ("" if none).  Blocks: up to timeout_ms.
  */
 HGSMI_API int hgsmi_guest_call(struct hgsmi_guest *guest, uint8_t channel,
 			       uint16_t info, const void *data, uint32_t len,

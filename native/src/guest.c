@@ -765,8 +765,14 @@ int hgsmi_guest_call(struct hgsmi_guest *g, uint8_t channel, uint16_t info,
 		hgsmi_int_inflight_set(&g->orphans, m.offset);
 		return rc;
 	}
-	if (rc > 0 && reply)
-		memcpy(reply, g->seg.base + r.data, r.size < reply_cap ? r.size : reply_cap);
+	if ((rc > 0 || rc == -EIO) && reply && reply_cap) {
+		/* -EIO: the host may have left the handler's reason, NUL-terminated. */
+		uint32_t n = r.size < reply_cap ? r.size : reply_cap;
+
+		memcpy(reply, g->seg.base + r.data, n);
+		if (rc < 0 && n < reply_cap)
+			((char *)reply)[n] = '\0';
+	}
 	if (hgsmi_guest_free(g, m.offset) == -EBUSY)
 		hgsmi_int_inflight_set(&g->orphans, m.offset);
 	return rc;
