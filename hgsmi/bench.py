@@ -386,7 +386,8 @@ def build_parser(parser: Optional[argparse.ArgumentParser] = None) -> argparse.A
                    help=f"adaptive spin for the spin rtt run (default {DEFAULT_SPIN_US})")
     p.add_argument("--runs", type=int, default=3, help="runs per figure (>= 3)")
     p.add_argument("--seconds", type=float, help="per stream run (default 0.5; quick 0.1)")
-    p.add_argument("--sizes", type=int, nargs="+", default=list(SIZES))
+    p.add_argument("--sizes", type=int, nargs="+", default=list(SIZES), metavar="BYTES",
+                   help="message sizes of the stream runs")
     return p
 
 
