@@ -29,6 +29,8 @@ import sys
 import time
 from typing import Any, Callable, Optional, Sequence
 
+from . import busy
+
 SIZES = (64, 4096, 65536, 1 << 20)
 STREAMS = ("g2h-stream", "h2g-stream")
 #: the adaptive spin (µs) for the call-rtt "spin" run, chosen by measurement:
@@ -401,6 +403,12 @@ def main(argv: Optional[Sequence[str]] = None,
     args.rtt_count = 500 if args.quick else 3000
     args.idle_seconds = 5.0
     args.silent = False
+    before = busy.quiet_check()
+    if before:
+        print("hgsmi bench: warning: the machine is busy (" + "; ".join(before) +
+              "): the figures will be unreliable", file=sys.stderr)
+    watch = busy.Watch()
+    watch.start()
     try:
         result = run(args)
         if args.plot:
@@ -408,12 +416,21 @@ def main(argv: Optional[Sequence[str]] = None,
     except BenchError as e:
         print(f"hgsmi bench: error: {e}", file=sys.stderr)
         return 1
+    during = watch.stop()
+    reasons = before + [f"during the run: {r}" for r in during.pop("reasons")]
+    result["machine"].update(busy_during=during, unreliable=bool(reasons),
+                             unreliable_reasons=reasons)
+    if reasons:
+        print("hgsmi bench: warning: UNRELIABLE results: " + "; ".join(reasons),
+              file=sys.stderr)
     if args.json:
         print(json.dumps(result))
     else:
         m = result["machine"]
         print(f"{m['cpu']}, {m['cpus']} CPUs, kernel {m['kernel']}; --pin {m['pin']} "
               f"{m['placement']}; {m['runs']} runs per figure; {m['elapsed_s']} s")
+        if reasons:
+            print("UNRELIABLE (the machine was busy): " + "; ".join(reasons))
         print(format_matrix(result))
     return 0
 
