@@ -247,6 +247,14 @@ class Host:
     limit; over it the doorbell is ignored for a tick, its ring is still
     served then).
 
+    Tuning: ``spin_us`` (0) spins that many microseconds for a doorbell
+    before sleeping (lower latency for a CPU spent polling; idle costs
+    nothing once the spin ends); ``ring_entries`` (1024, a power of two) is
+    the depth of each ring; ``guest_heap_percent`` (50) is the guest heap's
+    share of each segment, the rest is the host heap for ``post``;
+    ``max_guests`` (64) guests at once; ``batch`` (64) buffers taken per
+    serve round.
+
     Raises :class:`NameInUse` if a live host has the name,
     ``ValueError``/``TypeError`` for bad arguments, :class:`HgsmiError` for
     the rest.
