@@ -79,3 +79,31 @@ def test_host_not_found_says_which_of_three(name, runtime_dir, tmp_path):
 def test_wait_must_be_seconds(name, runtime_dir):
     with pytest.raises(ValueError, match="wait"):
         hgsmi.Guest(name, wait=-1)
+
+
+@pytest.mark.timeout(30)
+def test_async_guest_waits_too(name, runtime_dir):
+    from hgsmi.aio import AsyncGuest
+
+    box: dict[str, object] = {}
+
+    def start_late() -> None:
+        time.sleep(0.5)
+        host = hgsmi.Host(name)
+        host.register(0x10, lambda msg: bytes(msg.data).upper())
+        box["host"], box["pump"] = host, Pump(host)
+
+    async def main() -> bytes:
+        async with AsyncGuest.connect(name, wait=10) as g:  # the wait runs in a thread
+            return await g.call(0x10, 0, b"aio", timeout=5)
+
+    t = threading.Thread(target=start_late)
+    t.start()
+    try:
+        import asyncio
+        assert asyncio.run(main()) == b"AIO"
+    finally:
+        t.join()
+        if "pump" in box:
+            box["pump"].stop()  # type: ignore[attr-defined]
+            box["host"].close()  # type: ignore[attr-defined]
