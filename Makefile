@@ -81,13 +81,20 @@ $(EXT_FLAVOUR_FILE): FORCE
 	@mkdir -p $(@D)
 	@[ "$$(cat $@ 2>/dev/null)" = "$(EXT_FLAVOUR)" ] || echo "$(EXT_FLAVOUR)" >$@
 
-# pip's editable install built the module too; build_ext skips what is fresh,
-# and --force only when the module in the tree has another flavour (on a fresh
-# clone it has this one: one compile, not two).
+# pip's editable install built the module too.  Of this flavour and newer than
+# every input, it is used as it is (a fresh clone compiles once, not twice:
+# build_ext would not see it as fresh, its generated source being new); of
+# another flavour it is rebuilt with --force.
 $(EXT_STAMP): $(DEPS_STAMP) $(EXT_INPUTS) $(EXT_FLAVOUR_FILE)
-	@echo "ext: building hgsmi/_native ($(EXT_FLAVOUR))"
-	$(VPY) setup.py --quiet build_ext --inplace \
-		$$([ "$$(cat $(EXT_BUILT) 2>/dev/null)" = "$(EXT_FLAVOUR)" ] || echo --force)
+	@so=$$(ls hgsmi/_native*.so 2>/dev/null | head -n 1); \
+	same=$$([ "$$(cat $(EXT_BUILT) 2>/dev/null)" = "$(EXT_FLAVOUR)" ] && echo yes); \
+	if [ -n "$$same" ] && [ -n "$$so" ] && [ -z "$$(find $(EXT_INPUTS) -newer $$so)" ]; then \
+		echo "ext: $$so ($(EXT_FLAVOUR)) is up to date"; \
+	else \
+		echo "ext: building hgsmi/_native ($(EXT_FLAVOUR))"; \
+		$(VPY) setup.py --quiet build_ext --inplace \
+			$$([ -n "$$same" ] || echo --force) || exit 1; \
+	fi
 	@echo "$(EXT_FLAVOUR)" >$(EXT_BUILT)
 	@touch $@
 
