@@ -56,6 +56,7 @@ $(DEPS_STAMP): setup.py pyproject.toml | $(VPY)
 	@echo "deps: installing hgsmi (editable) and its test extras into $(VENV)"
 	$(PIP) install $(PIP_FLAGS) --upgrade pip setuptools wheel cffi
 	$(PIP) install $(PIP_FLAGS) -e '.[test]'
+	@mkdir -p $(dir $(EXT_BUILT)) && echo "$(EXT_FLAVOUR)" >$(EXT_BUILT)
 	@touch $@
 
 deps: $(DEPS_STAMP)
@@ -65,6 +66,9 @@ deps: $(DEPS_STAMP)
 comma := ,
 EXT_FLAVOUR := $(or $(strip $(HGSMI_SANITIZE)),plain)
 EXT_FLAVOUR_FILE := build/.hgsmi-ext-flavour
+# The flavour hgsmi/_native*.so in the tree was last built with (pip's
+# editable install builds it too, with the flavour of the environment).
+EXT_BUILT := build/.hgsmi-ext-built
 SAN_NAMES := $(subst $(comma), ,$(HGSMI_SANITIZE))
 ifneq ($(filter address,$(SAN_NAMES)),)
 PY_SAN_ENV := LD_PRELOAD="$$($(CC) -print-file-name=libasan.so)" \
@@ -77,11 +81,21 @@ $(EXT_FLAVOUR_FILE): FORCE
 	@mkdir -p $(@D)
 	@[ "$$(cat $@ 2>/dev/null)" = "$(EXT_FLAVOUR)" ] || echo "$(EXT_FLAVOUR)" >$@
 
-# pip's editable install built the module too; build_ext skips what is fresh.
+# pip's editable install built the module too.  Of this flavour and newer than
+# every input, it is used as it is (a fresh clone compiles once, not twice:
+# build_ext would not see it as fresh, its generated source being new); of
+# another flavour it is rebuilt with --force.
 $(EXT_STAMP): $(DEPS_STAMP) $(EXT_INPUTS) $(EXT_FLAVOUR_FILE)
-	@echo "ext: building hgsmi/_native ($(EXT_FLAVOUR))"
-	$(VPY) setup.py --quiet build_ext --inplace \
-		$(if $(filter $(EXT_FLAVOUR_FILE),$?),--force)
+	@so=$$(ls hgsmi/_native*.so 2>/dev/null | head -n 1); \
+	same=$$([ "$$(cat $(EXT_BUILT) 2>/dev/null)" = "$(EXT_FLAVOUR)" ] && echo yes); \
+	if [ -n "$$same" ] && [ -n "$$so" ] && [ -z "$$(find $(EXT_INPUTS) -newer $$so)" ]; then \
+		echo "ext: $$so ($(EXT_FLAVOUR)) is up to date"; \
+	else \
+		echo "ext: building hgsmi/_native ($(EXT_FLAVOUR))"; \
+		$(VPY) setup.py --quiet build_ext --inplace \
+			$$([ -n "$$same" ] || echo --force) || exit 1; \
+	fi
+	@echo "$(EXT_FLAVOUR)" >$(EXT_BUILT)
 	@touch $@
 
 ext: $(EXT_STAMP)

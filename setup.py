@@ -8,6 +8,11 @@ hgsmi._native, compiled from native/src/*.c by native/ffi_build.py.
 
 The version is read from HGSMI_VERSION_* in native/include/hgsmi.h, the
 single place it is written.
+
+The extension uses only the stable ABI (cffi builds it with Py_LIMITED_API:
+hgsmi/_native.abi3.so), so the wheel is tagged cp311-abi3 and installs on
+every CPython from 3.11 on.  3.11 is the floor because the config reader uses
+the standard library's tomllib.
 """
 import os
 import re
@@ -15,6 +20,8 @@ import re
 from setuptools import setup
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+# The oldest Python hgsmi runs on, and the abi3 tag its wheel carries.
+PYTHON_MIN = (3, 11)
 
 
 def read_version():
@@ -28,22 +35,29 @@ def read_version():
     return ".".join(m.group(1) for m in parts)
 
 
+def read_readme():
+    with open(os.path.join(HERE, "README.md"), encoding="utf-8") as f:
+        return f.read()
+
+
 setup(
     name="hgsmi",
     version=read_version(),
     description="HGSMI-style shared-memory transport between processes "
                 "(C core, cffi bindings)",
+    long_description=read_readme(),
+    long_description_content_type="text/markdown",
     license="MIT",
-    python_requires=">=3.9",
+    license_files=["LICENSE"],
+    python_requires=">=%d.%d" % PYTHON_MIN,
     packages=["hgsmi"],
     package_data={"hgsmi": ["py.typed", "*.pyi"]},
     cffi_modules=["native/ffi_build.py:ffibuilder"],
     install_requires=[
         "cffi>=1.16",
-        "posix_ipc>=1.1",
     ],
     extras_require={
-        "test": ["pytest", "pytest-timeout", "hypothesis", "numpy",
+        "test": ["pytest", "pytest-timeout", "hypothesis", "numpy", "mypy",
                  "iceoryx2", "faster-fifo", "pyzmq"],  # the bench peers, tested
         # the peers hgsmi bench compares with; each is left out if missing
         "bench": ["pytest-benchmark", "matplotlib", "iceoryx2", "faster-fifo", "pyzmq"],
@@ -53,8 +67,12 @@ setup(
         "console_scripts": ["hgsmi = hgsmi.cli:main"],
     },
     zip_safe=False,
+    options={"bdist_wheel": {"py_limited_api": "cp%d%d" % PYTHON_MIN}},
     classifiers=[
         "Programming Language :: Python :: 3",
+        "Programming Language :: Python :: 3 :: Only",
+        "Programming Language :: Python :: Implementation :: CPython",
+        "Typing :: Typed",
         "Programming Language :: C",
         "Operating System :: POSIX :: Linux",
     ],

@@ -10,6 +10,7 @@ import socket
 from typing import Any, Iterable, Mapping
 
 from ._aio_loop import LoopDriven, Waiter
+from ._call_error import call_error
 from ._native import ffi, lib
 from ._util import as_buffer, check_channel, check_int
 from .errors import MessageTooLarge, PeerGone, ProtocolError, Timeout, error
@@ -41,7 +42,9 @@ class AsyncGuest(LoopDriven, Guest):
     ``completions``) raise ``TypeError``: the loop does their work.
     Host commands are served from the moment it attaches, and one for a
     channel with no handler fails: pass ``handlers={channel: fn}`` to have
-    them registered first.
+    them registered first.  ``wait`` (seconds) waits for a host that is not
+    there yet, as :class:`~hgsmi.Guest`'s does; it blocks the loop meanwhile,
+    so within a loop use ``await AsyncGuest.connect(name, wait=...)``.
     """
 
     #: async handlers finish later: a Lease per view, not a Window's slice
@@ -50,10 +53,10 @@ class AsyncGuest(LoopDriven, Guest):
     def __init__(self, name: str, *, runtime_dir: str | os.PathLike[str] | None = None,
                  connect_timeout: float = 2.0, batch: int = 64,
                  handlers: Mapping[int, Handler] | None = None,
-                 loop: asyncio.AbstractEventLoop | None = None) -> None:
+                 loop: asyncio.AbstractEventLoop | None = None, wait: float = 0.0) -> None:
         self._prepare(loop or asyncio.get_running_loop())
         super().__init__(name, runtime_dir=runtime_dir, connect_timeout=connect_timeout,
-                         batch=batch, handlers=handlers)
+                         batch=batch, handlers=handlers, wait=wait)
         self._start()
 
     @classmethod
@@ -173,7 +176,7 @@ class AsyncGuest(LoopDriven, Guest):
             except asyncio.TimeoutError:
                 raise Timeout(errno.ETIMEDOUT, f"call on channel {buf.channel}") from None
         if buf.status < 0:
-            raise error(buf.status, f"call on channel {buf.channel}")
+            raise call_error(buf.status, buf.channel, b"")
         return buf.reply
 
     async def send(self, channel: int, info: int, data: Any) -> None:  # type: ignore[override]
@@ -409,7 +412,8 @@ class AsyncGuest(LoopDriven, Guest):
                 if e.buf is None:  # copy mode: the reply is copied out, the buffer freed
                     if not fut.done():
                         if m.status < 0:
-                            fut.set_exception(error(m.status, f"call on channel {e.channel}"))
+                            fut.set_exception(call_error(m.status, e.channel,
+                                                         ffi.buffer(base + m.data, m.size)))
                         else:
                             fut.set_result(ffi.buffer(base + m.data, m.size)[:])
                     lib.hgsmi_guest_free(g, e.offset)

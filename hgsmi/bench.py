@@ -1,5 +1,5 @@
 """``hgsmi bench``: hgsmi against HGCM-style copying, the stdlib and the
-machine's own C ceiling, side by side in one run (DESIGN.md §9, issue 7).
+machine's own C ceiling, side by side in one run (README: Benchmarks).
 
     hgsmi bench [--quick] [--json] [--plot FILE.png] [--pin split|same|none]
 
@@ -28,6 +28,8 @@ import statistics
 import sys
 import time
 from typing import Any, Callable, Optional, Sequence
+
+from . import busy
 
 SIZES = (64, 4096, 65536, 1 << 20)
 STREAMS = ("g2h-stream", "h2g-stream")
@@ -391,7 +393,8 @@ def build_parser(parser: Optional[argparse.ArgumentParser] = None) -> argparse.A
                    help=f"adaptive spin for the spin rtt run (default {DEFAULT_SPIN_US})")
     p.add_argument("--runs", type=int, default=3, help="runs per figure (>= 3)")
     p.add_argument("--seconds", type=float, help="per stream run (default 0.5; quick 0.1)")
-    p.add_argument("--sizes", type=int, nargs="+", default=list(SIZES))
+    p.add_argument("--sizes", type=int, nargs="+", default=list(SIZES), metavar="BYTES",
+                   help="message sizes of the stream runs")
     return p
 
 
@@ -405,6 +408,12 @@ def main(argv: Optional[Sequence[str]] = None,
     args.rtt_count = 500 if args.quick else 3000
     args.idle_seconds = 5.0
     args.silent = False
+    before = busy.quiet_check()
+    if before:
+        print("hgsmi bench: warning: the machine is busy (" + "; ".join(before) +
+              "): the figures will be unreliable", file=sys.stderr)
+    watch = busy.Watch()
+    watch.start()
     try:
         result = run(args)
         if args.plot:
@@ -412,12 +421,21 @@ def main(argv: Optional[Sequence[str]] = None,
     except BenchError as e:
         print(f"hgsmi bench: error: {e}", file=sys.stderr)
         return 1
+    during = watch.stop()
+    reasons = before + [f"during the run: {r}" for r in during.pop("reasons")]
+    result["machine"].update(busy_during=during, unreliable=bool(reasons),
+                             unreliable_reasons=reasons)
+    if reasons:
+        print("hgsmi bench: warning: UNRELIABLE results: " + "; ".join(reasons),
+              file=sys.stderr)
     if args.json:
         print(json.dumps(result))
     else:
         m = result["machine"]
         print(f"{m['cpu']}, {m['cpus']} CPUs, kernel {m['kernel']}; --pin {m['pin']} "
               f"{m['placement']}; {m['runs']} runs per figure; {m['elapsed_s']} s")
+        if reasons:
+            print("UNRELIABLE (the machine was busy): " + "; ".join(reasons))
         print(format_matrix(result))
     return 0
 

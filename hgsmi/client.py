@@ -13,7 +13,8 @@ from typing import Any, BinaryIO, Callable
 
 from . import blob
 from .blobstore import read_full, write_all
-from .errors import Busy, HeapExhausted, HgsmiError, ProtocolError, Timeout
+from .errors import (Busy, HeapExhausted, HgsmiError, MessageTooLarge, ProtocolError,
+                     Timeout)
 from .services import (CH_BLOB, CH_ECHO, CH_SINK, SINK_DATA, SINK_END, SINK_SOURCE,
                        SOURCE_END, SOURCE_REQ, STATUS)
 
@@ -214,7 +215,11 @@ def echo(guest: Any, count: int = 1000, size: int = 64,
     """``count`` round trips of ``size`` bytes on the echo channel; latencies in µs."""
     if count < 1 or size < 0:
         raise ValueError("echo needs count >= 1 and size >= 0")
-    payload = bytes(i & 0xFF for i in range(size))
+    largest = guest.query_conf(2)  # HGSMI_CONF_MAX_MESSAGE: before building the payload
+    if size > largest:
+        raise MessageTooLarge(errno.EMSGSIZE, f"echo: {size} bytes is more than the host's "
+                                              f"largest message, {largest} bytes")
+    payload = (bytes(range(256)) * (size // 256 + 1))[:size]
     for _ in range(min(count, 10)):  # warm up: caches, page faults
         guest.call(CH_ECHO, 0, payload)
     lat = []

@@ -7,7 +7,7 @@ A config file (every key optional)::
     doorbell = "eventfd"           # or "semaphore"
     segment = "memfd"              # sealed memfd passed to the guest; or "posix" (/dev/shm,
                                    # trusts the guest not to truncate it)
-    allowed_uids = [1000]          # default: the host's own uid
+    allowed_uids = [1000, 1001]    # guests' uids; default: the host's own uid only
     store = "/var/lib/hgsmi"       # blob store directory (relative: to this file)
 
     [limits]

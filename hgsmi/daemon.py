@@ -26,6 +26,7 @@ from typing import Any, TextIO
 from . import drivers
 from ._procstat import process_stats
 from .blobstore import BlobStore
+from .store import remove_stale_uploads
 from .config import HostConfig, default_name, default_store
 from .errors import NameInUse
 from .host import Host
@@ -47,6 +48,8 @@ class HostDaemon:
         cfg.name = cfg.name or default_name()
         self.store = os.path.abspath(cfg.store or default_store(cfg.name))
         os.makedirs(self.store, mode=0o700, exist_ok=True)
+        if (stale := remove_stale_uploads(self.store)):  # of a host killed mid-upload
+            log.info("removed %d unfinished upload(s) from %s", stale, self.store)
         try:
             self.host = Host(cfg.name, cfg.size, cfg.doorbell, runtime_dir=runtime_dir,
                              segment=cfg.segment,

@@ -15,10 +15,13 @@ from ._util import (as_buffer, backend_name, buffer_arrays, check_channel, check
 from .errors import (HostNotFound, MessageTooLarge, PeerGone, Timeout, check, error)
 from .heap import with_fragmentation
 from . import _kept
+from ._attach import no_host_message
+from ._call_error import call_error, too_long
 from ._ratelog import RateLog
 from .lease import Lease, Windows
 from .message import Buffer, Message
-from .reply import HeldBack, ReplyTooLarge, fail_status, msg_array, serve_batch
+from .reply import (REASON_MAX, BadReply, HeldBack, ReplyTooLarge, fail_status, msg_array,
+                    read_reason, serve_batch)
 
 log = logging.getLogger("hgsmi.guest")
 
@@ -37,6 +40,14 @@ class Guest:
     :class:`HostNotFound` if nobody listens, :class:`AccessDenied` if the
     host refuses this uid, :class:`ProtocolError` on an ABI mismatch,
     :class:`Timeout` if the handshake stalls.
+
+    ``wait`` (seconds, default 0) waits that long for a host that is not
+    there yet (no socket, or nobody listening on it), so that a guest can be
+    started together with its host; ``connect_timeout`` (seconds, default 2)
+    bounds the handshake once connected.  ``spin_us`` (default 0) spins that
+    many microseconds for a reply or a host command before sleeping: lower
+    latency for a busy CPU.  ``batch`` (default 64) is how many host commands
+    one serve round takes.
     """
 
     #: views of host commands are sliced from a Window (handlers never defer)
@@ -44,7 +55,7 @@ class Guest:
 
     def __init__(self, name: str, *, runtime_dir: str | os.PathLike[str] | None = None,
                  spin_us: int = 0, connect_timeout: float = 2.0, batch: int = 64,
-                 handlers: Mapping[int, Handler] | None = None) -> None:
+                 handlers: Mapping[int, Handler] | None = None, wait: float = 0.0) -> None:
         self._g = None
         raw_name = check_name(name, path_ok=True)
         self._keep = []
@@ -54,10 +65,13 @@ class Guest:
             cfg.runtime_dir = self._keep[-1]
         cfg.spin_us = spin_us
         cfg.connect_timeout_ms = max(1, timeout_ms(connect_timeout))
+        if not isinstance(wait, (int, float)) or not 0 <= wait < 1 << 21:
+            raise ValueError(f"wait must be 0 to {1 << 21} seconds, not {wait!r}")
+        cfg.wait_ms = max(1, timeout_ms(wait)) if wait > 0 else 0
         out = ffi.new("struct hgsmi_guest **")
         rc = lib.hgsmi_guest_attach(raw_name, cfg, out)
         if rc == -errno.ENOENT:
-            raise error(rc, f"no host {name!r}", HostNotFound)
+            raise HostNotFound(errno.ENOENT, no_host_message(name, runtime_dir, wait))
         if rc in (-errno.EINVAL, -errno.ENAMETOOLONG):
             raise ValueError(f"bad host name {name!r}: "
                              f"{ffi.string(lib.hgsmi_strerror(rc)).decode()}")
@@ -101,18 +115,20 @@ class Guest:
         src = as_buffer(data)
         check_int("reply_size", reply_size, 0, 1 << 63)
         cap = max(len(src), reply_size)
-        if len(self._reply) < cap:
+        # Room for a failed handler's reason too; a reply beyond cap is refused below.
+        room = max(cap, REASON_MAX + 1)
+        if len(self._reply) < room:
             if cap > lib.hgsmi_guest_size(self._g):  # before allocating the reply room
                 raise MessageTooLarge(errno.EMSGSIZE, f"call on channel {channel}: "
                                       f"{cap} bytes can never fit in the guest heap")
-            self._reply = bytearray(cap)
+            self._reply = bytearray(room)
             self._reply_ptr = ffi.from_buffer(self._reply)
         ms = timeout_ms(timeout)
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             self._check_open()
             rc = lib.hgsmi_guest_call(self._g, channel, info, src, len(src),
-                                      self._reply_ptr, cap, ms)
+                                      self._reply_ptr, room, ms)
             if rc not in _NO_ROOM or timeout == 0:
                 break
             if deadline is not None:
@@ -122,7 +138,9 @@ class Guest:
                 ms = timeout_ms(left)
             self._wait(None if deadline is None else left)
         if rc < 0:
-            raise error(rc, f"call on channel {channel}")
+            raise call_error(rc, channel, self._reply)
+        if rc > cap:
+            raise too_long(channel, cap, rc)
         return bytes(memoryview(self._reply)[:rc])
 
     def alloc(self, channel: int, info: int, size: int, reply_size: int = 0) -> Buffer:
@@ -158,9 +176,12 @@ class Guest:
             else:
                 self._inflight[buf.offset] = buf  # it will come back via completions()
             raise error(rc, "call_buffer")
+        if rc < 0:  # a failed handler's reason is in the buffer: read it before it goes
+            m = self._one
+            exc = call_error(rc, buf.channel, ffi.buffer(self._base + m.data, m.size))
         self._complete(buf, self._one)
         if rc < 0:
-            raise error(rc, f"call on channel {buf.channel}")
+            raise exc
         return buf.reply
 
     def submit(self, buf: Buffer) -> None:
@@ -359,7 +380,7 @@ class Guest:
 
     def _handler_failed(self, m: Any, e: BaseException) -> None:
         fail_status(m, e)
-        if isinstance(e, ReplyTooLarge):  # the host's capacity: no traceback to show
+        if isinstance(e, (ReplyTooLarge, BadReply)):  # no traceback: it says what happened
             self._ratelog.log(None, m.channel, logging.WARNING, "channel %d handler failed: %s",
                               m.channel, e)
         elif not isinstance(e, asyncio.CancelledError):

@@ -23,7 +23,7 @@ from ._ratelog import RateLog
 from ._totals import Departed
 from .lease import Windows
 from .message import Message
-from .reply import HeldBack, ReplyTooLarge, fail_status, msg_array, serve_batch
+from .reply import BadReply, HeldBack, ReplyTooLarge, fail_status, msg_array, serve_batch
 
 log = logging.getLogger("hgsmi.host")
 
@@ -284,6 +284,14 @@ class Host:
     ``max_doorbells_per_s`` wake-ups a guest's doorbell may cause (0: no
     limit; over it the doorbell is ignored for a tick, its ring is still
     served then).
+
+    Tuning: ``spin_us`` (0) spins that many microseconds for a doorbell
+    before sleeping (lower latency for a CPU spent polling; idle costs
+    nothing once the spin ends); ``ring_entries`` (1024, a power of two) is
+    the depth of each ring; ``guest_heap_percent`` (50) is the guest heap's
+    share of each segment, the rest is the host heap for ``post``;
+    ``max_guests`` (64) guests at once; ``batch`` (64) buffers taken per
+    serve round.
 
     Admission is fair per peer process (the pid the kernel reports for the
     socket, SO_PEERCRED): ``max_pending_per_pid`` handshakes under way at
@@ -549,7 +557,7 @@ class Host:
         if not isinstance(e, ReplyTooLarge):  # over the guest's capacity: failed, not raised
             self.handler_errors += 1
         # m.guest: the sender, so one guest's flood thins only its own lines
-        if isinstance(e, HgsmiError):
+        if isinstance(e, (HgsmiError, BadReply)):  # no traceback: it says what happened
             self._ratelog.log(m.guest, f"channel {m.channel} handler failed", logging.WARNING,
                               "guest %d: channel %d handler failed: %s", m.guest, m.channel, e)
         else:

@@ -1,6 +1,7 @@
 """Progress lines on a terminal, and the rates and sizes the CLI prints."""
 from __future__ import annotations
 
+import shutil
 import sys
 import time
 from typing import TextIO
@@ -37,7 +38,10 @@ class Progress:
         self.show(text)
 
     def show(self, text: str) -> None:
+        """Rewrite the line with ``text``, cut to the terminal's width: a line that
+        wrapped could not be rewritten with a carriage return."""
         if self.enabled:
+            text = text[:max(10, shutil.get_terminal_size().columns - 1)]
             pad = max(0, self._width - len(text))
             self.stream.write("\r" + text + " " * pad)
             self.stream.flush()

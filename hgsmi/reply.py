@@ -34,6 +34,14 @@ _MSG = struct.Struct("=IIIIBBHiI")
 assert _MSG.size == ffi.sizeof("struct hgsmi_msg")
 
 
+#: the most of a failed handler's "Type: message" that goes back to the caller
+REASON_MAX = 200
+
+
+class BadReply(TypeError):
+    """A handler returned something that is neither None nor bytes-like."""
+
+
 class ReplyTooLarge(MessageTooLarge):
     """A handler's reply is longer than its buffer's capacity (errno EOVERFLOW).
 
@@ -46,13 +54,18 @@ class ReplyTooLarge(MessageTooLarge):
 def fill_reply(base: Any, m: Any, reply: Any) -> None:
     """Write a handler's reply (None: results left in place) into the buffer of ``m``.
 
-    Raises ``TypeError`` if ``reply`` is not bytes-like, and
-    :class:`ReplyTooLarge` for a reply longer than the buffer's capacity:
-    the caller's ``failed`` fails the buffer with EOVERFLOW and logs it.
+    Raises :class:`BadReply` (a ``TypeError``) if ``reply`` is not
+    bytes-like, and :class:`ReplyTooLarge` for a reply longer than the
+    buffer's capacity: the caller's ``failed`` fails the buffer with
+    EOVERFLOW and logs it.
     """
     if reply is None:
         return
-    src = memoryview(reply).cast("B")
+    try:
+        src = memoryview(reply).cast("B")
+    except TypeError:
+        raise BadReply(f"the channel {m.channel} handler returned {type(reply).__name__}, "
+                       "not bytes-like or None") from None
     if src.nbytes > m.capacity:
         raise ReplyTooLarge(errno.EOVERFLOW, f"reply of {src.nbytes} bytes exceeds "
                                              f"capacity {m.capacity}")
@@ -66,6 +79,26 @@ def fail_status(m: Any, exc: BaseException) -> None:
     if isinstance(exc, asyncio.CancelledError):
         code = errno.ECANCELED
     m.status, m.size = -code, 0
+
+
+def write_reason(base: Any, m: Any, exc: BaseException) -> None:
+    """Put "Type: message" of a handler's exception, bounded and NUL-terminated, into
+    the failed buffer ``m`` (status -EIO), so that the caller's RemoteError says it."""
+    if m.status != -errno.EIO or m.capacity < 2:
+        return
+    text = f"{type(exc).__name__}: {exc}" if not isinstance(exc, BadReply) else \
+        f"TypeError: {exc}"
+    raw = text.encode("utf-8", "replace")[:min(REASON_MAX, m.capacity - 1)] + b"\0"
+    ffi.memmove(base + m.data, raw, len(raw))
+    m.size = len(raw)
+
+
+def read_reason(raw: Any) -> str:
+    """The reason :func:`write_reason` left in a failed reply ("" if none)."""
+    text = bytes(raw[:REASON_MAX + 1]).split(b"\0", 1)
+    if len(text) < 2 or not text[0]:
+        return ""
+    return text[0].decode("utf-8", "replace")
 
 
 class HeldBack:
@@ -151,6 +184,7 @@ def serve_batch(msgs: Any, n: int, base: Any, peer: Any, handlers: list[Any],
                 final = _outcome(base, m, msg, reply, start_async)
         except Exception as e:
             failed(m, e)
+            write_reason(base, m, e)
         if final and held.settle(m, msg):
             if k != i:
                 msgs[k] = m
@@ -187,6 +221,7 @@ def _serve_sliced(msgs: Any, n: int, base: Any, peer: Any, handlers: list[Any],
                 raise AssertionError("a sync peer deferred a buffer")  # its start_async raises
         except Exception as e:
             failed(msgs[i], e)
+            write_reason(base, msgs[i], e)
         msg._view = msg = reply = None
         try:
             view.release()

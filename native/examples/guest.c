@@ -4,8 +4,11 @@
  * call its echo channel, and (--verify) check every byte both ways.
  *
  *   cc -std=c11 guest.c $(pkg-config --cflags --libs hgsmi) -o guest
- *   ./guest NAME [FILE...]      # FILE "-" is standard input
- *   ./guest NAME --verify N
+ *   ./guest NAME [--wait SECONDS] [FILE...]     # FILE "-" is standard input
+ *   ./guest NAME [--wait SECONDS] --verify N
+ *
+ * --wait waits up to SECONDS for a host that is not running yet (started
+ * beside it, say); without it a missing host is an error at once.
  *
  * Without --verify it attaches to the host NAME, sends each FILE in 64 KiB
  * chunks to the sink (copy mode, many chunks per doorbell, completions
@@ -18,7 +21,7 @@
  * handler.  Any mismatch is reported on stderr and the exit status is 1.
  *
  * The channels and the byte pattern are the ones documented in host.c; a
- * Python host (tests/interop_peer.py) speaks the same protocol.
+ * Python host (tests/peers/example_host.py) speaks the same protocol.
  */
 #define _POSIX_C_SOURCE 200809L
 #include <errno.h>
@@ -344,25 +347,41 @@ static int echo(struct hgsmi_guest *g)
 
 int main(int argc, char **argv)
 {
+	struct hgsmi_guest_config cfg = {0};
 	struct hgsmi_guest *g;
 	struct hgsmi_guest_stats st;
 	long n = -1;
 	int rc;
 
+	if (argc >= 4 && !strcmp(argv[2], "--wait")) {
+		char *end;
+		double secs = strtod(argv[3], &end);
+
+		if (*end || !(secs >= 0 && secs <= 86400)) {
+			fprintf(stderr, "%s: --wait takes seconds, not %s\n", argv[0], argv[3]);
+			return 2;
+		}
+		cfg.wait_ms = (int)(secs * 1000);
+		/* drop "--wait S": the program and NAME move up two */
+		argv[3] = argv[1];
+		argv[2] = argv[0];
+		argv += 2;
+		argc -= 2;
+	}
 	if (argc >= 3 && !strcmp(argv[2], "--verify")) {
 		char *end;
 
 		n = argc == 4 ? strtol(argv[3], &end, 10) : -1;
 		if (n < 0 || n > 1000000 || *end) {
-			fprintf(stderr, "usage: %s NAME --verify N\n", argv[0]);
+			fprintf(stderr, "usage: %s NAME [--wait S] --verify N\n", argv[0]);
 			return 2;
 		}
 	} else if (argc < 2) {
-		fprintf(stderr, "usage: %s NAME [FILE...] | NAME --verify N\n", argv[0]);
+		fprintf(stderr, "usage: %s NAME [--wait S] [FILE... | --verify N]\n", argv[0]);
 		return 2;
 	}
 
-	rc = hgsmi_guest_attach(argv[1], NULL, &g);
+	rc = hgsmi_guest_attach(argv[1], &cfg, &g);
 	if (rc < 0) {
 		fprintf(stderr, "guest: cannot attach to %s: %s\n", argv[1], hgsmi_strerror(rc));
 		return 1;

@@ -13,7 +13,7 @@
  * created (socket, segments, semaphores) and exits 0.  --semaphore selects
  * the POSIX-semaphore doorbell instead of eventfds.
  *
- * The channels, shared with guest.c and the tests (tests/interop_peer.py):
+ * The channels, shared with guest.c and the tests (tests/peers/example_proto.py):
  *
  *   0x02 HGSMI_CH_ECHO  reply with the request.
  *   0x03 HGSMI_CH_SINK  discard; count messages and bytes.

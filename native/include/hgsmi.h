@@ -2,8 +2,9 @@
 /*
  * hgsmi.h - the public C API of libhgsmi.
  *
- * A host process and a guest process share one POSIX shared-memory segment
- * (the "VRAM").  Buffers live in it; only offsets cross.  The guest rings a
+ * A host process and each guest process share one segment (the "VRAM"): by
+ * default a sealed memfd the host passes over the control socket, or a named
+ * POSIX shared-memory segment.  Buffers live in it; only offsets cross.  The guest rings a
  * doorbell, the host raises an IRQ; both are eventfds (or POSIX semaphores).
  *
  * Conventions, as in liburing:
@@ -433,6 +434,10 @@ struct hgsmi_guest_config {
 	const char *runtime_dir; /* as for the host; NULL: the same defaults */
 	uint32_t spin_us;        /* adaptive spin before sleeping; 0: none */
 	int connect_timeout_ms;  /* 0: 2000 */
+	/* > 0: wait up to this long for a host that is not there yet (no
+	 * socket, or nobody listening on it), retrying every 10 ms; 0: -ENOENT
+	 * at once.  Added in 0.1: zero-initialise the struct. */
+	int wait_ms;
 };
 
 struct hgsmi_guest_stats {
@@ -455,7 +460,7 @@ struct hgsmi_guest_stats {
  * Attach to the host `name` (or a socket path containing '/'): connect,
  * handshake, map the segment, check its header.  Returns 0, -ENOENT (no such
  * host), -EACCES, -EPROTO (ABI major differs), -ETIMEDOUT.  Blocks: up to
- * connect_timeout_ms.
+ * wait_ms for the host to appear, then up to connect_timeout_ms.
  */
 HGSMI_API int hgsmi_guest_attach(const char *name,
 				 const struct hgsmi_guest_config *cfg,
@@ -519,7 +524,8 @@ HGSMI_API int hgsmi_guest_call_buffer(struct hgsmi_guest *guest, uint32_t offset
 /*
  * Synchronous call, copy mode: alloc, copy `len` bytes, submit, wait, copy
  * up to reply_cap bytes of reply to `reply`, free.  Returns the reply length
- * or -errno.  Blocks: up to timeout_ms.
+ * or -errno.  On -EIO (the handler failed) `reply` holds the reason the host
+ * gave, NUL-terminated ("" if none).  Blocks: up to timeout_ms.
  */
 HGSMI_API int hgsmi_guest_call(struct hgsmi_guest *guest, uint8_t channel,
 			       uint16_t info, const void *data, uint32_t len,

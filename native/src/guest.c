@@ -10,6 +10,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/un.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "internal.h"
@@ -79,15 +80,23 @@ static int connect_host(const char *name, const struct hgsmi_guest_config *cfg)
 		strcat(sa.sun_path, name);
 		strcat(sa.sun_path, ".sock");
 	}
-	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	if (fd < 0)
-		return -errno;
-	if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
+	/* No socket yet, or nobody listening on it: the host is not there (yet).
+	 * With wait_ms, a guest started beside its host retries until it is. */
+	for (uint64_t start = hgsmi_int_now_ns();;) {
+		const struct timespec tick = {.tv_nsec = 10 * 1000 * 1000};
+
+		fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+		if (fd < 0)
+			return -errno;
+		if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0)
+			return fd;
 		rc = (errno == ENOENT || errno == ECONNREFUSED) ? -ENOENT : -errno;
 		close(fd);
-		return rc;
+		if (rc != -ENOENT || cfg->wait_ms <= 0 ||
+		    hgsmi_int_remaining_ms(cfg->wait_ms, start) == 0)
+			return rc;
+		nanosleep(&tick, NULL);
 	}
-	return fd;
 }
 
 /*
@@ -814,8 +823,14 @@ int hgsmi_guest_call(struct hgsmi_guest *g, uint8_t channel, uint16_t info,
 		hgsmi_int_inflight_set(&g->orphans, m.offset);
 		return rc;
 	}
-	if (rc > 0 && reply)
-		memcpy(reply, g->seg.base + r.data, r.size < reply_cap ? r.size : reply_cap);
+	if ((rc > 0 || rc == -EIO) && reply && reply_cap) {
+		/* -EIO: the host may have left the handler's reason, NUL-terminated. */
+		uint32_t n = r.size < reply_cap ? r.size : reply_cap;
+
+		memcpy(reply, g->seg.base + r.data, n);
+		if (rc < 0 && n < reply_cap)
+			((char *)reply)[n] = '\0';
+	}
 	if (hgsmi_guest_free(g, m.offset) == -EBUSY)
 		hgsmi_int_inflight_set(&g->orphans, m.offset);
 	return rc;
