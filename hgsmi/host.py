@@ -247,6 +247,11 @@ class Host:
     limit; over it the doorbell is ignored for a tick, its ring is still
     served then).
 
+    ``spin_us`` caps the adaptive spin after serving, before the host
+    sleeps (0: never spin).  It spins only while some guest is awake and
+    recent spins paid off, and pauses when it finds itself preempted, so an
+    idle host sleeps at once and a loaded machine is not made slower.
+
     Raises :class:`NameInUse` if a live host has the name,
     ``ValueError``/``TypeError`` for bad arguments, :class:`HgsmiError` for
     the rest.
@@ -258,7 +263,8 @@ class Host:
     def __init__(self, name: str, size: int = 16 << 20, doorbell: str = "eventfd", *,
                  runtime_dir: str | os.PathLike[str] | None = None,
                  ring_entries: int = 1024, guest_heap_percent: int = 50,
-                 max_guests: int = 64, max_inflight: int = 0, spin_us: int = 0,
+                 max_guests: int = 64, max_inflight: int = 0,
+                 spin_us: int = lib.HGSMI_SPIN_US_DEFAULT,
                  allowed_uids: Iterable[int] | None = None, batch: int = 64,
                  socket_mode: int = 0o600, segment: str = "memfd", max_message: int = 0,
                  max_doorbells_per_s: int = DEFAULT_DOORBELLS_PER_S) -> None:
