@@ -107,6 +107,11 @@ struct hgsmi_spin {
 	uint64_t backoff_ns;     /* the last backoff after a preemption */
 	uint64_t last_preempt_ns;
 	uint64_t missed_start_ns; /* a spin ran out: its verdict waits for settle */
+	uint64_t slept_start_ns;  /* this wait went to sleep: settle measures it */
+	uint64_t sleep_avg_ns;    /* average wait that slept and got work; 0: none yet */
+	uint64_t load_checked_ns; /* when /proc/loadavg was last read */
+	bool busy;                /* then: more tasks runnable than CPUs */
+	int ncpu;
 	uint64_t spins_paid, spins_missed, spins_failed, spins_preempted; /* counts */
 };
 /*
@@ -124,7 +129,7 @@ HGSMI_INT void hgsmi_int_spin_settle(struct hgsmi_spin *s, bool work);
 /* The rules, for spin() and the unit test: how long the next spin may be,
  * and what a spin's outcome does to that. */
 HGSMI_INT uint64_t hgsmi_int_spin_budget(const struct hgsmi_spin *s, uint64_t now);
-HGSMI_INT void hgsmi_int_spin_paid(struct hgsmi_spin *s, uint64_t spun_ns);
+HGSMI_INT void hgsmi_int_spin_paid(struct hgsmi_spin *s, uint64_t spun_ns, uint64_t now);
 HGSMI_INT void hgsmi_int_spin_failed(struct hgsmi_spin *s, uint64_t now);
 HGSMI_INT void hgsmi_int_spin_preempted(struct hgsmi_spin *s, uint64_t now);
 

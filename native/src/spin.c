@@ -20,7 +20,13 @@
  *    later time (SPIN_RETRY_*) tries again, so an idle side soon sleeps at
  *    once and a side whose peer came back recovers; one whose work came
  *    within spin_us after all (a near miss) sets the average to that wait;
- *  - never after it was itself preempted while spinning (a gap in its own
+ *  - as long as paying spins are quicker than sleeping: each side also
+ *    keeps the average wait that slept (and got work soon), and when its
+ *    spins take longer than that, it sleeps for a while (CPUs shared with
+ *    other work: a woken sleeper is scheduled ahead of a spinner);
+ *  - never while more tasks are runnable than there are CPUs (the running
+ *    count in /proc/loadavg, read at most every 10 ms), and never after it
+ *    was itself preempted while spinning (a gap in its own
  *    clock): the CPUs are busy, and spinning would steal from the peer.  It
  *    stays off for a backoff that doubles while preemptions keep coming.
  * A machine with one CPU never spins: the peer cannot run meanwhile.
@@ -28,6 +34,9 @@
  * Private to one side, one thread: nothing here is shared memory.
  */
 #define _GNU_SOURCE
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
 #include <unistd.h>
 
 #include "internal.h"
@@ -38,12 +47,16 @@
 #define SPIN_RETRY_MAX_NS 100000000ull    /* then doubling, up to 100 ms */
 #define SPIN_BACKOFF_MIN_NS 10000000ull   /* preempted: off for 10 ms */
 #define SPIN_BACKOFF_MAX_NS 1000000000ull /* doubling while it recurs, up to 1 s */
+#define SPIN_LOAD_CHECK_NS 10000000ull    /* /proc/loadavg at most every 10 ms */
 
 void hgsmi_int_spin_init(struct hgsmi_spin *s, uint32_t cap_us)
 {
+	long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+
 	*s = (struct hgsmi_spin){0};
-	if (cap_us == 0 || sysconf(_SC_NPROCESSORS_ONLN) < 2)
+	if (cap_us == 0 || ncpu < 2)
 		return;
+	s->ncpu = (int)ncpu;
 	s->cap_ns = cap_us * 1000ull;
 	s->avg_ns = s->cap_ns / 2;
 	s->budget_ns = s->cap_ns;
@@ -70,10 +83,27 @@ uint64_t hgsmi_int_spin_budget(const struct hgsmi_spin *s, uint64_t now)
 	return s->budget_ns ? s->budget_ns : budget_of(s);
 }
 
-void hgsmi_int_spin_paid(struct hgsmi_spin *s, uint64_t spun_ns)
+/* Signed on purpose: the average moves toward the sample either way. */
+static uint64_t ewma(uint64_t avg, uint64_t sample)
 {
-	/* Signed on purpose: the average moves toward spun_ns either way. */
-	s->avg_ns = (uint64_t)((int64_t)s->avg_ns + ((int64_t)spun_ns - (int64_t)s->avg_ns) / 8);
+	return (uint64_t)((int64_t)avg + ((int64_t)sample - (int64_t)avg) / 8);
+}
+
+void hgsmi_int_spin_paid(struct hgsmi_spin *s, uint64_t spun_ns, uint64_t now)
+{
+	s->avg_ns = ewma(s->avg_ns, spun_ns);
+	if (s->sleep_avg_ns && s->avg_ns > s->sleep_avg_ns) {
+		/*
+		 * Found work, but later than sleeping does: the CPUs are shared
+		 * with other work, and a sleeper's wake-up beats a spinner that
+		 * the scheduler treats as a hog.  Sleep for a while, then probe.
+		 */
+		s->avg_ns = s->sleep_avg_ns / 2;
+		s->budget_ns = 0;
+		s->off_until_ns = now + s->retry_ns;
+		s->retry_ns = s->retry_ns * 2 < SPIN_RETRY_MAX_NS ? s->retry_ns * 2 : SPIN_RETRY_MAX_NS;
+		return;
+	}
 	s->budget_ns = budget_of(s);
 	s->retry_ns = SPIN_RETRY_MIN_NS;
 }
@@ -106,9 +136,17 @@ void hgsmi_int_spin_settle(struct hgsmi_spin *s, bool work)
 {
 	uint64_t now, waited;
 
-	if (!s->missed_start_ns)
+	if (!s->missed_start_ns && !s->slept_start_ns)
 		return;
 	now = hgsmi_int_now_ns();
+	/* What sleeping costs, to compare paying spins with (a wait longer
+	 * than 4 caps is the peer's own pace, not a wake-up: left out). */
+	waited = now - s->slept_start_ns;
+	if (s->slept_start_ns && work && waited <= 4 * s->cap_ns)
+		s->sleep_avg_ns = s->sleep_avg_ns ? ewma(s->sleep_avg_ns, waited) : waited;
+	s->slept_start_ns = 0;
+	if (!s->missed_start_ns)
+		return;
 	waited = now - s->missed_start_ns;
 	s->missed_start_ns = 0;
 	if (work && waited <= s->cap_ns) {
@@ -128,14 +166,49 @@ void hgsmi_int_spin_settle(struct hgsmi_spin *s, bool work)
 	hgsmi_int_spin_failed(s, now);
 }
 
+/*
+ * More tasks runnable than CPUs (this one included): another would get the
+ * CPU a spin holds (the kernel's optimistic spinning stops on need_resched;
+ * this is what user space can see of it).  The 4th field of /proc/loadavg
+ * is "running/total" right now.  No /proc: not busy.
+ */
+static bool machine_busy(struct hgsmi_spin *s, uint64_t now)
+{
+	char buf[128], *slash;
+	ssize_t n;
+	int fd;
+
+	if (s->load_checked_ns && now - s->load_checked_ns < SPIN_LOAD_CHECK_NS)
+		return s->busy;
+	s->load_checked_ns = now;
+	s->busy = false;
+	if ((fd = open("/proc/loadavg", O_RDONLY | O_CLOEXEC)) < 0)
+		return false;
+	n = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	if (n <= 0)
+		return false;
+	buf[n] = '\0';
+	if ((slash = strchr(buf, '/')) != NULL) {
+		char *p = slash;
+
+		while (p > buf && p[-1] != ' ')
+			p--;
+		s->busy = strtol(p, NULL, 10) > s->ncpu;
+	}
+	return s->busy;
+}
+
 int hgsmi_int_spin(struct hgsmi_spin *s, hgsmi_spin_poll_fn poll, void *ctx)
 {
 	uint64_t start = hgsmi_int_now_ns(), last = start, now = start;
 	uint64_t budget = hgsmi_int_spin_budget(s, start);
 	int rc;
 
-	if (!budget)
+	if (!budget || machine_busy(s, start)) {
+		s->slept_start_ns = s->cap_ns ? start : 0;
 		return 0;
+	}
 	for (;;) {
 		if ((rc = poll(ctx)) != 0)
 			break;
@@ -148,14 +221,16 @@ int hgsmi_int_spin(struct hgsmi_spin *s, hgsmi_spin_poll_fn poll, void *ctx)
 		}
 		last = now;
 		if (now - start >= budget) {
-			s->missed_start_ns = start; /* the verdict: hgsmi_int_spin_settle */
+			/* the verdict: hgsmi_int_spin_settle */
+			s->missed_start_ns = s->slept_start_ns = start;
 			return 0;
 		}
 	}
 	if (rc > 0) {
 		s->spins_paid++;
-		hgsmi_int_spin_paid(s, now - start);
+		hgsmi_int_spin_paid(s, now - start, now);
 		return 1;
 	}
+	s->slept_start_ns = start;
 	return 0; /* the peer went to sleep: no verdict on the spin */
 }
