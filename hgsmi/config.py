@@ -14,7 +14,7 @@ A config file (every key optional)::
     ring_entries = 1024            # power of two
     max_guests = 64
     max_inflight = 0               # per guest; 0: ring_entries
-    spin_us = 0                    # adaptive spin before sleeping
+    spin_us = 50                   # cap of the adaptive spin before sleeping (µs); 0: never
     guest_heap_percent = 50        # share of each segment's heaps for the guest
     max_message = 0                # bytes of data in one guest buffer; 0: what the heap holds
     max_doorbells_per_s = 100000   # per guest; 0: unlimited
@@ -50,6 +50,7 @@ from .quota import ServiceLimits
 
 DEFAULT_NAME = "hgsmi"
 DEFAULT_SIZE = 16 << 20
+DEFAULT_SPIN_US = 50  # = HGSMI_SPIN_US_DEFAULT in hgsmi.h (tests/test_spin.py checks)
 DOORBELLS = ("eventfd", "semaphore")
 SEGMENTS = ("memfd", "posix")
 
@@ -80,7 +81,7 @@ class HostConfig:
     ring_entries: int = 1024
     max_guests: int = 64
     max_inflight: int = 0
-    spin_us: int = 0
+    spin_us: int = DEFAULT_SPIN_US
     guest_heap_percent: int = 50
     max_message: int = 0
     max_doorbells_per_s: int = 100_000

@@ -44,18 +44,22 @@ class Guest:
     ``wait`` (seconds, default 0) waits that long for a host that is not
     there yet (no socket, or nobody listening on it), so that a guest can be
     started together with its host; ``connect_timeout`` (seconds, default 2)
-    bounds the handshake once connected.  ``spin_us`` (default 0) spins that
-    many microseconds for a reply or a host command before sleeping: lower
-    latency for a busy CPU.  ``batch`` (default 64) is how many host commands
-    one serve round takes.
+    bounds the handshake once connected.  ``batch`` (default 64) is how many
+    host commands one serve round takes.
+
+    ``spin_us`` caps the adaptive spin before a wait sleeps on the IRQ (0:
+    never spin).  It spins only while the host is awake and recent spins
+    paid off, and pauses when it finds itself preempted (busy CPUs), so the
+    default costs an idle or loaded machine nearly nothing.
     """
 
     #: views of host commands are sliced from a Window (handlers never defer)
     _windowed = True
 
     def __init__(self, name: str, *, runtime_dir: str | os.PathLike[str] | None = None,
-                 spin_us: int = 0, connect_timeout: float = 2.0, batch: int = 64,
-                 handlers: Mapping[int, Handler] | None = None, wait: float = 0.0) -> None:
+                 spin_us: int = lib.HGSMI_SPIN_US_DEFAULT, connect_timeout: float = 2.0,
+                 batch: int = 64, handlers: Mapping[int, Handler] | None = None,
+                 wait: float = 0.0) -> None:
         self._g = None
         raw_name = check_name(name, path_ok=True)
         self._keep = []

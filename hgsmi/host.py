@@ -285,13 +285,10 @@ class Host:
     limit; over it the doorbell is ignored for a tick, its ring is still
     served then).
 
-    Tuning: ``spin_us`` (0) spins that many microseconds for a doorbell
-    before sleeping (lower latency for a CPU spent polling; idle costs
-    nothing once the spin ends); ``ring_entries`` (1024, a power of two) is
-    the depth of each ring; ``guest_heap_percent`` (50) is the guest heap's
-    share of each segment, the rest is the host heap for ``post``;
-    ``max_guests`` (64) guests at once; ``batch`` (64) buffers taken per
-    serve round.
+    Tuning: ``ring_entries`` (1024, a power of two) is the depth of each
+    ring; ``guest_heap_percent`` (50) is the guest heap's share of each
+    segment, the rest is the host heap for ``post``; ``max_guests`` (64)
+    guests at once; ``batch`` (64) buffers taken per serve round.
 
     Admission is fair per peer process (the pid the kernel reports for the
     socket, SO_PEERCRED): ``max_pending_per_pid`` handshakes under way at
@@ -300,6 +297,11 @@ class Host:
     for a limit gets :class:`TooManyPending`, :class:`TooManyGuests` or
     :class:`HostFull` (max_guests); :meth:`stats` counts them under
     ``admission``.
+
+    ``spin_us`` caps the adaptive spin after serving, before the host
+    sleeps (0: never spin).  It spins only while some guest is awake and
+    recent spins paid off, and pauses when it finds itself preempted, so an
+    idle host sleeps at once and a loaded machine is not made slower.
 
     Raises :class:`NameInUse` if a live host has the name,
     ``ValueError``/``TypeError`` for bad arguments, :class:`HgsmiError` for
@@ -312,7 +314,8 @@ class Host:
     def __init__(self, name: str, size: int = 16 << 20, doorbell: str = "eventfd", *,
                  runtime_dir: str | os.PathLike[str] | None = None,
                  ring_entries: int = 1024, guest_heap_percent: int = 50,
-                 max_guests: int = 64, max_inflight: int = 0, spin_us: int = 0,
+                 max_guests: int = 64, max_inflight: int = 0,
+                 spin_us: int = lib.HGSMI_SPIN_US_DEFAULT,
                  allowed_uids: Iterable[int] | None = None, batch: int = 64,
                  socket_mode: int = 0o600, segment: str = "memfd", max_message: int = 0,
                  max_doorbells_per_s: int = DEFAULT_DOORBELLS_PER_S,

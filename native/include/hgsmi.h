@@ -156,7 +156,9 @@ struct hgsmi_host_config {
 	uint32_t max_guests;    /* 0: 64 */
 	uint32_t max_inflight;  /* guest buffers taken and not completed, per
 				   guest (the rest wait in its ring); 0: ring_entries */
-	uint32_t spin_us;       /* adaptive spin before sleeping; 0: none */
+	uint32_t spin_us;       /* cap of the adaptive spin after serving, before
+				   sleeping; 0: never spin.  Suggested:
+				   HGSMI_SPIN_US_DEFAULT (the Python default) */
 	uint32_t socket_mode;   /* 0: 0600 */
 	const uint32_t *allowed_uids; /* NULL: only the host's own uid */
 	uint32_t n_allowed_uids;
@@ -195,6 +197,14 @@ struct hgsmi_host_config {
 #define HGSMI_UNLIMITED 0xffffffffu
 #define HGSMI_DOORBELLS_PER_S_DEFAULT 100000u
 #define HGSMI_PENDING_PER_PID_DEFAULT 8u
+/*
+ * The adaptive spin's cap (spin_us) that the Python API and a NULL guest
+ * config use.  The spin backs off by itself: it stops while the peer sleeps,
+ * shrinks while spins do not pay off, and pauses after a preemption (the
+ * CPUs are busy), so an idle or loaded machine pays nearly nothing for it.
+ * In the config structs 0 means never spin, as it does in Python and TOML.
+ */
+#define HGSMI_SPIN_US_DEFAULT 50u
 
 /* Stats structs only ever grow at the end, so older callers stay correct. */
 struct hgsmi_conn_stats {
@@ -271,7 +281,8 @@ HGSMI_API int hgsmi_host_unregister(struct hgsmi_host *host, uint8_t channel);
 #define HGSMI_EV_WORK 0x2   /* some guest may have work: drain them */
 #define HGSMI_EV_HANGUP 0x4 /* some guest's socket closed: reap them */
 /*
- * Wait for any guest: spin (cfg spin_us), then announce sleep in every
+ * Wait for any guest: after a wait that returned work, spin (adaptive, up
+ * to cfg spin_us) while some guest is awake; then announce sleep in every
  * guest's segment, re-check the rings, and sleep on the doorbells and
  * sockets.  Returns a mask of HGSMI_EV_*, 0 on timeout, or -errno.
  * Blocks: up to timeout_ms.
@@ -432,7 +443,9 @@ HGSMI_API int hgsmi_unmap(void *base, uint32_t size);
 
 struct hgsmi_guest_config {
 	const char *runtime_dir; /* as for the host; NULL: the same defaults */
-	uint32_t spin_us;        /* adaptive spin before sleeping; 0: none */
+	uint32_t spin_us;        /* cap of the adaptive spin before sleeping on
+				    the IRQ; 0: never spin.  A NULL config (and
+				    the Python API) use HGSMI_SPIN_US_DEFAULT */
 	int connect_timeout_ms;  /* 0: 2000 */
 	/* > 0: wait up to this long for a host that is not there yet (no
 	 * socket, or nobody listening on it), retrying every 10 ms; 0: -ENOENT
@@ -556,8 +569,9 @@ HGSMI_API int hgsmi_guest_recv_timeout(struct hgsmi_guest *guest,
 				       struct hgsmi_msg *out, unsigned max,
 				       int timeout_ms);
 /*
- * Wait for the IRQ: spin, then announce sleep, re-check completions and the
- * host FIFO, sleep, and ack the IRQ.  Completions of fire-and-forget sends
+ * Wait for the IRQ: spin (adaptive, up to spin_us, while the host is
+ * awake), then announce sleep, re-check completions and the host FIFO,
+ * sleep, and ack the IRQ.  Completions of fire-and-forget sends
  * are collected (freed) here.  Returns 1 if something happened (completions
  * to reap or collected, host commands), 0 on timeout, -EPIPE if the host is
  * gone, -EPROTO if it broke the protocol (a hostile ring index, bytes on the

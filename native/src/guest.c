@@ -45,7 +45,8 @@ struct hgsmi_guest {
 	uint32_t stash_head, stash_count;
 	struct hgsmi_region gheap, hheap;
 	int sock;
-	uint32_t epoch, spin_us;
+	uint32_t epoch;
+	struct hgsmi_spin spin; /* the adaptive spin before sleeping on the IRQ */
 	bool gone;
 	int irq_seen; /* hgsmi_guest_irq_wait (another thread) took a wake-up */
 	struct hgsmi_guest_stats st;
@@ -198,7 +199,7 @@ static int setup(struct hgsmi_guest *g, const struct hgsmi_welcome *w,
 int hgsmi_guest_attach(const char *name, const struct hgsmi_guest_config *cfg,
 		       struct hgsmi_guest **out)
 {
-	static const struct hgsmi_guest_config defaults;
+	static const struct hgsmi_guest_config defaults = {.spin_us = HGSMI_SPIN_US_DEFAULT};
 	struct hgsmi_hello hello = {.magic = HGSMI_CTL_MAGIC, .abi_major = HGSMI_ABI_MAJOR,
 				    .abi_minor = HGSMI_ABI_MINOR, .kind = HGSMI_HELLO_ATTACH,
 				    .features = HGSMI_F_ALL};
@@ -213,7 +214,7 @@ int hgsmi_guest_attach(const char *name, const struct hgsmi_guest_config *cfg,
 	if (!(g = calloc(1, sizeof(*g))))
 		return -ENOMEM;
 	g->doorbell.fd = g->irq.fd = g->seg.fd = -1;
-	g->spin_us = cfg->spin_us;
+	hgsmi_int_spin_init(&g->spin, cfg->spin_us);
 	g->sock = connect_host(name, cfg);
 	if (g->sock < 0) {
 		rc = g->sock;
@@ -687,8 +688,28 @@ static int announce(struct hgsmi_guest *g, bool call)
 	return 0;
 }
 
-static int wait_irq(struct hgsmi_guest *g, int timeout_ms, bool call)
+struct spin_ctx {
+	struct hgsmi_guest *g;
+	bool call;
+};
+
+/*
+ * The spin's poll: work, or keep spinning while the host is awake.  Once it
+ * announced its sleep it has served everything it saw; what we wait for
+ * then needs a wake-up on its side first, and spinning would not pay.
+ */
+static int spin_poll(void *ctx)
 {
+	struct spin_ctx *sc = ctx;
+
+	if (work_ready(sc->g, sc->call))
+		return 1;
+	return READ_ONCE(hgsmi_int_seg_hdr(&sc->g->seg)->host_waiting.value) ? -1 : 0;
+}
+
+static int wait_irq_once(struct hgsmi_guest *g, int timeout_ms, bool call)
+{
+	struct spin_ctx sc = {.g = g, .call = call};
 	struct hgsmi_segment_header *h = hgsmi_int_seg_hdr(&g->seg);
 	uint64_t start = hgsmi_int_now_ns();
 	int rc;
@@ -702,11 +723,8 @@ static int wait_irq(struct hgsmi_guest *g, int timeout_ms, bool call)
 		 * the eventfd, without any work): the caller's timeout holds. */
 		if (again && hgsmi_int_remaining_ms(timeout_ms, start) == 0)
 			return 0;
-		while (g->spin_us && hgsmi_int_now_ns() - start < g->spin_us * 1000ull) {
-			if (work_ready(g, call))
-				return 1;
-			cpu_relax();
-		}
+		if (!again && hgsmi_int_spin(&g->spin, spin_poll, &sc) > 0)
+			return 1;
 		/* An IRQ still raised means the host skipped the eventfd: it
 		 * was acked, look again. */
 		if ((rc = announce(g, call)) != 0) {
@@ -728,6 +746,15 @@ static int wait_irq(struct hgsmi_guest *g, int timeout_ms, bool call)
 		/* Ack: lower the line; anything raised after this re-raises. */
 		__atomic_fetch_and(&h->host_flags.value, ~HGSMI_HOSTFLAGS_IRQ, __ATOMIC_SEQ_CST);
 	}
+}
+
+/* A wait, and then the verdict on its spin (see spin.c). */
+static int wait_irq(struct hgsmi_guest *g, int timeout_ms, bool call)
+{
+	int rc = wait_irq_once(g, timeout_ms, call);
+
+	hgsmi_int_spin_settle(&g->spin, rc > 0);
+	return rc;
 }
 
 int hgsmi_guest_wait(struct hgsmi_guest *g, int timeout_ms)

@@ -125,6 +125,7 @@ int hgsmi_host_create(const struct hgsmi_host_config *cfg, struct hgsmi_host **o
 	h->listen_fd = h->epfd = h->timer_fd = -1;
 	h->sem_doorbell.fd = -1;
 	h->next_id = 1;
+	hgsmi_int_spin_init(&h->spin, cfg->spin_us);
 	if ((rc = fill_defaults(h, cfg)) < 0 ||
 	    (rc = hgsmi_int_runtime_dir(cfg->runtime_dir, dir, sizeof(dir) - 24)) < 0)
 		goto fail;
@@ -278,6 +279,25 @@ static bool any_pending(const struct hgsmi_host *h)
 	return false;
 }
 
+/*
+ * The post-serve spin's poll: work, or keep spinning while some guest is
+ * awake (it may submit again soon); once every guest announced its sleep,
+ * only the host can wake them (it has nothing to send), so stop.
+ */
+static int spin_poll(void *ctx)
+{
+	const struct hgsmi_host *h = ctx;
+	bool awake = false;
+
+	for (const struct hgsmi_conn *c = h->conns; c; c = c->next) {
+		if (hgsmi_int_conn_pending(c))
+			return 1;
+		if (c->alive && !READ_ONCE(hgsmi_int_seg_hdr(&c->seg)->guest_waiting.value))
+			awake = true;
+	}
+	return awake ? 0 : -1;
+}
+
 /* Announce (1) or withdraw (0) the host's sleep in every guest's segment. */
 static void set_waiting(struct hgsmi_host *h, uint32_t v)
 {
@@ -424,7 +444,7 @@ static int wait_sem(struct hgsmi_host *h, int timeout_ms)
 	}
 }
 
-int hgsmi_host_wait(struct hgsmi_host *h, int timeout_ms)
+static int wait_once(struct hgsmi_host *h, int timeout_ms)
 {
 	struct epoll_event evs[64];
 	uint64_t start = hgsmi_int_now_ns();
@@ -438,11 +458,10 @@ int hgsmi_host_wait(struct hgsmi_host *h, int timeout_ms)
 			mask = handle_events(h, evs, n);
 		return mask | HGSMI_EV_WORK;
 	}
-	while (h->cfg.spin_us && hgsmi_int_now_ns() - start < h->cfg.spin_us * 1000ull) {
-		if (any_pending(h))
-			return HGSMI_EV_WORK;
-		cpu_relax();
-	}
+	/* Spin only right after serving: a wait that began idle (a timeout,
+	 * an attach) would spin for nothing. */
+	if (h->worked && hgsmi_int_spin(&h->spin, spin_poll, h) > 0)
+		return HGSMI_EV_WORK;
 	/*
 	 * Announce the sleep, then a full barrier, then look once more: a
 	 * guest that published before it could see host_waiting is caught by
@@ -462,6 +481,15 @@ int hgsmi_host_wait(struct hgsmi_host *h, int timeout_ms)
 		mask = n < 0 ? (errno == EINTR ? 0 : -errno) : handle_events(h, evs, n);
 	}
 	set_waiting(h, 0);
+	return mask;
+}
+
+int hgsmi_host_wait(struct hgsmi_host *h, int timeout_ms)
+{
+	int mask = wait_once(h, timeout_ms);
+
+	h->worked = mask > 0 && (mask & HGSMI_EV_WORK);
+	hgsmi_int_spin_settle(&h->spin, h->worked);
 	return mask;
 }
 

@@ -121,6 +121,42 @@ HGSMI_INT int hgsmi_int_guest_adopt(const struct hgsmi_welcome *w, const int *fd
 HGSMI_INT void *hgsmi_int_table_alloc(size_t bytes);
 HGSMI_INT void hgsmi_int_table_free(void *p, size_t bytes);
 
+/* ---- the adaptive spin (spin.c) ------------------------------------------- */
+struct hgsmi_spin {
+	uint64_t cap_ns;         /* spin_us; 0: never spin (also on one CPU) */
+	uint64_t avg_ns;         /* average length of the spins that paid off */
+	uint64_t budget_ns;      /* the next spin's length; 0: spent, see off_until */
+	uint64_t off_until_ns;   /* no spin before this (a probe, or a backoff) */
+	uint64_t retry_ns;       /* the next probe's delay once the budget is spent */
+	uint64_t backoff_ns;     /* the last backoff after a preemption */
+	uint64_t last_preempt_ns;
+	uint64_t missed_start_ns; /* a spin ran out: its verdict waits for settle */
+	uint64_t slept_start_ns;  /* this wait went to sleep: settle measures it */
+	uint64_t sleep_avg_ns;    /* average wait that slept and got work; 0: none yet */
+	uint64_t load_checked_ns; /* when /proc/loadavg was last read */
+	bool busy;                /* then: more tasks runnable than CPUs */
+	int ncpu;
+	uint64_t spins_paid, spins_missed, spins_failed, spins_preempted; /* counts */
+};
+/*
+ * Polled while spinning: >0 work is ready, 0 keep spinning, <0 stop (the
+ * peer went to sleep: spinning cannot pay off, and says nothing of the next).
+ */
+typedef int (*hgsmi_spin_poll_fn)(void *ctx);
+/* cap_us 0, or one online CPU: never spin. */
+HGSMI_INT void hgsmi_int_spin_init(struct hgsmi_spin *s, uint32_t cap_us);
+/* Spin for the current budget; 1 if poll found work, 0: go to sleep. */
+HGSMI_INT int hgsmi_int_spin(struct hgsmi_spin *s, hgsmi_spin_poll_fn poll, void *ctx);
+/* After the wait that spun: did work come (and how soon after the spin
+ * began)?  Judges a spin that ran out; nothing otherwise. */
+HGSMI_INT void hgsmi_int_spin_settle(struct hgsmi_spin *s, bool work);
+/* The rules, for spin() and the unit test: how long the next spin may be,
+ * and what a spin's outcome does to that. */
+HGSMI_INT uint64_t hgsmi_int_spin_budget(const struct hgsmi_spin *s, uint64_t now);
+HGSMI_INT void hgsmi_int_spin_paid(struct hgsmi_spin *s, uint64_t spun_ns, uint64_t now);
+HGSMI_INT void hgsmi_int_spin_failed(struct hgsmi_spin *s, uint64_t now);
+HGSMI_INT void hgsmi_int_spin_preempted(struct hgsmi_spin *s, uint64_t now);
+
 /* ---- sockets and time ------------------------------------------------------ */
 /* 1 if the peer closed the socket, 0 if it is open, <0 on error. */
 HGSMI_INT int hgsmi_int_sock_closed(int fd);
@@ -335,6 +371,8 @@ struct hgsmi_host {
 	struct hgsmi_host_stats adm; /* refusals by reason; pending counts filled on read */
 	int timer_fd; /* fires at the next hello deadline, throttle's or pause's end */
 	uint64_t accept_paused_until_ns; /* out of fds: listen fd unwatched till then */
+	struct hgsmi_spin spin;          /* the post-serve spin (hgsmi_host_wait) */
+	bool worked;                     /* the last wait returned work: spin on the next */
 	uint32_t next_id, epoch;
 	uint32_t *uids;
 	uint32_t n_uids;
