@@ -91,6 +91,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "trusts guests not to truncate it)")
     p.add_argument("--store", metavar="DIR",
                    help="blob store directory (default: $XDG_DATA_HOME/hgsmi/<name>)")
+    p.add_argument("--ivshmem", metavar="PATH",
+                   help="also serve QEMU VMs: listen here as an ivshmem server (-chardev "
+                        "socket,path=PATH,id=iv -device ivshmem-doorbell,chardev=iv,vectors=1)")
     p.add_argument("--log-level", default="info",
                    choices=["debug", "info", "warning", "error"], help="stderr log level")
     p.set_defaults(func=cmd_host)
@@ -168,6 +171,8 @@ def host_config(args: argparse.Namespace) -> config_mod.HostConfig:
         cfg.segment = args.segment
     if args.store:
         cfg.store = args.store
+    if args.ivshmem:
+        cfg.ivshmem = args.ivshmem
     return cfg
 
 

@@ -44,7 +44,7 @@ class HostDaemon:
         os.makedirs(self.store, mode=0o700, exist_ok=True)
         try:
             self.host = Host(cfg.name, cfg.size, cfg.doorbell, runtime_dir=runtime_dir,
-                             segment=cfg.segment,
+                             segment=cfg.segment, ivshmem=cfg.ivshmem,
                              allowed_uids=cfg.allowed_uids, **cfg.limits())
         except NameInUse:
             raise NameInUse(errno.EADDRINUSE, f"a host named {cfg.name!r} is already running "

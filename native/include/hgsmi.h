@@ -170,6 +170,16 @@ struct hgsmi_host_config {
 	 * 0: HGSMI_DOORBELLS_PER_S_DEFAULT, HGSMI_UNLIMITED: no limit.
 	 */
 	uint32_t max_doorbells_per_s;
+	/*
+	 * -- vm: also serve QEMU virtual machines: listen on this path as an
+	 * ivshmem server (-chardev socket,path=...  -device ivshmem-doorbell,
+	 * chardev=...,vectors=1).  Each VM that connects is one more guest: its
+	 * own sealed memfd segment is the device's BAR2 (segment_size must then
+	 * be a power of two), peer 0's vector 0 is its doorbell and its own
+	 * vector 0 its IRQ (MSI-X).  Needs the memfd segment and the eventfd
+	 * backend.  NULL: none.  See hgsmi_guest_attach_pci.
+	 */
+	const char *ivshmem_path;
 };
 
 /*
@@ -417,6 +427,24 @@ HGSMI_API int hgsmi_guest_attach(const char *name,
 				 const struct hgsmi_guest_config *cfg,
 				 struct hgsmi_guest **out);
 HGSMI_API void hgsmi_guest_detach(struct hgsmi_guest *guest);
+/*
+ * Inside a QEMU VM whose host serves an ivshmem socket (ivshmem_path):
+ * attach through the ivshmem-doorbell PCI device `bdf` ("0000:00:04.0"; NULL
+ * or "": the first 1af4:1110 device).  BAR2 (sysfs resource2) is mapped as
+ * the segment and checked as a segment passed by fd is, BAR0 (resource0)
+ * gives the doorbell: a store of (host peer 0 << 16 | vector 0) to the
+ * Doorbell register at 0x0c.  The IRQ is polled: waits watch the host
+ * flags' IRQ bit and the epoch (a host that dropped this VM bumps it:
+ * -EPIPE), since a guest process has no MSI-X vector it can sleep on;
+ * hgsmi_guest_fileno and hgsmi_guest_sockfd give -EOPNOTSUPP and -1, stats
+ * backend is HGSMI_BACKEND_PCI_POLL.  Every other guest call works
+ * unchanged.  Returns 0, -ENOENT (no such device), -EACCES (not root),
+ * -EPROTO (not an hgsmi segment), -EINVAL.  Blocks: no.  Since the vm branch.
+ */
+#define HGSMI_BACKEND_PCI_POLL 3 /* stats only: an ivshmem VM guest that polls */
+HGSMI_API int hgsmi_guest_attach_pci(const char *bdf,
+				     const struct hgsmi_guest_config *cfg,
+				     struct hgsmi_guest **out);
 HGSMI_API void *hgsmi_guest_base(const struct hgsmi_guest *guest);
 HGSMI_API uint32_t hgsmi_guest_size(const struct hgsmi_guest *guest);
 /* The IRQ eventfd (pollable), or -EOPNOTSUPP for the semaphore backend. */

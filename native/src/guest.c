@@ -110,11 +110,37 @@ static int adopt_fds(struct hgsmi_guest *g, const struct hgsmi_welcome *w,
 	return 0;
 }
 
-static int setup(struct hgsmi_guest *g, const struct hgsmi_welcome *w,
-		 const int *fds, int nfds)
+/* Heaps, bookkeeping and rings over the validated regions of g->seg. */
+static int layout(struct hgsmi_guest *g)
 {
 	const struct hgsmi_region *r;
 	uint32_t e;
+	int rc;
+
+	r = g->seg.regions;
+	e = g->seg.ring_entries;
+	g->gheap = r[HGSMI_REGION_GUEST_HEAP];
+	g->hheap = r[HGSMI_REGION_HOST_HEAP];
+	if ((rc = hgsmi_heap_create(g->gheap.offset, g->gheap.size, &g->heap)) < 0 ||
+	    (rc = hgsmi_int_inflight_init(&g->sent, g->gheap.offset, g->gheap.size)) < 0 ||
+	    (rc = hgsmi_int_inflight_init(&g->orphans, g->gheap.offset, g->gheap.size)) < 0)
+		return rc;
+	/* calloc'd: pages are only touched where slabs are carved. */
+	if (!(g->slab_of = calloc(g->gheap.size / HGSMI_HEAP_ALIGN + 1, sizeof(uint32_t))) ||
+	    !(g->slab_left = calloc(g->gheap.size / HGSMI_HEAP_ALIGN + 1, sizeof(uint32_t))))
+		return -ENOMEM;
+	if (!(g->stash = calloc(e, sizeof(*g->stash))))
+		return -ENOMEM;
+	hgsmi_int_ring_init(&g->submit, g->seg.base, &r[HGSMI_REGION_SUBMIT], e, true);
+	hgsmi_int_ring_init(&g->gcomplete, g->seg.base, &r[HGSMI_REGION_GCOMPLETE], e, false);
+	hgsmi_int_ring_init(&g->hostfifo, g->seg.base, &r[HGSMI_REGION_HOSTFIFO], e, false);
+	hgsmi_int_ring_init(&g->hostack, g->seg.base, &r[HGSMI_REGION_HOSTACK], e, true);
+	return 0;
+}
+
+static int setup(struct hgsmi_guest *g, const struct hgsmi_welcome *w,
+		 const int *fds, int nfds)
+{
 	int rc, segfd;
 
 	/* The host's name is used as a C string: it must end in the field. */
@@ -134,24 +160,8 @@ static int setup(struct hgsmi_guest *g, const struct hgsmi_welcome *w,
 	g->epoch = w->epoch;
 	if (READ_ONCE(hgsmi_int_seg_hdr(&g->seg)->epoch) != g->epoch)
 		return -EPROTO;
-	r = g->seg.regions;
-	e = g->seg.ring_entries;
-	g->gheap = r[HGSMI_REGION_GUEST_HEAP];
-	g->hheap = r[HGSMI_REGION_HOST_HEAP];
-	if ((rc = hgsmi_heap_create(g->gheap.offset, g->gheap.size, &g->heap)) < 0 ||
-	    (rc = hgsmi_int_inflight_init(&g->sent, g->gheap.offset, g->gheap.size)) < 0 ||
-	    (rc = hgsmi_int_inflight_init(&g->orphans, g->gheap.offset, g->gheap.size)) < 0)
+	if ((rc = layout(g)) < 0)
 		return rc;
-	/* calloc'd: pages are only touched where slabs are carved. */
-	if (!(g->slab_of = calloc(g->gheap.size / HGSMI_HEAP_ALIGN + 1, sizeof(uint32_t))) ||
-	    !(g->slab_left = calloc(g->gheap.size / HGSMI_HEAP_ALIGN + 1, sizeof(uint32_t))))
-		return -ENOMEM;
-	if (!(g->stash = calloc(e, sizeof(*g->stash))))
-		return -ENOMEM;
-	hgsmi_int_ring_init(&g->submit, g->seg.base, &r[HGSMI_REGION_SUBMIT], e, true);
-	hgsmi_int_ring_init(&g->gcomplete, g->seg.base, &r[HGSMI_REGION_GCOMPLETE], e, false);
-	hgsmi_int_ring_init(&g->hostfifo, g->seg.base, &r[HGSMI_REGION_HOSTFIFO], e, false);
-	hgsmi_int_ring_init(&g->hostack, g->seg.base, &r[HGSMI_REGION_HOSTACK], e, true);
 	g->st.backend = w->backend;
 	if (w->backend == HGSMI_BACKEND_EVENTFD)
 		return 0;
@@ -899,4 +909,43 @@ void hgsmi_guest_stats(const struct hgsmi_guest *g, struct hgsmi_guest_stats *ou
 	*out = g->st;
 	out->inflight = g->sent.count;
 	hgsmi_heap_stats(g->heap, &out->guest_heap);
+}
+
+/*
+ * A guest whose segment and notifiers come from elsewhere than the control
+ * socket (guest_pci.c: an ivshmem device's BARs).  Takes them over, also on
+ * failure.  Identity and epoch are the segment header's, read once.
+ */
+int hgsmi_int_guest_create_mapped(const struct hgsmi_segment *seg,
+				  const struct hgsmi_notify *doorbell,
+				  const struct hgsmi_notify *irq, uint32_t spin_us,
+				  struct hgsmi_guest **out)
+{
+	struct hgsmi_guest *g = calloc(1, sizeof(*g));
+	int rc;
+
+	if (!g) {
+		struct hgsmi_segment s = *seg;
+		struct hgsmi_notify d = *doorbell, i = *irq;
+
+		hgsmi_int_segment_close(&s, false);
+		hgsmi_int_notify_close(&d, false);
+		hgsmi_int_notify_close(&i, false);
+		return -ENOMEM;
+	}
+	g->seg = *seg;
+	g->doorbell = *doorbell;
+	g->irq = *irq;
+	g->sock = -1;
+	g->spin_us = spin_us;
+	g->epoch = irq->epoch_seen;
+	if ((rc = layout(g)) < 0) {
+		hgsmi_guest_detach(g);
+		return rc;
+	}
+	g->st.backend = HGSMI_BACKEND_PCI_POLL;
+	g->st.guest_id = READ_ONCE(hgsmi_int_seg_hdr(&g->seg)->guest_id);
+	g->st.epoch = g->epoch;
+	*out = g;
+	return 0;
 }
