@@ -128,7 +128,7 @@ asan tsan fuzz fuzz-smoke:
 # peer it starts).
 ASAN_PY := build/asan-py
 ASAN_PY_SO := $(ASAN_PY)/hgsmi/_native.abi3.so
-ASAN_PY_TESTS ?= tests/test_hostile.py tests/test_transport.py
+ASAN_PY_TESTS ?= tests/test_hostile.py tests/test_transport.py tests/test_ivshmem.py
 ASAN_PY_SELECT ?= hostile or death or disconnect
 ASAN_PY_ARGS ?=
 ASAN_PY_ENV := LD_PRELOAD="$$($(CC) -print-file-name=libasan.so)" \
