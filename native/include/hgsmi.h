@@ -435,13 +435,18 @@ HGSMI_API void hgsmi_guest_detach(struct hgsmi_guest *guest);
  * gives the doorbell: a store of (host peer 0 << 16 | vector 0) to the
  * Doorbell register at 0x0c.  The IRQ is polled: waits watch the host
  * flags' IRQ bit and the epoch (a host that dropped this VM bumps it:
- * -EPIPE), since a guest process has no MSI-X vector it can sleep on;
- * hgsmi_guest_fileno and hgsmi_guest_sockfd give -EOPNOTSUPP and -1, stats
- * backend is HGSMI_BACKEND_PCI_POLL.  Every other guest call works
- * unchanged.  Returns 0, -ENOENT (no such device), -EACCES (not root),
+ * -EPIPE), spinning 200 us then napping; hgsmi_guest_fileno gives
+ * -EOPNOTSUPP (stats backend HGSMI_BACKEND_PCI_POLL).  Experimental, with
+ * HGSMI_PCI_IRQ=vfio in the environment and the device bound to vfio-pci
+ * (an IOMMU group: QEMU -M q35 -device intel-iommu, intel_iommu=on), VFIO
+ * routes MSI-X vector 0 to an eventfd that waits sleep on and
+ * hgsmi_guest_fileno returns (HGSMI_BACKEND_PCI_MSIX); under TCG the VM
+ * froze after a few interrupts.  hgsmi_guest_sockfd is -1.
+ * Every other guest call works unchanged.  Returns 0, -ENOENT (no such device), -EACCES (not root),
  * -EPROTO (not an hgsmi segment), -EINVAL.  Blocks: no.  Since the vm branch.
  */
 #define HGSMI_BACKEND_PCI_POLL 3 /* stats only: an ivshmem VM guest that polls */
+#define HGSMI_BACKEND_PCI_MSIX 4 /* stats only: one woken by MSI-X through VFIO */
 HGSMI_API int hgsmi_guest_attach_pci(const char *bdf,
 				     const struct hgsmi_guest_config *cfg,
 				     struct hgsmi_guest **out);

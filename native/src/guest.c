@@ -666,8 +666,15 @@ static int wait_irq(struct hgsmi_guest *g, int timeout_ms, bool call)
 			g->gone = true;
 		if (rc < 0)
 			return rc;
+		if (rc == 0 && work_ready(g, call))
+			return 1;
+		/* A polling VM guest's wait returns now and then to look at the
+		 * rings again; only the caller's timeout ends this one. */
+		if (rc == 0 && (g->irq.backend != HGSMI_INT_BACKEND_POLL ||
+				hgsmi_int_remaining_ms(timeout_ms, start) == 0))
+			return 0;
 		if (rc == 0)
-			return work_ready(g, call) ? 1 : 0;
+			continue;
 		g->st.irqs++;
 		/* Ack: lower the line; anything raised after this re-raises. */
 		__atomic_fetch_and(&h->host_flags.value, ~HGSMI_HOSTFLAGS_IRQ, __ATOMIC_SEQ_CST);
@@ -943,7 +950,8 @@ int hgsmi_int_guest_create_mapped(const struct hgsmi_segment *seg,
 		hgsmi_guest_detach(g);
 		return rc;
 	}
-	g->st.backend = HGSMI_BACKEND_PCI_POLL;
+	g->st.backend = irq->backend == HGSMI_BACKEND_EVENTFD ? HGSMI_BACKEND_PCI_MSIX
+							     : HGSMI_BACKEND_PCI_POLL;
 	g->st.guest_id = READ_ONCE(hgsmi_int_seg_hdr(&g->seg)->guest_id);
 	g->st.epoch = g->epoch;
 	*out = g;

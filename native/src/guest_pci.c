@@ -159,6 +159,17 @@ int hgsmi_guest_attach_pci(const char *bdf, const struct hgsmi_guest_config *cfg
 		hgsmi_int_notify_close(&db, false);
 		return rc;
 	}
+	/*
+	 * Experimental, asked for with HGSMI_PCI_IRQ=vfio: a real interrupt,
+	 * with the device bound to vfio-pci.  Under TCG with q35 + intel-iommu
+	 * the VM froze after a few interrupts, so polling is the default; it is
+	 * also the fallback where VFIO refuses (no IOMMU group, not viable).
+	 */
+	const char *mode = getenv("HGSMI_PCI_IRQ");
+
+	if (!mode || strcmp(mode, "vfio") != 0 ||
+	    hgsmi_int_vfio_irq(dir, strrchr(dir, '/') + 1, &irq) < 0)
+		irq = (struct hgsmi_notify){.backend = HGSMI_INT_BACKEND_POLL, .fd = -1};
 	h = hgsmi_int_seg_hdr(&seg);
 	irq.flags = &h->host_flags.value;
 	irq.epoch = &h->epoch;

@@ -67,6 +67,8 @@ struct hgsmi_notify {
 	const uint32_t *flags;  /* POLL: the host flags word; IRQ bit = signalled */
 	const uint32_t *epoch;  /* POLL: the segment epoch; a change = -EPIPE */
 	uint32_t epoch_seen;
+	int extra_fds[3];       /* VFIO: container, group, device; closed with it */
+	int n_extra;
 };
 /*
  * Notifiers of a VM guest (never on the wire): MMIO rings by a store to the
@@ -308,6 +310,13 @@ HGSMI_INT int hgsmi_int_ivshmem_accept(struct hgsmi_host *host, struct hgsmi_con
 /* Watch a new conn's doorbell and socket and list it (host.c). */
 HGSMI_INT int hgsmi_int_host_add_conn(struct hgsmi_host *host, struct hgsmi_conn *c);
 HGSMI_INT bool hgsmi_int_host_uid_allowed(const struct hgsmi_host *host, uint32_t uid);
+/*
+ * The IRQ of an ivshmem device bound to vfio-pci (guest_vfio.c): MSI-X
+ * vector 0 routed to a new eventfd, which *irq becomes (eventfd backend).
+ * -ENODEV if the device is not bound to vfio-pci: the caller polls.
+ */
+HGSMI_INT int hgsmi_int_vfio_irq(const char *devdir, const char *bdf,
+				 struct hgsmi_notify *irq);
 /* A guest over a segment already mapped and two notifiers (guest.c). */
 HGSMI_INT int hgsmi_int_guest_create_mapped(const struct hgsmi_segment *seg,
 					    const struct hgsmi_notify *doorbell,

@@ -156,25 +156,33 @@ static int wait_sem(struct hgsmi_notify *n, int sockfd, int timeout_ms)
 /*
  * No interrupt to sleep on: watch the level-triggered IRQ bit the host sets
  * (before it would write the eventfd) and the epoch it bumps when it drops
- * us.  Spin briefly for latency, then sleep in short naps so an idle guest
- * costs little of its vCPU.
+ * us.  Spin for POLL_SPIN_NS (a VM's round trip is ~100 us), then nap, 50 us
+ * growing to 1 ms, so an idle guest costs little of its vCPU.  Return 0
+ * after POLL_SLICE_NS asleep, so the caller looks at its rings again: a VM
+ * whose vCPU emulation dropped a barrier or an atomic must not hang on a
+ * lost IRQ bit.
  */
+#define POLL_SPIN_NS 200000ull
+#define POLL_SLICE_NS 5000000ull
 static int wait_poll(struct hgsmi_notify *n, int timeout_ms)
 {
-	uint64_t start = hgsmi_int_now_ns();
-	struct timespec nap = {0, 20000};
+	uint64_t start = hgsmi_int_now_ns(), t;
+	struct timespec nap = {0, 50000};
 
-	for (unsigned i = 0;; i++) {
+	for (;;) {
 		if (READ_ONCE(*n->flags) & HGSMI_HOSTFLAGS_IRQ)
 			return 1;
 		if (READ_ONCE(*n->epoch) != n->epoch_seen)
 			return -EPIPE;
 		if (hgsmi_int_remaining_ms(timeout_ms, start) == 0)
 			return 0;
-		if (i < 256) {
+		t = hgsmi_int_now_ns() - start;
+		if (t < POLL_SPIN_NS) {
 			__builtin_ia32_pause();
 			continue;
 		}
+		if (t > POLL_SPIN_NS + POLL_SLICE_NS)
+			return 0;
 		nanosleep(&nap, NULL);
 		if (nap.tv_nsec < 1000000)
 			nap.tv_nsec += nap.tv_nsec / 4;
@@ -203,6 +211,8 @@ void hgsmi_int_notify_close(struct hgsmi_notify *n, bool unlink)
 			sem_unlink(n->name);
 	}
 	n->sem = NULL;
+	while (n->n_extra > 0)
+		close(n->extra_fds[--n->n_extra]);
 	if (n->map)
 		munmap(n->map, n->map_len);
 	n->map = NULL;

@@ -138,11 +138,21 @@ class VmHost:
 class Vm:
     """One QEMU VM whose ivshmem device talks to ``sock``; console lines queued."""
 
-    def __init__(self, kernel: str, initrd: str, sock: str, phase: str, accel: str) -> None:
+    def __init__(self, kernel: str, initrd: str, sock: str, phase: str, accel: str,
+                 irq: str = "poll") -> None:
         qemu = shutil.which("qemu-system-x86_64") or "qemu-system-x86_64"
-        cmd = [qemu, "-M", "pc", "-accel", accel, "-cpu", "max" if accel == "tcg" else "host",
-               "-smp", "1", "-m", "256M", "-kernel", kernel, "-initrd", initrd,
-               "-append", f"console=ttyS0 quiet panic=-1 hgsmi.phase={phase}",
+        append = f"console=ttyS0 quiet panic=-1 hgsmi.phase={phase}"
+        # MSI-X through VFIO needs an IOMMU group: q35 with an emulated VT-d.
+        machine = ["-M", "q35", "-device", "intel-iommu"] if irq == "vfio" else ["-M", "pc"]
+        if irq == "vfio":
+            append += " intel_iommu=on hgsmi.irq=vfio"
+        cmd = [qemu, *machine, "-accel", accel, "-cpu", "max" if accel == "tcg" else "host",
+               # One vCPU, but maxcpus=2: TCG then translates the guest's locked
+               # instructions and fences into host atomics and barriers.  With
+               # a single possible vCPU it elides them (nobody else could see
+               # the difference), and the host process is somebody else.
+               "-smp", "1,maxcpus=2", "-m", "256M", "-kernel", kernel, "-initrd", initrd,
+               "-append", append,
                "-chardev", f"socket,path={sock},id=iv",
                "-device", "ivshmem-doorbell,chardev=iv,vectors=1",
                "-display", "none", "-serial", "stdio", "-monitor", "none", "-no-reboot"]
