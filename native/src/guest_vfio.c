@@ -45,10 +45,12 @@ int hgsmi_int_vfio_irq(const char *devdir, const char *bdf, struct hgsmi_notify 
 {
 	struct vfio_group_status status = {.argsz = sizeof(status)};
 	char driver[64], group[32], path[64];
-	struct {
+	/* vfio_irq_set ends in a flexible array: here one eventfd. */
+	union {
 		struct vfio_irq_set set;
-		int32_t fd;
+		uint8_t bytes[sizeof(struct vfio_irq_set) + sizeof(int32_t)];
 	} req;
+	int32_t fd;
 	int container = -1, grp = -1, dev = -1, efd = -1, rc;
 
 	if (link_name(devdir, "driver", driver, sizeof(driver)) < 0 ||
@@ -75,7 +77,8 @@ int hgsmi_int_vfio_irq(const char *devdir, const char *bdf, struct hgsmi_notify 
 	req.set = (struct vfio_irq_set){
 		.argsz = sizeof(req), .index = VFIO_PCI_MSIX_IRQ_INDEX, .start = 0, .count = 1,
 		.flags = VFIO_IRQ_SET_DATA_EVENTFD | VFIO_IRQ_SET_ACTION_TRIGGER};
-	req.fd = efd;
+	fd = efd;
+	memcpy(req.set.data, &fd, sizeof(fd));
 	if (ioctl(dev, VFIO_DEVICE_SET_IRQS, &req) < 0)
 		goto fail;
 	*irq = (struct hgsmi_notify){.backend = HGSMI_BACKEND_EVENTFD, .fd = efd,
