@@ -13,6 +13,8 @@
 #   make lib        native/build/libhgsmi.{so*,a}          (native/Makefile)
 #   make test       test-c + fuzz-smoke + test-py + test-asan-py
 #   make test-c     native C tests: plain, asan, tsan
+#   make test-vm    a QEMU VM as a guest (ivshmem); installs QEMU, a kernel and
+#                   busybox-static with apt-get if missing; not part of `test`
 #   make test-py    pytest  (PYTEST_ARGS='-k heap -x', PYTEST_PATHS=tests/x.py)
 #   make test-asan-py  the hostile-guest, hostile-host and peer-death tests with an ASan +
 #                   UBSan build of the extension, kept apart in build/asan-py
@@ -45,7 +47,7 @@ EXT_INPUTS := $(wildcard native/src/*.c native/src/*.h native/include/*.h \
 			 native/include/*/*.h) native/hgsmi.cdef native/ffi_build.py
 
 .PHONY: FORCE all deps ext lib test test-c test-py test-asan-py asan tsan fuzz \
-	fuzz-smoke demo bench install uninstall clean distclean
+	fuzz-smoke demo bench install uninstall clean distclean test-vm
 
 all: ext lib
 
@@ -109,6 +111,16 @@ test: ext lib
 	@$(MAKE) --no-print-directory test-py
 	@$(MAKE) --no-print-directory test-asan-py
 
+# A real QEMU VM as a guest through ivshmem-doorbell (tests/vm/run.py): apart
+# from `make test` because it boots VMs (TCG: about 1.5 minutes).
+VM_DIR := build/vm
+test-vm: ext lib
+	@kernel=$$(sh tests/vm/ensure-deps.sh) || { [ $$? -eq 3 ] && exit 0; exit 1; }; \
+	$(MAKE) --no-print-directory -C native/examples vm_guest && \
+	mkdir -p $(VM_DIR) && \
+	sh tests/vm/build-initramfs.sh $(VM_DIR)/initrd.gz native/examples/vm_guest && \
+	$(VPY) tests/vm/run.py "$$kernel" $(VM_DIR)/initrd.gz native/examples/vm_guest
+
 test-c:
 	@$(MAKE) --no-print-directory -C native test
 	@$(MAKE) --no-print-directory -C native asan
@@ -130,7 +142,8 @@ asan tsan fuzz fuzz-smoke:
 # peer it starts).
 ASAN_PY := build/asan-py
 ASAN_PY_SO := $(ASAN_PY)/hgsmi/_native.abi3.so
-ASAN_PY_TESTS ?= tests/test_hostile.py tests/test_transport.py tests/test_hostile_host.py
+ASAN_PY_TESTS ?= tests/test_hostile.py tests/test_transport.py tests/test_hostile_host.py \
+		tests/test_ivshmem.py
 ASAN_PY_SELECT ?= hostile or death or disconnect
 ASAN_PY_ARGS ?=
 ASAN_PY_ENV := LD_PRELOAD="$$($(CC) -print-file-name=libasan.so)" \

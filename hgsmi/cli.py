@@ -152,6 +152,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="blob store directory (default: $XDG_DATA_HOME/hgsmi/<name>, "
                         "i.e. ~/.local/share/hgsmi/<name>; `hgsmi blob` lists and removes "
                         "what is in it)")
+    p.add_argument("--ivshmem", metavar="PATH",
+                   help="also serve QEMU VMs: listen here as an ivshmem server (-chardev "
+                        "socket,path=PATH,id=iv -device ivshmem-doorbell,chardev=iv,vectors=1)")
     _add_log_level(p, "info")
     p.set_defaults(func=cmd_host)
 
@@ -285,6 +288,8 @@ def host_config(args: argparse.Namespace) -> config_mod.HostConfig:
         cfg.store = args.store
     if cfg.store and os.path.exists(cfg.store) and not os.path.isdir(cfg.store):
         raise config_mod.ConfigError(f"store: {cfg.store} is a file, not a directory")
+    if args.ivshmem:
+        cfg.ivshmem = args.ivshmem
     return cfg
 
 

@@ -9,6 +9,7 @@ A config file (every key optional)::
                                    # trusts the guest not to truncate it)
     allowed_uids = [1000, 1001]    # guests' uids; default: the host's own uid only
     store = "/var/lib/hgsmi"       # blob store directory (relative: to this file)
+    ivshmem = "/run/hgsmi/vm.sock" # also an ivshmem server for QEMU VMs (size: a power of 2)
 
     [limits]
     ring_entries = 1024            # power of two
@@ -78,6 +79,7 @@ class HostConfig:
     segment: str = "memfd"
     allowed_uids: list[int] | None = None
     store: str | None = None  #: None: default_store(name)
+    ivshmem: str | None = None  #: ivshmem-server socket for QEMU VMs, or None
     ring_entries: int = 1024
     max_guests: int = 64
     max_inflight: int = 0
@@ -120,7 +122,8 @@ _SERVICE_LIMITS = {  # [limits] keys of the built-in services' quotas: (min, max
     "max_streams": (0, 1 << 16),
     "max_buffered": (0, 1 << 48),
 }
-_TOP = {"name", "size", "doorbell", "segment", "allowed_uids", "store", "limits", "channels"}
+_TOP = {"name", "size", "doorbell", "segment", "allowed_uids", "store", "ivshmem", "limits",
+        "channels"}
 
 
 def default_name() -> str:
@@ -240,6 +243,10 @@ def from_dict(data: dict[str, Any], base_dir: str = ".") -> HostConfig:
         if not isinstance(data["store"], str) or not data["store"]:
             raise ConfigError("store: expected a directory path")
         cfg.store = os.path.join(base_dir, os.path.expanduser(data["store"]))
+    if "ivshmem" in data:
+        if not isinstance(data["ivshmem"], str) or not data["ivshmem"]:
+            raise ConfigError("ivshmem: expected a socket path")
+        cfg.ivshmem = os.path.join(base_dir, os.path.expanduser(data["ivshmem"]))
     if "limits" in data:
         limits = _table(data["limits"], "limits")
         _unknown(limits, set(_LIMITS) | set(_SERVICE_LIMITS), "limits")

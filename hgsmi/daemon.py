@@ -52,7 +52,7 @@ class HostDaemon:
             log.info("removed %d unfinished upload(s) from %s", stale, self.store)
         try:
             self.host = Host(cfg.name, cfg.size, cfg.doorbell, runtime_dir=runtime_dir,
-                             segment=cfg.segment,
+                             segment=cfg.segment, ivshmem=cfg.ivshmem,
                              allowed_uids=cfg.allowed_uids, **cfg.limits())
         except NameInUse:
             raise NameInUse(errno.EADDRINUSE, f"a host named {cfg.name!r} is already running "

@@ -303,6 +303,13 @@ class Host:
     recent spins paid off, and pauses when it finds itself preempted, so an
     idle host sleeps at once and a loaded machine is not made slower.
 
+    ``ivshmem`` (a socket path) also makes the host an ivshmem server: a QEMU
+    VM started with ``-chardev socket,path=PATH,id=iv -device
+    ivshmem-doorbell,chardev=iv,vectors=1`` becomes one more guest, with its
+    own segment as the device's BAR2 (``size`` must then be a power of two),
+    the same limits and stats; inside the VM it attaches with
+    ``hgsmi_guest_attach_pci``.  The VM's exit is its detach.
+
     Raises :class:`NameInUse` if a live host has the name,
     ``ValueError``/``TypeError`` for bad arguments, :class:`HgsmiError` for
     the rest.
@@ -320,7 +327,8 @@ class Host:
                  socket_mode: int = 0o600, segment: str = "memfd", max_message: int = 0,
                  max_doorbells_per_s: int = DEFAULT_DOORBELLS_PER_S,
                  max_pending_per_pid: int = DEFAULT_PENDING_PER_PID,
-                 max_guests_per_pid: int = 0) -> None:
+                 max_guests_per_pid: int = 0,
+                 ivshmem: str | os.PathLike[str] | None = None) -> None:
         self._h = None
         raw_name = check_name(name)
         if not isinstance(size, int) or size <= 0 or size >= 1 << 31:
@@ -338,6 +346,11 @@ class Host:
         seg_kind = segment_id(segment)
         check_int("batch", batch, 1, 1 << 16)
         check_int("socket_mode", socket_mode, 1, 0o777)
+        if ivshmem is not None and (size & (size - 1) or segment != "memfd"
+                                    or doorbell != "eventfd"):
+            raise ValueError("ivshmem needs a power-of-two size (a PCI BAR), the memfd "
+                             f"segment and eventfd doorbells, not size={size}, "
+                             f"segment={segment!r}, doorbell={doorbell!r}")
         self._keep = [ffi.new("char[]", raw_name)]
         cfg = ffi.new("struct hgsmi_host_config *")
         cfg.name = self._keep[0]
@@ -357,6 +370,9 @@ class Host:
         cfg.max_doorbells_per_s = max_doorbells_per_s or lib.HGSMI_UNLIMITED
         cfg.max_pending_per_pid = max_pending_per_pid
         cfg.max_guests_per_pid = max_guests_per_pid
+        if ivshmem is not None:
+            self._keep.append(ffi.new("char[]", os.fsencode(ivshmem)))
+            cfg.ivshmem_path = self._keep[-1]
         if allowed_uids is not None:
             uids = [check_int("allowed uid", u, 0, 0xFFFFFFFF) for u in allowed_uids]
             self._keep.append(ffi.new("uint32_t[]", uids))
@@ -370,13 +386,16 @@ class Host:
                              f"a 4 KiB header, 4 rings of {ring_entries} entries and two "
                              f"heaps of at least 4 KiB (guest share {guest_heap_percent}%)")
         if rc == -errno.ENAMETOOLONG:
-            raise ValueError(f"runtime_dir {runtime_dir!r} is too long for a socket path")
+            raise ValueError(f"runtime_dir {runtime_dir!r} or ivshmem {ivshmem!r} is too "
+                             "long for a socket path")
         check(rc, f"host {name!r}")
         self._h = out[0]
         self.name = name
         self.doorbell = doorbell
         self.segment = segment
         self.size = size
+        #: the ivshmem-server socket QEMU VMs connect to, or None
+        self.ivshmem = os.fspath(ivshmem) if ivshmem is not None else None
         self._batch = batch
         self._handlers: list[Handler | None] = [None] * 256
         self._conns: dict[int, GuestConn] = {}

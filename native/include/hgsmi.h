@@ -182,6 +182,16 @@ struct hgsmi_host_config {
 	 */
 	uint32_t max_pending_per_pid;
 	uint32_t max_guests_per_pid;
+	/*
+	 * -- 0.5: also serve QEMU virtual machines: listen on this path as an
+	 * ivshmem server (-chardev socket,path=...  -device ivshmem-doorbell,
+	 * chardev=...,vectors=1).  Each VM that connects is one more guest: its
+	 * own sealed memfd segment is the device's BAR2 (segment_size must then
+	 * be a power of two), peer 0's vector 0 is its doorbell and its own
+	 * vector 0 its IRQ (MSI-X).  Needs the memfd segment and the eventfd
+	 * backend.  NULL: none.  See hgsmi_guest_attach_pci.
+	 */
+	const char *ivshmem_path;
 };
 
 /*
@@ -479,6 +489,29 @@ HGSMI_API int hgsmi_guest_attach(const char *name,
 				 const struct hgsmi_guest_config *cfg,
 				 struct hgsmi_guest **out);
 HGSMI_API void hgsmi_guest_detach(struct hgsmi_guest *guest);
+/*
+ * Inside a QEMU VM whose host serves an ivshmem socket (ivshmem_path):
+ * attach through the ivshmem-doorbell PCI device `bdf` ("0000:00:04.0"; NULL
+ * or "": the first 1af4:1110 device).  BAR2 (sysfs resource2) is mapped as
+ * the segment and checked as a segment passed by fd is, BAR0 (resource0)
+ * gives the doorbell: a store of (host peer 0 << 16 | vector 0) to the
+ * Doorbell register at 0x0c.  The IRQ is polled: waits watch the host
+ * flags' IRQ bit and the epoch (a host that dropped this VM bumps it:
+ * -EPIPE), spinning 200 us then napping; hgsmi_guest_fileno gives
+ * -EOPNOTSUPP (stats backend HGSMI_BACKEND_PCI_POLL).  Experimental, with
+ * HGSMI_PCI_IRQ=vfio in the environment and the device bound to vfio-pci
+ * (an IOMMU group: QEMU -M q35 -device intel-iommu, intel_iommu=on), VFIO
+ * routes MSI-X vector 0 to an eventfd that waits sleep on and
+ * hgsmi_guest_fileno returns (HGSMI_BACKEND_PCI_MSIX); under TCG the VM
+ * froze after a few interrupts.  hgsmi_guest_sockfd is -1.
+ * Every other guest call works unchanged.  Returns 0, -ENOENT (no such device), -EACCES (not root),
+ * -EPROTO (not an hgsmi segment), -EINVAL.  Blocks: no.  Since the vm branch.
+ */
+#define HGSMI_BACKEND_PCI_POLL 3 /* stats only: an ivshmem VM guest that polls */
+#define HGSMI_BACKEND_PCI_MSIX 4 /* stats only: one woken by MSI-X through VFIO */
+HGSMI_API int hgsmi_guest_attach_pci(const char *bdf,
+				     const struct hgsmi_guest_config *cfg,
+				     struct hgsmi_guest **out);
 HGSMI_API void *hgsmi_guest_base(const struct hgsmi_guest *guest);
 HGSMI_API uint32_t hgsmi_guest_size(const struct hgsmi_guest *guest);
 /* The IRQ eventfd (pollable), or -EOPNOTSUPP for the semaphore backend. */

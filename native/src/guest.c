@@ -143,11 +143,37 @@ static size_t slab_table_bytes(const struct hgsmi_guest *g)
 	return ((size_t)g->gheap.size / HGSMI_HEAP_ALIGN + 1) * sizeof(uint32_t);
 }
 
-static int setup(struct hgsmi_guest *g, const struct hgsmi_welcome *w,
-		 const int *fds, int nfds)
+/* Heaps, bookkeeping and rings over the validated regions of g->seg. */
+static int layout(struct hgsmi_guest *g)
 {
 	const struct hgsmi_region *r;
 	uint32_t e;
+	int rc;
+
+	r = g->seg.regions;
+	e = g->seg.ring_entries;
+	g->gheap = r[HGSMI_REGION_GUEST_HEAP];
+	g->hheap = r[HGSMI_REGION_HOST_HEAP];
+	if ((rc = hgsmi_heap_create(g->gheap.offset, g->gheap.size, &g->heap)) < 0 ||
+	    (rc = hgsmi_int_inflight_init(&g->sent, g->gheap.offset, g->gheap.size)) < 0 ||
+	    (rc = hgsmi_int_inflight_init(&g->orphans, g->gheap.offset, g->gheap.size)) < 0)
+		return rc;
+	/* Mapped: pages are only touched where slabs are carved. */
+	if (!(g->slab_of = hgsmi_int_table_alloc(slab_table_bytes(g))) ||
+	    !(g->slab_left = hgsmi_int_table_alloc(slab_table_bytes(g))))
+		return -ENOMEM;
+	if (!(g->stash = calloc(e, sizeof(*g->stash))))
+		return -ENOMEM;
+	hgsmi_int_ring_init(&g->submit, g->seg.base, &r[HGSMI_REGION_SUBMIT], e, true);
+	hgsmi_int_ring_init(&g->gcomplete, g->seg.base, &r[HGSMI_REGION_GCOMPLETE], e, false);
+	hgsmi_int_ring_init(&g->hostfifo, g->seg.base, &r[HGSMI_REGION_HOSTFIFO], e, false);
+	hgsmi_int_ring_init(&g->hostack, g->seg.base, &r[HGSMI_REGION_HOSTACK], e, true);
+	return 0;
+}
+
+static int setup(struct hgsmi_guest *g, const struct hgsmi_welcome *w,
+		 const int *fds, int nfds)
+{
 	int rc, segfd;
 
 	/* The host's name is used as a C string: it must end in the field. */
@@ -167,24 +193,8 @@ static int setup(struct hgsmi_guest *g, const struct hgsmi_welcome *w,
 	g->epoch = w->epoch;
 	if (READ_ONCE(hgsmi_int_seg_hdr(&g->seg)->epoch) != g->epoch)
 		return -EPROTO;
-	r = g->seg.regions;
-	e = g->seg.ring_entries;
-	g->gheap = r[HGSMI_REGION_GUEST_HEAP];
-	g->hheap = r[HGSMI_REGION_HOST_HEAP];
-	if ((rc = hgsmi_heap_create(g->gheap.offset, g->gheap.size, &g->heap)) < 0 ||
-	    (rc = hgsmi_int_inflight_init(&g->sent, g->gheap.offset, g->gheap.size)) < 0 ||
-	    (rc = hgsmi_int_inflight_init(&g->orphans, g->gheap.offset, g->gheap.size)) < 0)
+	if ((rc = layout(g)) < 0)
 		return rc;
-	/* Mapped: pages are only touched where slabs are carved. */
-	if (!(g->slab_of = hgsmi_int_table_alloc(slab_table_bytes(g))) ||
-	    !(g->slab_left = hgsmi_int_table_alloc(slab_table_bytes(g))))
-		return -ENOMEM;
-	if (!(g->stash = calloc(e, sizeof(*g->stash))))
-		return -ENOMEM;
-	hgsmi_int_ring_init(&g->submit, g->seg.base, &r[HGSMI_REGION_SUBMIT], e, true);
-	hgsmi_int_ring_init(&g->gcomplete, g->seg.base, &r[HGSMI_REGION_GCOMPLETE], e, false);
-	hgsmi_int_ring_init(&g->hostfifo, g->seg.base, &r[HGSMI_REGION_HOSTFIFO], e, false);
-	hgsmi_int_ring_init(&g->hostack, g->seg.base, &r[HGSMI_REGION_HOSTACK], e, true);
 	g->st.backend = w->backend;
 	if (w->backend == HGSMI_BACKEND_EVENTFD)
 		return 0;
@@ -740,8 +750,15 @@ static int wait_irq_once(struct hgsmi_guest *g, int timeout_ms, bool call)
 			g->gone = true;
 		if (rc < 0)
 			return rc;
+		if (rc == 0 && work_ready(g, call))
+			return 1;
+		/* A polling VM guest's wait returns now and then to look at the
+		 * rings again; only the caller's timeout ends this one. */
+		if (rc == 0 && (g->irq.backend != HGSMI_INT_BACKEND_POLL ||
+				hgsmi_int_remaining_ms(timeout_ms, start) == 0))
+			return 0;
 		if (rc == 0)
-			return work_ready(g, call) ? 1 : 0;
+			continue;
 		g->st.irqs++;
 		/* Ack: lower the line; anything raised after this re-raises. */
 		__atomic_fetch_and(&h->host_flags.value, ~HGSMI_HOSTFLAGS_IRQ, __ATOMIC_SEQ_CST);
@@ -1060,4 +1077,44 @@ void hgsmi_guest_stats(const struct hgsmi_guest *g, struct hgsmi_guest_stats *ou
 	*out = g->st;
 	out->inflight = g->sent.count;
 	hgsmi_heap_stats(g->heap, &out->guest_heap);
+}
+
+/*
+ * A guest whose segment and notifiers come from elsewhere than the control
+ * socket (guest_pci.c: an ivshmem device's BARs).  Takes them over, also on
+ * failure.  Identity and epoch are the segment header's, read once.
+ */
+int hgsmi_int_guest_create_mapped(const struct hgsmi_segment *seg,
+				  const struct hgsmi_notify *doorbell,
+				  const struct hgsmi_notify *irq, uint32_t spin_us,
+				  struct hgsmi_guest **out)
+{
+	struct hgsmi_guest *g = calloc(1, sizeof(*g));
+	int rc;
+
+	if (!g) {
+		struct hgsmi_segment s = *seg;
+		struct hgsmi_notify d = *doorbell, i = *irq;
+
+		hgsmi_int_segment_close(&s, false);
+		hgsmi_int_notify_close(&d, false);
+		hgsmi_int_notify_close(&i, false);
+		return -ENOMEM;
+	}
+	g->seg = *seg;
+	g->doorbell = *doorbell;
+	g->irq = *irq;
+	g->sock = -1;
+	hgsmi_int_spin_init(&g->spin, spin_us);
+	g->epoch = irq->epoch_seen;
+	if ((rc = layout(g)) < 0) {
+		hgsmi_guest_detach(g);
+		return rc;
+	}
+	g->st.backend = irq->backend == HGSMI_BACKEND_EVENTFD ? HGSMI_BACKEND_PCI_MSIX
+							     : HGSMI_BACKEND_PCI_POLL;
+	g->st.guest_id = READ_ONCE(hgsmi_int_seg_hdr(&g->seg)->guest_id);
+	g->st.epoch = g->epoch;
+	*out = g;
+	return 0;
 }

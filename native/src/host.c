@@ -122,7 +122,7 @@ int hgsmi_host_create(const struct hgsmi_host_config *cfg, struct hgsmi_host **o
 		return -EINVAL;
 	if (!(h = calloc(1, sizeof(*h))))
 		return -ENOMEM;
-	h->listen_fd = h->epfd = h->timer_fd = -1;
+	h->listen_fd = h->epfd = h->timer_fd = h->ivshmem_fd = -1;
 	h->sem_doorbell.fd = -1;
 	h->next_id = 1;
 	hgsmi_int_spin_init(&h->spin, cfg->spin_us);
@@ -172,6 +172,11 @@ int hgsmi_host_create(const struct hgsmi_host_config *cfg, struct hgsmi_host **o
 		if ((rc = hgsmi_int_notify_sem(&h->sem_doorbell, name, true, 0600)) < 0)
 			goto fail_unlink;
 	}
+	/* QEMU VMs knock here; a knock wakes the loop as an attach does. */
+	if (h->cfg.ivshmem_path &&
+	    ((rc = hgsmi_int_ivshmem_listen(h)) < 0 ||
+	     (rc = epoll_add(h->epfd, h->ivshmem_fd, DATA_LISTEN)) < 0))
+		goto fail_unlink;
 	*out = h;
 	return 0;
 fail_unlink:
@@ -191,6 +196,7 @@ void hgsmi_host_destroy(struct hgsmi_host *h)
 		close(h->pending[i].fd);
 	if (h->timer_fd >= 0)
 		close(h->timer_fd);
+	hgsmi_int_ivshmem_close(h);
 	if (h->listen_fd >= 0) {
 		close(h->listen_fd);
 		unlink(h->sock_path);
@@ -549,13 +555,34 @@ int hgsmi_host_doorbell_wait(struct hgsmi_host *h, int timeout_ms)
 	return rc > 0;
 }
 
-static bool uid_allowed(const struct hgsmi_host *h, uint32_t uid)
+bool hgsmi_int_host_uid_allowed(const struct hgsmi_host *h, uint32_t uid)
 {
 	for (uint32_t i = 0; i < h->n_uids; i++)
 		if (h->uids[i] == uid)
 			return true;
 	return false;
 }
+
+/*
+ * List a conn made outside the handshake (an ivshmem VM): watch its doorbell
+ * and its socket (EOF: the VM is gone), as handshake() does.
+ */
+int hgsmi_int_host_add_conn(struct hgsmi_host *h, struct hgsmi_conn *c)
+{
+	int rc;
+
+	if ((rc = epoll_add(h->epfd, c->doorbell.fd, (uintptr_t)c)) < 0)
+		return rc;
+	if ((rc = epoll_add(h->epfd, c->sock, (uintptr_t)c | TAG_SOCK)) < 0) {
+		epoll_ctl(h->epfd, EPOLL_CTL_DEL, c->doorbell.fd, NULL);
+		return rc;
+	}
+	c->next = h->conns;
+	h->conns = c;
+	h->n_conns++;
+	return 0;
+}
+
 
 /* Each refusal is counted under the limit it names. */
 static void count_refusal(struct hgsmi_host *h, int status)
@@ -622,7 +649,7 @@ static int handshake(struct hgsmi_host *h, int fd, const struct hgsmi_hello *hel
 
 	if (hello->magic != HGSMI_CTL_MAGIC || hello->abi_major != HGSMI_ABI_MAJOR)
 		return refuse(h, fd, &w, -EPROTO);
-	if (!uid_allowed(h, uid)) /* take_new refused it at accept: belt and braces */
+	if (!hgsmi_int_host_uid_allowed(h, uid)) /* take_new refused it at accept: belt and braces */
 		return refuse(h, fd, &w, -EACCES);
 	if (hello->kind == HGSMI_HELLO_STAT) {
 		uint32_t len = (uint32_t)h->stat_len;
@@ -755,7 +782,7 @@ static int take_new(struct hgsmi_host *h)
 			return -err;
 		}
 		if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &clen) < 0 ||
-		    !uid_allowed(h, (uint32_t)cred.uid))
+		    !hgsmi_int_host_uid_allowed(h, (uint32_t)cred.uid))
 			return refuse(h, fd, &w, -EACCES);
 		if (pending_of(h, (int32_t)cred.pid) >= h->cfg.max_pending_per_pid)
 			return refuse(h, fd, &w, -ETOOMANYREFS);
@@ -815,6 +842,9 @@ int hgsmi_host_accept(struct hgsmi_host *h, struct hgsmi_conn **out)
 	int rc;
 
 	*out = NULL;
+	/* A VM on the ivshmem socket needs no hello: attach it first. */
+	if ((rc = hgsmi_int_ivshmem_accept(h, out)) != -EAGAIN)
+		return rc;
 	/* One outcome per call: a dropped, refused, served or attached client. */
 	for (unsigned i = 0; i < h->n_pending; i++) {
 		if (now >= h->pending[i].deadline_ns) {

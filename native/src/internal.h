@@ -76,11 +76,28 @@ HGSMI_INT uint32_t hgsmi_int_ring_bytes(uint32_t entries);
 
 /* ---- notifiers: the doorbell and the IRQ line ----------------------------- */
 struct hgsmi_notify {
-	uint32_t backend; /* HGSMI_BACKEND_* */
+	uint32_t backend; /* HGSMI_BACKEND_* or HGSMI_INT_BACKEND_* */
 	int fd;           /* eventfd (non-blocking), or -1 */
 	sem_t *sem;       /* named semaphore, or NULL */
 	char name[HGSMI_NAME_MAX]; /* semaphore name, for the owner's unlink */
+	/* ---- a VM guest on an ivshmem device (guest_pci.c) ---- */
+	volatile uint32_t *reg; /* MMIO: the Doorbell register; signal stores reg_value */
+	uint32_t reg_value;
+	void *map;              /* MMIO: the BAR0 mapping, unmapped on close */
+	size_t map_len;
+	const uint32_t *flags;  /* POLL: the host flags word; IRQ bit = signalled */
+	const uint32_t *epoch;  /* POLL: the segment epoch; a change = -EPIPE */
+	uint32_t epoch_seen;
+	int extra_fds[3];       /* VFIO: container, group, device; closed with it */
+	int n_extra;
 };
+/*
+ * Notifiers of a VM guest (never on the wire): MMIO rings by a store to the
+ * ivshmem Doorbell register; POLL waits by polling the level-triggered IRQ
+ * bit of the host flags, for a guest with no interrupt it can sleep on.
+ */
+#define HGSMI_INT_BACKEND_MMIO 0x101u
+#define HGSMI_INT_BACKEND_POLL 0x102u
 
 HGSMI_INT int hgsmi_int_notify_create_eventfd(struct hgsmi_notify *n);
 /* Create (owner: O_EXCL, mode) or open a named semaphore. */
@@ -380,7 +397,31 @@ struct hgsmi_host {
 	size_t stat_len;
 	unsigned busy_passes; /* hgsmi_host_wait returns without epoll while busy */
 	int doorbell_seen; /* hgsmi_host_doorbell_wait (another thread) woke */
+	int ivshmem_fd;    /* listening ivshmem-server socket, or -1 */
+	char ivshmem_path[108];
 };
+
+/* ---- ivshmem server (ivshmem.c): QEMU VMs as guests ------------------------ */
+/* Listen on cfg.ivshmem_path (checks size, backend, segment kind). */
+HGSMI_INT int hgsmi_int_ivshmem_listen(struct hgsmi_host *host);
+HGSMI_INT void hgsmi_int_ivshmem_close(struct hgsmi_host *host);
+/* Attach one waiting VM: 0 (*out set), -EAGAIN if none waits, or -errno. */
+HGSMI_INT int hgsmi_int_ivshmem_accept(struct hgsmi_host *host, struct hgsmi_conn **out);
+/* Watch a new conn's doorbell and socket and list it (host.c). */
+HGSMI_INT int hgsmi_int_host_add_conn(struct hgsmi_host *host, struct hgsmi_conn *c);
+HGSMI_INT bool hgsmi_int_host_uid_allowed(const struct hgsmi_host *host, uint32_t uid);
+/*
+ * The IRQ of an ivshmem device bound to vfio-pci (guest_vfio.c): MSI-X
+ * vector 0 routed to a new eventfd, which *irq becomes (eventfd backend).
+ * -ENODEV if the device is not bound to vfio-pci: the caller polls.
+ */
+HGSMI_INT int hgsmi_int_vfio_irq(const char *devdir, const char *bdf,
+				 struct hgsmi_notify *irq);
+/* A guest over a segment already mapped and two notifiers (guest.c). */
+HGSMI_INT int hgsmi_int_guest_create_mapped(const struct hgsmi_segment *seg,
+					    const struct hgsmi_notify *doorbell,
+					    const struct hgsmi_notify *irq,
+					    uint32_t spin_us, struct hgsmi_guest **out);
 
 HGSMI_INT int hgsmi_int_conn_create(struct hgsmi_host *host, int sock,
 				    uint32_t features, struct hgsmi_conn **out,

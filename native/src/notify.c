@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -49,6 +50,14 @@ int hgsmi_int_notify_signal(struct hgsmi_notify *n)
 
 	if (n->backend == HGSMI_BACKEND_SEMAPHORE)
 		return sem_post(n->sem) ? -errno : 0;
+	if (n->backend == HGSMI_INT_BACKEND_MMIO) {
+		/* The port write of the original: QEMU turns the store into a
+		 * write to the eventfd the server gave for that peer/vector. */
+		*n->reg = n->reg_value;
+		return 0;
+	}
+	if (n->backend == HGSMI_INT_BACKEND_POLL)
+		return 0;
 	/* EAGAIN means the counter is saturated: the peer is signalled anyway. */
 	if (write(n->fd, &one, sizeof(one)) < 0 && errno != EAGAIN)
 		return -errno;
@@ -64,6 +73,8 @@ void hgsmi_int_notify_drain(struct hgsmi_notify *n)
 			;
 		return;
 	}
+	if (n->backend == HGSMI_INT_BACKEND_MMIO || n->backend == HGSMI_INT_BACKEND_POLL)
+		return; /* no counter: the waiter acks the IRQ bit itself */
 	/* An eventfd is a counter: one read empties it. */
 	while (read(n->fd, &v, sizeof(v)) < 0 && errno == EINTR)
 		;
@@ -177,8 +188,48 @@ static int wait_sem(struct hgsmi_notify *n, int sockfd, int timeout_ms)
 	}
 }
 
+/*
+ * No interrupt to sleep on: watch the level-triggered IRQ bit the host sets
+ * (before it would write the eventfd) and the epoch it bumps when it drops
+ * us.  Spin for POLL_SPIN_NS (a VM's round trip is ~100 us), then nap, 50 us
+ * growing to 1 ms, so an idle guest costs little of its vCPU.  Return 0
+ * after POLL_SLICE_NS asleep, so the caller looks at its rings again: a VM
+ * whose vCPU emulation dropped a barrier or an atomic must not hang on a
+ * lost IRQ bit.
+ */
+#define POLL_SPIN_NS 200000ull
+#define POLL_SLICE_NS 5000000ull
+static int wait_poll(struct hgsmi_notify *n, int timeout_ms)
+{
+	uint64_t start = hgsmi_int_now_ns(), t;
+	struct timespec nap = {0, 50000};
+
+	for (;;) {
+		if (READ_ONCE(*n->flags) & HGSMI_HOSTFLAGS_IRQ)
+			return 1;
+		if (READ_ONCE(*n->epoch) != n->epoch_seen)
+			return -EPIPE;
+		if (hgsmi_int_remaining_ms(timeout_ms, start) == 0)
+			return 0;
+		t = hgsmi_int_now_ns() - start;
+		if (t < POLL_SPIN_NS) {
+			__builtin_ia32_pause();
+			continue;
+		}
+		if (t > POLL_SPIN_NS + POLL_SLICE_NS)
+			return 0;
+		nanosleep(&nap, NULL);
+		if (nap.tv_nsec < 1000000)
+			nap.tv_nsec += nap.tv_nsec / 4;
+	}
+}
+
 int hgsmi_int_notify_wait(struct hgsmi_notify *n, int sockfd, int timeout_ms)
 {
+	if (n->backend == HGSMI_INT_BACKEND_POLL)
+		return wait_poll(n, timeout_ms);
+	if (n->backend == HGSMI_INT_BACKEND_MMIO)
+		return -EOPNOTSUPP;
 	if (n->backend == HGSMI_BACKEND_SEMAPHORE)
 		return wait_sem(n, sockfd, timeout_ms);
 	return wait_eventfd(n, sockfd, timeout_ms);
@@ -195,4 +246,10 @@ void hgsmi_int_notify_close(struct hgsmi_notify *n, bool unlink)
 			sem_unlink(n->name);
 	}
 	n->sem = NULL;
+	while (n->n_extra > 0)
+		close(n->extra_fds[--n->n_extra]);
+	if (n->map)
+		munmap(n->map, n->map_len);
+	n->map = NULL;
+	n->reg = NULL;
 }
