@@ -16,6 +16,7 @@ from typing import Any, Callable, Generator, Iterable, Iterator
 from ._native import ffi, lib
 from ._util import (as_buffer, backend_id, buffer_arrays, check_channel, check_int, check_name,
                     segment_id, struct_dict, timeout_ms)
+from ._util import socket_too_long
 from .errors import HgsmiError, PeerGone, Timeout, check, error
 from .heap import with_fragmentation
 from . import _kept
@@ -367,7 +368,7 @@ class Host:
                              f"a 4 KiB header, 4 rings of {ring_entries} entries and two "
                              f"heaps of at least 4 KiB (guest share {guest_heap_percent}%)")
         if rc == -errno.ENAMETOOLONG:
-            raise ValueError(f"runtime_dir {runtime_dir!r} is too long for a socket path")
+            raise ValueError(socket_too_long(name, runtime_dir))
         check(rc, f"host {name!r}")
         self._h = out[0]
         self.name = name
