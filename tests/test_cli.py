@@ -165,8 +165,7 @@ def test_echo_load_and_peer_gone(inst):
 GUEST_SCRIPT = textwrap.dedent("""
     import hashlib, io, os, sys
     import hgsmi
-    from hgsmi._util import shm_prefix
-from hgsmi.client import BlobClient
+    from hgsmi.client import BlobClient
     name, idx = sys.argv[1], sys.argv[2]
     with hgsmi.Guest(name) as g:
         print("attached", flush=True)
