@@ -36,6 +36,9 @@ _SETUP, _QUERY_CONF = 1, 1
 class Guest:
     """A guest attached to the host ``name`` (or to a socket path).
 
+    A name follows :class:`Host`'s rule (1 to 64 of ``[A-Za-z0-9_.-]``, and
+    its socket path within sun_path's 107 bytes): ValueError otherwise.
+
     ``handlers`` maps channels to handlers, registered as by
     :meth:`register` before anything is served.  Raises
     :class:`HostNotFound` if nobody listens, :class:`AccessDenied` if the

@@ -270,7 +270,9 @@ class Host:
     socket under ``runtime_dir`` (default ``$HGSMI_RUNTIME_DIR``,
     ``$XDG_RUNTIME_DIR/hgsmi`` or ``/tmp/hgsmi-<uid>``) with ``socket_mode``
     (0o600).  A stale socket or segment of a dead host of the same name is
-    removed.
+    removed.  ``name`` is 1 to 64 of ``[A-Za-z0-9_.-]``, not starting with
+    ``.``, and ``RUNTIME_DIR/NAME.sock`` must fit in 107 bytes (sun_path):
+    ValueError, saying which bound, otherwise.
 
     ``segment`` is where each guest's VRAM lives: ``"memfd"`` (default), a
     memfd sealed against shrinking and growing and passed to the guest over
