@@ -6,7 +6,8 @@ import os
 import re
 from typing import Any, Iterable
 
-from ._native import ffi
+from ._native import ffi, lib
+from .stat import socket_path
 
 _BACKENDS = {"eventfd": 1, "semaphore": 2}
 
@@ -58,14 +59,20 @@ def check_int(what: str, value: Any, lo: int, hi: int) -> int:
     return value
 
 
-_NAME = re.compile(rb"[A-Za-z0-9_-]{1,16}")
+#: characters in an instance name (the C core's HGSMI_INSTANCE_NAME_MAX)
+NAME_MAX: int = lib.HGSMI_INSTANCE_NAME_MAX
+#: bytes of a socket path: sun_path's 108, less the NUL
+SOCKET_PATH_MAX = 107
+_NAME = re.compile(rb"[A-Za-z0-9_.-]+")
 
 
 def check_name(name: Any, path_ok: bool = False) -> bytes:
     """An instance name (or, with ``path_ok``, a socket path) as bytes for C.
 
-    Names end up in shm, semaphore and socket names: 1 to 16 of
-    ``[A-Za-z0-9_-]``.  TypeError for a non-path type, ValueError otherwise.
+    A name is 1 to :data:`NAME_MAX` (64) of ``[A-Za-z0-9_.-]``, not starting
+    with ``.``; its socket ``RUNTIME_DIR/NAME.sock`` must also fit in
+    :data:`SOCKET_PATH_MAX` bytes (checked when the host or guest starts).
+    TypeError for a non-path type, ValueError otherwise.
     """
     if not isinstance(name, (str, bytes, os.PathLike)):
         raise TypeError(f"the instance name must be a str, not {type(name).__name__}")
@@ -75,13 +82,38 @@ def check_name(name: Any, path_ok: bool = False) -> bytes:
     if path_ok and b"/" in raw:
         return raw
     if not raw:
-        raise ValueError("the instance name is empty (1 to 16 characters)")
-    if len(raw) > 16:
-        raise ValueError(f"instance name {name!r} is too long: {len(raw)} bytes, at most 16")
+        raise ValueError(f"the instance name is empty (1 to {NAME_MAX} characters)")
+    if len(raw) > NAME_MAX:
+        raise ValueError(f"instance name {name!r} is too long: {len(raw)} characters, "
+                         f"at most {NAME_MAX} (HGSMI_INSTANCE_NAME_MAX)")
     if not _NAME.fullmatch(raw):
         raise ValueError(f"instance name {name!r} may only contain letters, digits, "
-                         "'_' and '-' (no '/')")
+                         "'_', '-' and '.' (no '/')")
+    if raw.startswith(b"."):
+        raise ValueError(f"instance name {name!r} may not start with '.'")
     return raw
+
+
+def shm_prefix(name: str) -> str:
+    """What instance ``name`` creates in /dev/shm starts with this (its
+    semaphores with ``sem.`` and this): ``hgsmi-NAME.`` for a name of up to
+    16 characters without ``.``, else a short form with a hash of the name.
+    ValueError/TypeError for a bad name, as :func:`check_name`."""
+    out = ffi.new("char[]", lib.HGSMI_SHM_PREFIX_MAX)
+    n = lib.hgsmi_shm_prefix(check_name(name), out, len(out))
+    if n < 0:  # check_name has the same rule: only a bug gets here
+        raise ValueError(f"instance name {name!r}: {ffi.string(lib.hgsmi_strerror(n)).decode()}")
+    return str(ffi.string(out, n).decode())
+
+
+def socket_too_long(name: str, runtime_dir: str | os.PathLike[str] | None) -> str:
+    """Why the socket path of ``name`` does not fit: the message for -ENAMETOOLONG."""
+    path = socket_path(name, None if runtime_dir is None else os.fsdecode(runtime_dir))
+    room = SOCKET_PATH_MAX - (len(os.fsencode(path)) - len(os.fsencode(name)))
+    return (f"the socket path {path!r} is {len(os.fsencode(path))} bytes, and sun_path "
+            f"holds at most {SOCKET_PATH_MAX}: in this runtime directory a name may have "
+            f"at most {max(room, 0)} characters (use a shorter name, or a shorter "
+            "--runtime-dir / $HGSMI_RUNTIME_DIR)")
 
 
 def as_buffer(data: Any, what: str = "data") -> Any:

@@ -85,7 +85,7 @@ def _positive_float(text: str) -> float:
 def _add_common(p: argparse.ArgumentParser, again: bool = False) -> None:
     # again: the workload's own copy, so `guest send --name X` works too
     kw = {"default": argparse.SUPPRESS} if again else {}
-    p.add_argument("--name", help="instance name (default: $HGSMI_NAME or 'hgsmi')", **kw)
+    p.add_argument("--name", help="instance name, 1 to 64 of A-Z a-z 0-9 _ . - (default: $HGSMI_NAME or 'hgsmi')", **kw)
     p.add_argument("--runtime-dir", metavar="DIR",
                    help="socket directory (default: $HGSMI_RUNTIME_DIR, "
                         "$XDG_RUNTIME_DIR/hgsmi or /tmp/hgsmi-<uid>)", **kw)
@@ -235,7 +235,7 @@ def build_parser() -> argparse.ArgumentParser:
                          ("rm", "remove blobs by name")):
         q = bsub.add_parser(action, help=text, description=text.capitalize() + ".",
                             formatter_class=_Help)
-        q.add_argument("--name", help="instance name (default: $HGSMI_NAME or 'hgsmi')")
+        q.add_argument("--name", help="instance name, 1 to 64 of A-Z a-z 0-9 _ . - (default: $HGSMI_NAME or 'hgsmi')")
         q.add_argument("--store", metavar="DIR",
                        help="store directory (default: $XDG_DATA_HOME/hgsmi/NAME)")
         _add_log_level(q, again=True)

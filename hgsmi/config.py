@@ -47,6 +47,7 @@ import re
 import tomllib
 from typing import Any
 
+from ._util import check_name as _check_name
 from .quota import ServiceLimits
 
 DEFAULT_NAME = "hgsmi"
@@ -55,7 +56,6 @@ DEFAULT_SPIN_US = 50  # = HGSMI_SPIN_US_DEFAULT in hgsmi.h (tests/test_spin.py c
 DOORBELLS = ("eventfd", "semaphore")
 SEGMENTS = ("memfd", "posix")
 
-_NAME_RE = re.compile(r"[A-Za-z0-9_-]{1,16}\Z")
 _SIZE_RE = re.compile(r"\s*(\d+)\s*([kKmMgG]?)(i?[bB])?\s*\Z")
 _UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
 
@@ -139,9 +139,14 @@ def default_store(name: str) -> str:
 
 
 def check_name(name: Any, where: str = "name") -> str:
-    if not isinstance(name, str) or not _NAME_RE.match(name):
-        raise ConfigError(f"{where}: {name!r} is not a valid instance name "
-                          "(1-16 of A-Z a-z 0-9 _ -)")
+    """``name`` if it is a valid instance name (see :func:`hgsmi._util.check_name`);
+    ConfigError naming ``where`` and the rule it breaks otherwise."""
+    if not isinstance(name, str):
+        raise ConfigError(f"{where}: {name!r} is not a valid instance name (a string)")
+    try:
+        _check_name(name)
+    except ValueError as e:
+        raise ConfigError(f"{where}: {e}") from None
     return name
 
 

@@ -20,6 +20,7 @@ import tempfile
 import time
 from typing import Any, TextIO
 
+from ._util import shm_prefix
 from .client import BlobClient, echo, load
 from .errors import HgsmiError
 from .guest import Guest
@@ -51,7 +52,7 @@ def _ready(proc: subprocess.Popen, timeout: float) -> dict[str, str]:
 
 def leftovers(name: str, rundir: str) -> list[str]:
     """What a host called ``name`` left in /dev/shm and in ``rundir``."""
-    prefix = f"hgsmi-{name}."
+    prefix = shm_prefix(name)
     shm = [e for e in os.listdir("/dev/shm")
            if e.startswith(prefix) or e.startswith("sem." + prefix)]
     return sorted(shm) + sorted(os.listdir(rundir))

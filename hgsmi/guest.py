@@ -12,6 +12,7 @@ from typing import Any, Callable, Generator, Iterable, Mapping
 from ._native import ffi, lib
 from ._util import (as_buffer, backend_name, buffer_arrays, check_channel, check_int, check_name,
                     struct_dict, timeout_ms)
+from ._util import socket_too_long
 from .errors import (HostNotFound, MessageTooLarge, PeerGone, Timeout, check, error)
 from .heap import with_fragmentation
 from . import _kept
@@ -34,6 +35,9 @@ _SETUP, _QUERY_CONF = 1, 1
 
 class Guest:
     """A guest attached to the host ``name`` (or to a socket path).
+
+    A name follows :class:`Host`'s rule (1 to 64 of ``[A-Za-z0-9_.-]``, and
+    its socket path within sun_path's 107 bytes): ValueError otherwise.
 
     ``handlers`` maps channels to handlers, registered as by
     :meth:`register` before anything is served.  Raises
@@ -76,6 +80,8 @@ class Guest:
         rc = lib.hgsmi_guest_attach(raw_name, cfg, out)
         if rc == -errno.ENOENT:
             raise HostNotFound(errno.ENOENT, no_host_message(name, runtime_dir, wait))
+        if rc == -errno.ENAMETOOLONG and "/" not in os.fsdecode(raw_name):
+            raise ValueError(socket_too_long(name, runtime_dir))
         if rc in (-errno.EINVAL, -errno.ENAMETOOLONG):
             raise ValueError(f"bad host name {name!r}: "
                              f"{ffi.string(lib.hgsmi_strerror(rc)).decode()}")

@@ -16,6 +16,7 @@ from typing import Any, Callable, Generator, Iterable, Iterator
 from ._native import ffi, lib
 from ._util import (as_buffer, backend_id, buffer_arrays, check_channel, check_int, check_name,
                     segment_id, struct_dict, timeout_ms)
+from ._util import socket_too_long
 from .errors import HgsmiError, PeerGone, Timeout, check, error
 from .heap import with_fragmentation
 from . import _kept
@@ -269,7 +270,9 @@ class Host:
     socket under ``runtime_dir`` (default ``$HGSMI_RUNTIME_DIR``,
     ``$XDG_RUNTIME_DIR/hgsmi`` or ``/tmp/hgsmi-<uid>``) with ``socket_mode``
     (0o600).  A stale socket or segment of a dead host of the same name is
-    removed.
+    removed.  ``name`` is 1 to 64 of ``[A-Za-z0-9_.-]``, not starting with
+    ``.``, and ``RUNTIME_DIR/NAME.sock`` must fit in 107 bytes (sun_path):
+    ValueError, saying which bound, otherwise.
 
     ``segment`` is where each guest's VRAM lives: ``"memfd"`` (default), a
     memfd sealed against shrinking and growing and passed to the guest over
@@ -386,8 +389,10 @@ class Host:
                              f"a 4 KiB header, 4 rings of {ring_entries} entries and two "
                              f"heaps of at least 4 KiB (guest share {guest_heap_percent}%)")
         if rc == -errno.ENAMETOOLONG:
-            raise ValueError(f"runtime_dir {runtime_dir!r} or ivshmem {ivshmem!r} is too "
-                             "long for a socket path")
+            if ivshmem is not None and len(os.fsencode(ivshmem)) > 107:
+                raise ValueError(f"ivshmem {ivshmem!r} is too long for a socket path "
+                                 "(at most 107 bytes)")
+            raise ValueError(socket_too_long(name, runtime_dir))
         check(rc, f"host {name!r}")
         self._h = out[0]
         self.name = name

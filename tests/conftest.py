@@ -8,10 +8,12 @@ from pathlib import Path
 
 import pytest
 
+from hgsmi._util import shm_prefix
+
 
 def shm_entries(name: str) -> list[str]:
     """What instance ``name`` has in /dev/shm (segments and semaphores)."""
-    prefix = f"hgsmi-{name}."
+    prefix = shm_prefix(name)
     return sorted(e for e in os.listdir("/dev/shm")
                   if e.startswith(prefix) or e.startswith("sem." + prefix))
 
@@ -80,9 +82,10 @@ def memfds(name: str) -> list[str]:
     """Memfd segments of instance ``name`` this process still maps or holds an fd of.
 
     A memfd has no name in /dev/shm: it lives while any fd or mapping of it
-    does, and /proc shows those as ``/memfd:hgsmi-<name>.<id> (deleted)``.
+    does, and /proc shows those as ``/memfd:hgsmi-<key>.<id> (deleted)``
+    (the key is the name, or its short form: :func:`hgsmi._util.shm_prefix`).
     """
-    tag = f"memfd:hgsmi-{name}."
+    tag = "memfd:" + shm_prefix(name)
     with open("/proc/self/maps") as f:
         found = [line.split(None, 5)[-1].strip() for line in f if tag in line]
     for fd in os.listdir("/proc/self/fd"):

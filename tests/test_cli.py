@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 import hgsmi
+from hgsmi._util import shm_prefix
 from hgsmi.client import BlobClient
 
 pytestmark = pytest.mark.multiprocess
@@ -26,7 +27,7 @@ HGSMI = [sys.executable, "-m", "hgsmi"]
 
 # -- helpers -------------------------------------------------------------------------
 def shm_of(name: str) -> list[str]:
-    prefix = f"hgsmi-{name}."
+    prefix = shm_prefix(name)
     return sorted(e for e in os.listdir("/dev/shm")
                   if e.startswith(prefix) or e.startswith("sem." + prefix))
 

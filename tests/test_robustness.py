@@ -551,7 +551,11 @@ def test_foreign_uid_is_refused_then_allowed(name, runtime_dir, no_leaks, caplog
 
 # -- 5. bad input ------------------------------------------------------------------
 HOST_CASES = [  # (id, Host kwargs or a name override, exception, message pattern)
-    ("name-17-chars", {"name": "a" * 17}, ValueError, "too long: 17 bytes"),
+    ("name-65-chars", {"name": "a" * 65}, ValueError,
+     r"too long: 65 characters, at most 64 \(HGSMI_INSTANCE_NAME_MAX\)"),
+    ("name-leading-dot", {"name": ".."}, ValueError, r"may not start with '\.'"),
+    ("name-runtime-dir-too-long", {"name": "a" * 64, "runtime_dir": "/tmp/" + "d" * 40},
+     ValueError, r"is 115 bytes, and sun_path holds at most 107: .* at most 56 characters"),
     ("name-slash", {"name": "a/b"}, ValueError, r"no '/'"),
     ("name-empty", {"name": ""}, ValueError, "empty"),
     ("name-nul", {"name": "ab\0c"}, ValueError, "NUL"),
@@ -589,7 +593,8 @@ def test_bad_host_arguments(name, runtime_dir, no_leaks, kw, exc, pattern):
 def test_bad_guest_arguments(name, runtime_dir, no_leaks):
     """Guest() refuses bad names before connecting; a missing host is HostNotFound."""
     cases = [
-        ("a" * 17, ValueError, "too long"),
+        ("a" * 65, ValueError, "too long: 65 characters, at most 64"),
+        (".hidden", ValueError, r"may not start with '\.'"),
         ("", ValueError, "empty"),
         ("ab\0c", ValueError, "NUL"),
         (None, TypeError, "must be a str"),

@@ -146,7 +146,7 @@ HGSMI_API void hgsmi_heap_reset(struct hgsmi_heap *heap);
 /* ==== Host =============================================================== */
 
 struct hgsmi_host_config {
-	const char *name;       /* instance, [A-Za-z0-9_-]{1,16} */
+	const char *name;       /* instance: see HGSMI_INSTANCE_NAME_MAX */
 	const char *runtime_dir; /* socket directory; NULL: $HGSMI_RUNTIME_DIR,
 				    $XDG_RUNTIME_DIR/hgsmi, /tmp/hgsmi-<uid> */
 	uint32_t segment_size;  /* bytes per guest segment; 0: 16 MiB */
@@ -215,6 +215,17 @@ struct hgsmi_host_config {
  * In the config structs 0 means never spin, as it does in Python and TOML.
  */
 #define HGSMI_SPIN_US_DEFAULT 50u
+
+/*
+ * Instance names: 1 to HGSMI_INSTANCE_NAME_MAX of [A-Za-z0-9_.-], not
+ * starting with '.'; a longer one is -ENAMETOOLONG, a bad character -EINVAL.
+ * The socket RUNTIME_DIR/NAME.sock must also fit sun_path (107 bytes and a
+ * NUL): too long a runtime directory for the name is -ENAMETOOLONG too.
+ * (Up to 0.5 the limit was 16 characters without '.'.)
+ */
+#define HGSMI_INSTANCE_NAME_MAX 64
+/* Bytes hgsmi_shm_prefix() needs at most, the NUL included. */
+#define HGSMI_SHM_PREFIX_MAX 24
 
 /* Stats structs only ever grow at the end, so older callers stay correct. */
 struct hgsmi_conn_stats {
@@ -658,6 +669,18 @@ HGSMI_API void hgsmi_guest_stats(const struct hgsmi_guest *guest,
 HGSMI_API const char *hgsmi_strerror(int err);
 /* "major.minor.patch" of the library. */
 HGSMI_API const char *hgsmi_version(void);
+/*
+ * What instance `name` creates in /dev/shm starts with this: "hgsmi-KEY."
+ * for its POSIX segments, "sem.hgsmi-KEY." for its semaphores.  KEY is the
+ * name when it has at most 16 characters and no '.', else its first 7
+ * characters ('.' as '_'), '~' and 8 hex digits of a hash of the whole name,
+ * so that it fits the welcome's HGSMI_NAME_MAX-byte fields.  A host removes
+ * what carries its prefix when it starts (after checking that no live host
+ * has its socket).  Returns the length written; -EINVAL or -ENAMETOOLONG for
+ * a bad name, -ERANGE if `len` is below HGSMI_SHM_PREFIX_MAX and too small.
+ * Blocks: no.  Since HGSMI_0.5_names.
+ */
+HGSMI_API int hgsmi_shm_prefix(const char *name, char *out, size_t len);
 
 #ifdef __cplusplus
 }

@@ -99,7 +99,7 @@ int hgsmi_int_conn_create(struct hgsmi_host *host, int sock, uint32_t features,
 	for (int tries = 0; tries < 8 && rc == -EEXIST; tries++) {
 		c->id = host->next_id;
 		host->next_id = host->next_id % 99999 + 1;
-		snprintf(name, sizeof(name), "/hgsmi-%s.%u", host->name, c->id);
+		snprintf(name, sizeof(name), "/hgsmi-%s.%u", host->key, c->id);
 		c->epoch = ++host->epoch;
 		rc = hgsmi_int_segment_create(&c->seg, name, cfg->segment_size, e,
 					      cfg->guest_heap_percent, c->id, c->epoch,
@@ -123,7 +123,7 @@ int hgsmi_int_conn_create(struct hgsmi_host *host, int sock, uint32_t features,
 	if (cfg->backend == HGSMI_BACKEND_SEMAPHORE) {
 		char irq[64];
 
-		snprintf(irq, sizeof(irq), "/hgsmi-%s.%ui", host->name, c->id);
+		snprintf(irq, sizeof(irq), "/hgsmi-%s.%ui", host->key, c->id);
 		if ((rc = hgsmi_int_notify_sem(&c->irq, irq, true, 0600)) < 0)
 			goto fail;
 		c->doorbell = host->sem_doorbell; /* shared: all guests ring one */

@@ -74,12 +74,10 @@ static int connect_host(const char *name, const struct hgsmi_guest_config *cfg)
 		strcpy(sa.sun_path, name);
 	} else {
 		if ((rc = hgsmi_int_check_name(name)) < 0 ||
-		    (rc = hgsmi_int_runtime_dir(cfg->runtime_dir, dir, sizeof(dir) - 24)) < 0)
+		    (rc = hgsmi_int_runtime_dir(cfg->runtime_dir, dir,
+						hgsmi_int_socket_dir_max(name))) < 0 ||
+		    (rc = hgsmi_int_socket_path(dir, name, sa.sun_path, sizeof(sa.sun_path))) < 0)
 			return rc;
-		strcpy(sa.sun_path, dir);
-		strcat(sa.sun_path, "/");
-		strcat(sa.sun_path, name);
-		strcat(sa.sun_path, ".sock");
 	}
 	/* No socket yet, or nobody listening on it: the host is not there (yet).
 	 * With wait_ms, a guest started beside its host retries until it is. */

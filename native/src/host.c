@@ -41,7 +41,7 @@ static int fill_defaults(struct hgsmi_host *h, const struct hgsmi_host_config *c
 	int rc;
 
 	*c = *cfg;
-	if ((rc = hgsmi_int_check_name(cfg->name)) < 0)
+	if ((rc = hgsmi_int_shm_key(cfg->name, h->key)) < 0)
 		return rc;
 	strcpy(h->name, cfg->name);
 	c->name = h->name;
@@ -126,17 +126,14 @@ int hgsmi_host_create(const struct hgsmi_host_config *cfg, struct hgsmi_host **o
 	h->sem_doorbell.fd = -1;
 	h->next_id = 1;
 	hgsmi_int_spin_init(&h->spin, cfg->spin_us);
+	/* The whole name is in the socket path: the bound is sun_path's, for
+	 * this runtime directory and this name together, checked before the
+	 * directory is made. */
 	if ((rc = fill_defaults(h, cfg)) < 0 ||
-	    (rc = hgsmi_int_runtime_dir(cfg->runtime_dir, dir, sizeof(dir) - 24)) < 0)
+	    (rc = hgsmi_int_runtime_dir(cfg->runtime_dir, dir,
+					hgsmi_int_socket_dir_max(h->name))) < 0 ||
+	    (rc = hgsmi_int_socket_path(dir, h->name, h->sock_path, sizeof(h->sock_path))) < 0)
 		goto fail;
-	if (strlen(dir) + strlen(h->name) + 7 > sizeof(h->sock_path)) {
-		rc = -ENAMETOOLONG;
-		goto fail;
-	}
-	strcpy(h->sock_path, dir);
-	strcat(h->sock_path, "/");
-	strcat(h->sock_path, h->name);
-	strcat(h->sock_path, ".sock");
 	strcpy(sa.sun_path, h->sock_path);
 	if (socket_live(&sa)) {
 		rc = -EADDRINUSE;
@@ -144,7 +141,7 @@ int hgsmi_host_create(const struct hgsmi_host_config *cfg, struct hgsmi_host **o
 	}
 	/* Nobody answers: whatever carries this name is a dead host's. */
 	unlink(h->sock_path);
-	hgsmi_int_segment_cleanup(h->name, true);
+	hgsmi_int_segment_cleanup(h->key, true);
 
 	h->listen_fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
 	if (h->listen_fd < 0 || bind(h->listen_fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
@@ -168,7 +165,7 @@ int hgsmi_host_create(const struct hgsmi_host_config *cfg, struct hgsmi_host **o
 	if (h->cfg.backend == HGSMI_BACKEND_SEMAPHORE) {
 		char name[64];
 
-		snprintf(name, sizeof(name), "/hgsmi-%s.db", h->name);
+		snprintf(name, sizeof(name), "/hgsmi-%s.db", h->key);
 		if ((rc = hgsmi_int_notify_sem(&h->sem_doorbell, name, true, 0600)) < 0)
 			goto fail_unlink;
 	}

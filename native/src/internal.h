@@ -186,6 +186,15 @@ HGSMI_INT int hgsmi_int_sock_closed(int fd);
 HGSMI_INT int hgsmi_int_sock_check(int fd);
 HGSMI_INT int hgsmi_int_runtime_dir(const char *given, char *out, size_t len);
 HGSMI_INT int hgsmi_int_check_name(const char *name);
+/* Characters of the key that stands for an instance in shm names (names.c). */
+#define HGSMI_SHM_KEY_MAX 16
+HGSMI_INT int hgsmi_int_shm_key(const char *name, char out[HGSMI_SHM_KEY_MAX + 1]);
+/* Bytes for the runtime directory (NUL included) that leave room in
+ * sun_path for "/NAME.sock": the bound hgsmi_int_runtime_dir() checks
+ * before it makes the directory.  `name` has passed hgsmi_int_check_name. */
+HGSMI_INT size_t hgsmi_int_socket_dir_max(const char *name);
+/* DIR/NAME.sock into out; -ENAMETOOLONG if it does not fit len bytes. */
+HGSMI_INT int hgsmi_int_socket_path(const char *dir, const char *name, char *out, size_t len);
 HGSMI_INT uint64_t hgsmi_int_now_ns(void);
 /* Remaining ms of a deadline (-1 forever); 0 once passed. */
 HGSMI_INT int hgsmi_int_remaining_ms(int timeout_ms, uint64_t start_ns);
@@ -242,8 +251,8 @@ HGSMI_INT void hgsmi_int_segment_close(struct hgsmi_segment *seg, bool unlink);
 HGSMI_INT int hgsmi_int_segment_validate(const struct hgsmi_segment_header *h,
 					 uint32_t size,
 					 struct hgsmi_segment *out);
-/* Remove stale segments/semaphores of instance `name` whose owner is dead. */
-HGSMI_INT int hgsmi_int_segment_cleanup(const char *name, bool all_stale);
+/* Remove stale segments/semaphores of the instance with shm key `key`. */
+HGSMI_INT int hgsmi_int_segment_cleanup(const char *key, bool all_stale);
 
 static inline struct hgsmi_segment_header *
 hgsmi_int_seg_hdr(const struct hgsmi_segment *seg)
@@ -375,7 +384,8 @@ struct hgsmi_pending {
 
 struct hgsmi_host {
 	struct hgsmi_host_config cfg;
-	char name[24];
+	char name[HGSMI_INSTANCE_NAME_MAX + 1];
+	char key[HGSMI_SHM_KEY_MAX + 1]; /* stands for name in shm names */
 	char sock_path[108];
 	int listen_fd;
 	int epfd;

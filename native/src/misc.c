@@ -30,7 +30,7 @@ const char *hgsmi_strerror(int err)
 	case EDQUOT: return "too many guests attached from this process (max_guests_per_pid)";
 	case ETOOMANYREFS: return "too many pending handshakes from this process (max_pending_per_pid)";
 	case EADDRINUSE: return "a live host already has that name";
-	case ENAMETOOLONG: return "name too long (instance names: 1 to 16 characters)";
+	case ENAMETOOLONG: return "name too long (an instance name: at most 64 characters; its socket path: at most 107 bytes)";
 	case EOVERFLOW: return "reply larger than the buffer's capacity";
 	default: return strerror(-err);
 	}

@@ -320,7 +320,7 @@ static bool owner_alive(const char *shm)
 	return alive;
 }
 
-int hgsmi_int_segment_cleanup(const char *name, bool all_stale)
+int hgsmi_int_segment_cleanup(const char *key, bool all_stale)
 {
 	char prefix[HGSMI_NAME_MAX], path[sizeof(((struct dirent *)0)->d_name) + 1];
 	size_t plen;
@@ -330,7 +330,7 @@ int hgsmi_int_segment_cleanup(const char *name, bool all_stale)
 
 	if (!d)
 		return 0;
-	plen = (size_t)snprintf(prefix, sizeof(prefix), "hgsmi-%s.", name);
+	plen = (size_t)snprintf(prefix, sizeof(prefix), "hgsmi-%s.", key);
 	while ((e = readdir(d))) {
 		const char *n = e->d_name;
 

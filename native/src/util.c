@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: MIT */
-/* util.c - names, directories, clocks and fd passing, shared by both sides. */
+/* util.c - directories, clocks and fd passing, shared by both sides. */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <poll.h>
@@ -54,26 +54,6 @@ int hgsmi_int_remaining_ms(int timeout_ms, uint64_t start_ns)
 		return -1;
 	spent = (hgsmi_int_now_ns() - start_ns) / 1000000u;
 	return spent >= (uint64_t)timeout_ms ? 0 : timeout_ms - (int)spent;
-}
-
-/* Instance names end up in shm, semaphore and socket names: keep them
- * short enough for every one of those and free of path characters. */
-int hgsmi_int_check_name(const char *name)
-{
-	size_t n;
-
-	if (!name)
-		return -EINVAL;
-	n = strlen(name);
-	if (n == 0 || n > 16)
-		return -ENAMETOOLONG;
-	for (size_t i = 0; i < n; i++) {
-		char c = name[i];
-		if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
-		      (c >= '0' && c <= '9') || c == '_' || c == '-'))
-			return -EINVAL;
-	}
-	return 0;
 }
 
 static int ensure_private_dir(const char *dir)
