@@ -33,7 +33,10 @@
 PYTHON ?= python3
 VENV ?= .venv
 VPY := $(VENV)/bin/python
-PIP := $(VPY) -m pip
+# setuptools' build backend warns on every editable install of a flat layout
+# (a folder named like the package may shadow it); the layout is deliberate,
+# and a new user's first screen should show what matters.
+PIP := PYTHONWARNINGS=ignore::UserWarning $(VPY) -m pip
 PIP_FLAGS ?= --quiet --disable-pip-version-check
 PYTEST_ARGS ?=
 PYTEST_PATHS ?= tests
