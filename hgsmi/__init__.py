@@ -7,10 +7,27 @@ cross.  See README.md.
 import logging as _logging
 
 from ._native import ffi as _ffi, lib as _lib
-from .errors import (AccessDenied, BufferReleased, Busy, ChannelNotRegistered, ChecksumError,
-                     HeapExhausted, HgsmiError, HostNotFound, MessageTooLarge, NameInUse,
-                     PeerGone, ProtocolError, RemoteError, RingFull, Timeout)
-from .errors import HostFull, Refused, TooManyGuests, TooManyPending
+from .errors import (
+    AccessDenied,
+    BufferReleased,
+    Busy,
+    ChannelNotRegistered,
+    ChecksumError,
+    HeapExhausted,
+    HgsmiError,
+    HostFull,
+    HostNotFound,
+    MessageTooLarge,
+    NameInUse,
+    PeerGone,
+    ProtocolError,
+    Refused,
+    RemoteError,
+    RingFull,
+    Timeout,
+    TooManyGuests,
+    TooManyPending,
+)
 from .guest import Guest
 from .heap import Heap
 from .host import GuestConn, Host
@@ -29,5 +46,6 @@ __all__ = [
     "AccessDenied", "Buffer", "BufferReleased", "Busy", "ChannelNotRegistered", "ChecksumError",
     "Guest", "GuestConn", "Heap", "HeapExhausted", "HgsmiError", "Host", "HostNotFound",
     "Message", "MessageTooLarge", "NameInUse", "PeerGone", "ProtocolError", "RemoteError",
-    "RingFull", "Timeout", "Refused", "HostFull", "TooManyGuests", "TooManyPending", "CH_SETUP", "CH_ECHO", "CH_SINK", "CH_BLOB", "CH_USER_FIRST",
+    "RingFull", "Timeout", "Refused", "HostFull", "TooManyGuests", "TooManyPending",
+    "CH_SETUP", "CH_ECHO", "CH_SINK", "CH_BLOB", "CH_USER_FIRST",
 ]

@@ -4,7 +4,8 @@ from __future__ import annotations
 import math
 import os
 import re
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 from ._native import ffi
 

@@ -7,13 +7,16 @@ from __future__ import annotations
 
 import argparse
 import errno
+import importlib
 import json
 import logging
 import os
 import shutil
 import sys
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from types import ModuleType
+from typing import Any
 
 from . import config as config_mod
 
@@ -84,7 +87,7 @@ def _positive_float(text: str) -> float:
 
 def _add_common(p: argparse.ArgumentParser, again: bool = False) -> None:
     # again: the workload's own copy, so `guest send --name X` works too
-    kw = {"default": argparse.SUPPRESS} if again else {}
+    kw: dict[str, Any] = {"default": argparse.SUPPRESS} if again else {}
     p.add_argument("--name", help="instance name (default: $HGSMI_NAME or 'hgsmi')", **kw)
     p.add_argument("--runtime-dir", metavar="DIR",
                    help="socket directory (default: $HGSMI_RUNTIME_DIR, "
@@ -250,8 +253,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_log_level(p)
     p.set_defaults(func=cmd_demo)
 
+    bench: ModuleType | None
     try:
-        from . import bench
+        bench = importlib.import_module(".bench", __package__)
     except ImportError:  # not there yet: say where the benchmarks are
         bench = None
     if bench is not None and hasattr(bench, "build_parser"):

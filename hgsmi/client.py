@@ -9,14 +9,23 @@ import errno
 import hashlib
 import time
 import weakref
-from typing import Any, BinaryIO, Callable
+from collections.abc import Callable
+from typing import Any, BinaryIO
 
 from . import blob
-from .blobstore import read_full, write_all
-from .errors import (Busy, HeapExhausted, HgsmiError, MessageTooLarge, ProtocolError,
-                     Timeout)
-from .services import (CH_BLOB, CH_ECHO, CH_SINK, SINK_DATA, SINK_END, SINK_SOURCE,
-                       SOURCE_END, SOURCE_REQ, STATUS)
+from .blobstore import ReadsInto, read_full, write_all
+from .errors import Busy, HeapExhausted, HgsmiError, MessageTooLarge, ProtocolError, Timeout
+from .services import (
+    CH_BLOB,
+    CH_ECHO,
+    CH_SINK,
+    SINK_DATA,
+    SINK_END,
+    SINK_SOURCE,
+    SOURCE_END,
+    SOURCE_REQ,
+    STATUS,
+)
 
 Progress = Callable[[int, "int | None"], None]
 
@@ -50,7 +59,7 @@ class BlobClient:
         self._fetches: dict[int, _Fetch] = {}
         guest.register(CH_BLOB, self._on_host)
 
-    def send(self, src: BinaryIO, name: str, size: int | None = None,
+    def send(self, src: ReadsInto, name: str, size: int | None = None,
              progress: Progress | None = None) -> dict[str, Any]:
         """Stream ``src`` (a raw binary file) to the blob ``name``; verified.
 
@@ -116,7 +125,7 @@ class BlobClient:
         return {"name": name, "bytes": sent, "sha256": sha.hexdigest(),
                 "seconds": time.perf_counter() - t0}
 
-    def _fill(self, buf: Any, src: BinaryIO, tid: int, offset: int, sha: Any) -> int:
+    def _fill(self, buf: Any, src: ReadsInto, tid: int, offset: int, sha: Any) -> int:
         hdr = blob.CHUNK_HDR.size
         view = buf.data
         with view[hdr:] as body:
@@ -257,7 +266,7 @@ class _SinkCounter:
             self.bytes += len(msg.data)
 
 
-_SINK_COUNTERS: "weakref.WeakKeyDictionary[Any, _SinkCounter]" = weakref.WeakKeyDictionary()
+_SINK_COUNTERS: weakref.WeakKeyDictionary[Any, _SinkCounter] = weakref.WeakKeyDictionary()
 
 
 def load(guest: Any, seconds: float = 3.0, size: int = 64 << 10, direction: str = "both",

@@ -165,13 +165,13 @@ def check_segment_size(n: int, where: str = "size") -> int:
 def check_doorbell(value: Any, where: str = "doorbell") -> str:
     if value not in DOORBELLS:
         raise ConfigError(f"{where}: {value!r} is not one of {', '.join(DOORBELLS)}")
-    return value
+    return str(value)
 
 
 def check_segment(value: Any, where: str = "segment") -> str:
     if value not in SEGMENTS:
         raise ConfigError(f"{where}: {value!r} is not one of {', '.join(SEGMENTS)}")
-    return value
+    return str(value)
 
 
 def _int(value: Any, where: str, lo: int, hi: int) -> int:

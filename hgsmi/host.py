@@ -11,16 +11,26 @@ import os
 import signal
 import threading
 import time
-from typing import Any, Callable, Generator, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
+from typing import Any
 
-from ._native import ffi, lib
-from ._util import (as_buffer, backend_id, buffer_arrays, check_channel, check_int, check_name,
-                    segment_id, struct_dict, timeout_ms)
-from .errors import HgsmiError, PeerGone, Timeout, check, error
-from .heap import with_fragmentation
 from . import _kept
+from ._native import ffi, lib
 from ._ratelog import RateLog
 from ._totals import Departed
+from ._util import (
+    as_buffer,
+    backend_id,
+    buffer_arrays,
+    check_channel,
+    check_int,
+    check_name,
+    segment_id,
+    struct_dict,
+    timeout_ms,
+)
+from .errors import HgsmiError, PeerGone, Timeout, check, error
+from .heap import with_fragmentation
 from .lease import Windows
 from .message import Message
 from .reply import BadReply, HeldBack, ReplyTooLarge, fail_status, msg_array, serve_batch
@@ -130,7 +140,8 @@ class GuestConn:
                 next(steps)
                 self._host.poll(0.001)
         except StopIteration as done:
-            return done.value
+            result: int = done.value  # the steps' declared return
+            return result
 
     def _post_steps(self, channel: int, info: int, data: Any,
                     timeout: float | None) -> Generator[tuple[int, float | None], None, int]:
@@ -155,7 +166,8 @@ class GuestConn:
 
         def attempt() -> int | None:
             nonlocal sent
-            rc = lib.hgsmi_conn_send(self._c, channel, info, ptrs + sent, lens + sent, n - sent)
+            rc: int = lib.hgsmi_conn_send(self._c, channel, info, ptrs + sent, lens + sent,
+                                          n - sent)
             if rc > 0:
                 sent += rc
                 return sent if sent == n else None  # None: more, try again now
@@ -240,7 +252,7 @@ class GuestConn:
             self._complete_ready()
         msgs, cap = self._msgs, len(self._msgs)
         for _ in range(_BATCHES_PER_ROUND):
-            n = lib.hgsmi_conn_recv(self._c, msgs, cap)
+            n: int = lib.hgsmi_conn_recv(self._c, msgs, cap)
             if n <= 0:
                 return served
             k = serve_batch(msgs, n, self._base, self, self._host._handlers, self._start_async,
@@ -396,7 +408,8 @@ class Host:
     @property
     def socket_path(self) -> str:
         """The control socket guests connect to."""
-        return ffi.string(lib.hgsmi_host_socket_path(self._h)).decode()
+        path: bytes = ffi.string(lib.hgsmi_host_socket_path(self._h))
+        return path.decode()
 
     def register(self, channel: int, handler: Handler) -> None:
         """Serve ``channel`` with ``handler(msg)``.

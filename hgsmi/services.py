@@ -29,10 +29,11 @@ import logging
 import os
 import struct
 import time
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
-from .errors import Busy
 from ._ratelog import RateLog
+from .errors import Busy
 from .quota import Claim, Quotas
 
 log = logging.getLogger("hgsmi.services")
@@ -86,8 +87,8 @@ class Counters:
 
     @staticmethod
     def as_dict(table: dict[int, list[int]]) -> dict[str, dict[str, int]]:
-        return {str(ch): dict(zip(("msgs_in", "bytes_in", "msgs_out", "bytes_out"), row))
-                for ch, row in sorted(table.items())}
+        names = ("msgs_in", "bytes_in", "msgs_out", "bytes_out")
+        return {str(ch): dict(zip(names, row, strict=True)) for ch, row in sorted(table.items())}
 
 
 class _Stream:

@@ -74,15 +74,18 @@ def query(name: str, rundir: str | None = None, timeout: float = 3.0) -> dict[st
                 raise error(w[3], f"stat: host {name!r} refused")
             (length,) = struct.unpack("<I", _recv_exact(s, 4))
             data = _recv_exact(s, length)
-        except socket.timeout:
+        except TimeoutError:
             raise Timeout(errno.ETIMEDOUT, f"stat: host {name!r} did not answer") from None
     if not data:
         raise HgsmiError(errno.ENODATA, f"host {name!r} publishes no statistics "
                                         "(not run by `hgsmi host`?)")
     try:
-        return json.loads(data)
+        stats = json.loads(data)
     except ValueError:
         raise ProtocolError(errno.EPROTO, f"stat: host {name!r} sent bad JSON") from None
+    if not isinstance(stats, dict):
+        raise ProtocolError(errno.EPROTO, f"stat: host {name!r} sent JSON that is no object")
+    return stats
 
 
 def human(n: float, unit: str = "B") -> str:

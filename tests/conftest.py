@@ -8,6 +8,9 @@ from pathlib import Path
 
 import pytest
 
+# The session fixture that builds the C examples once, for test_c_abi and test_interop.
+from native_examples import c_examples  # noqa: F401
+
 
 def shm_entries(name: str) -> list[str]:
     """What instance ``name`` has in /dev/shm (segments and semaphores)."""

@@ -2,7 +2,7 @@
 prefix, the C examples compiled against it through pkg-config, and the
 processes that run them.  Imports nothing from hgsmi.
 
-A session fixture builds once: ``c_examples`` (import it into a test module).
+A session fixture builds once: ``c_examples`` (conftest.py offers it to every test).
 """
 from __future__ import annotations
 

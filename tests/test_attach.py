@@ -7,9 +7,9 @@ import threading
 import time
 
 import pytest
+from hosts import Pump
 
 import hgsmi
-from hosts import Pump
 
 
 @pytest.mark.timeout(30)

@@ -5,12 +5,11 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
+from hosts import Pump
 
 import hgsmi
-from hosts import Pump
 
 pytestmark = pytest.mark.timeout(60)
 HGSMI = [sys.executable, "-m", "hgsmi"]

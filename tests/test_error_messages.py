@@ -4,12 +4,11 @@ from __future__ import annotations
 import logging
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
+from hosts import Pump
 
 import hgsmi
-from hosts import Pump
 
 HGSMI = [sys.executable, "-m", "hgsmi"]
 

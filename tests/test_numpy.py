@@ -14,9 +14,9 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from hosts import Pump
 
 import hgsmi
-from hosts import Pump
 from hgsmi._native import ffi, lib
 from hgsmi.aio import AsyncGuest, AsyncHost
 

@@ -12,9 +12,9 @@ from __future__ import annotations
 import mmap
 
 import pytest
+from hosts import Pump
 
 import hgsmi
-from hosts import Pump
 from hgsmi._native import ffi
 
 CH = 0x30

@@ -38,9 +38,9 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import memfds, shm_entries
 
 import hgsmi
-from conftest import memfds, shm_entries
 
 sys.path.insert(0, str(Path(__file__).parent / "peers"))
 from footprint import fd_count, mem_kib  # noqa: E402
@@ -698,8 +698,9 @@ def _raw_hello(path: str, payload: bytes, wait: float = 3.0) -> bytes:
                 if not chunk:
                     break
                 data += chunk
-        except socket.timeout:
-            raise AssertionError(f"the host did not answer {payload[:8]!r}... in {wait} s")
+        except TimeoutError:
+            what = f"the host did not answer {payload[:8]!r}... in {wait} s"
+            raise AssertionError(what) from None
         return data
 
 

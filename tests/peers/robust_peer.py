@@ -19,8 +19,9 @@ import json
 import sys
 import time
 
-import hgsmi
 from footprint import fd_count, mem_kib
+
+import hgsmi
 
 CH_ECHO, CH_SLEEP, CH_PUSHED = 0x20, 0x24, 0x23
 
