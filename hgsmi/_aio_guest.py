@@ -15,6 +15,7 @@ from ._aio_loop import LoopDriven, Waiter
 from ._call_error import call_error
 from ._native import ffi, lib
 from ._util import as_buffer, check_channel, check_int
+from ._wire import CC_QUERY_CONF, CH_SETUP
 from .errors import MessageTooLarge, PeerGone, ProtocolError, Timeout, error
 from .guest import Guest, Handler
 from .message import Buffer, Message
@@ -210,7 +211,8 @@ class AsyncGuest(LoopDriven, Guest):
         """Ask the setup channel (QUERY_CONF) for a value."""
         q = ffi.new("struct hgsmi_conf32 *", {"index": index})
         size = ffi.sizeof("struct hgsmi_conf32")
-        reply = await self.call(1, 1, ffi.buffer(q, size), reply_size=size, timeout=5)
+        reply = await self.call(CH_SETUP, CC_QUERY_CONF, ffi.buffer(q, size), reply_size=size,
+                                timeout=5)
         if len(reply) != size:
             raise error(-errno.EPROTO, "query_conf")
         ffi.memmove(q, reply, size)

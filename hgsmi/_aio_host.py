@@ -10,6 +10,7 @@ from typing import Any
 
 from ._aio_loop import LoopDriven, Waiter, in_loop_thread
 from ._native import ffi, lib
+from ._wire import SEGMENT_SIZE_DEFAULT
 from .errors import error
 from .host import GuestConn, Host
 from .message import Message
@@ -47,7 +48,7 @@ class AsyncHost(LoopDriven, Host):
     #: async handlers finish later: a Lease per view, not a Window's slice
     _windowed = False
 
-    def __init__(self, name: str, size: int = 16 << 20, doorbell: str = "eventfd",
+    def __init__(self, name: str, size: int = SEGMENT_SIZE_DEFAULT, doorbell: str = "eventfd",
                  **kwargs: Any) -> None:
         super().__init__(name, size, doorbell, **kwargs)
         self._init_rounds(None)

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import Any, BinaryIO
 
 from . import blob
+from ._wire import CONF_MAX_INFLIGHT, CONF_MAX_MESSAGE
 from .blobstore import ReadsInto, read_full, write_all
 from .errors import Busy, HeapExhausted, HgsmiError, MessageTooLarge, ProtocolError, Timeout
 from .services import (
@@ -29,7 +30,6 @@ from .services import (
 
 Progress = Callable[[int, "int | None"], None]
 
-CONF_MAX_MESSAGE, CONF_MAX_INFLIGHT = 2, 5
 STALL_SECONDS = 30.0  #: no progress for this long: the host is stuck
 
 
@@ -224,7 +224,7 @@ def echo(guest: Any, count: int = 1000, size: int = 64,
     """``count`` round trips of ``size`` bytes on the echo channel; latencies in µs."""
     if count < 1 or size < 0:
         raise ValueError("echo needs count >= 1 and size >= 0")
-    largest = guest.query_conf(2)  # HGSMI_CONF_MAX_MESSAGE: before building the payload
+    largest = guest.query_conf(CONF_MAX_MESSAGE)  # before building the payload
     if size > largest:
         raise MessageTooLarge(errno.EMSGSIZE, f"echo: {size} bytes is more than the host's "
                                               f"largest message, {largest} bytes")

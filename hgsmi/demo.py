@@ -20,6 +20,7 @@ import tempfile
 import time
 from typing import Any, TextIO
 
+from ._wire import CONF_GUEST_HEAP_SIZE, CONF_HOST_HEAP_SIZE, CONF_MAX_MESSAGE
 from .client import BlobClient, echo, load
 from .errors import HgsmiError
 from .guest import Guest
@@ -101,7 +102,8 @@ def run(size: int = 16 << 20, out: TextIO = sys.stdout) -> int:
             f"socket {ready.get('socket')}")
         moved = {"g2h": 0, "h2g": 0}
         with Guest(name, runtime_dir=rundir) as g:
-            gh, hh, mm = (g.query_conf(i) for i in (0, 1, 2))
+            gh, hh, mm = (g.query_conf(i) for i in (CONF_GUEST_HEAP_SIZE, CONF_HOST_HEAP_SIZE,
+                                                    CONF_MAX_MESSAGE))
             say(f"  guest  attached: guest heap {human(gh)}, host heap {human(hh)}, "
                 f"largest message {human(mm)}")
             bc = BlobClient(g)

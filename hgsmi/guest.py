@@ -25,6 +25,7 @@ from ._util import (
     struct_dict,
     timeout_ms,
 )
+from ._wire import BUFFER_HEADER_SIZE
 from .errors import HostNotFound, MessageTooLarge, PeerGone, Timeout, check, error
 from .heap import with_fragmentation
 from .lease import Lease, Windows
@@ -44,8 +45,6 @@ log = logging.getLogger("hgsmi.guest")
 Handler = Callable[[Message], Any]
 #: what the core returns while the heap (ENOMEM) or the ring (EAGAIN) is full
 _NO_ROOM = (-errno.ENOMEM, -errno.EAGAIN)
-
-_SETUP, _QUERY_CONF = 1, 1
 
 
 class Guest:
@@ -486,7 +485,7 @@ class Guest:
             self._free_buffer(buf)
 
     def _take_back(self, buf: Buffer) -> None:
-        buf._lease = Lease(self._base + buf.offset + 16, buf.size)
+        buf._lease = Lease(self._base + buf.offset + BUFFER_HEADER_SIZE, buf.size)
         buf.state = "filling"
 
     def _complete(self, buf: Buffer, m: Any) -> None:

@@ -33,12 +33,18 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from ._ratelog import RateLog
+
+# The service channels, re-exported: blobstore, client, daemon and tests take them from here.
+from ._wire import (
+    CH_BLOB as CH_BLOB,
+    CH_ECHO as CH_ECHO,
+    CH_SETUP as CH_SETUP,
+    CH_SINK as CH_SINK,
+)
 from .errors import Busy
 from .quota import Claim, Quotas
 
 log = logging.getLogger("hgsmi.services")
-
-CH_SETUP, CH_ECHO, CH_SINK, CH_BLOB = 1, 2, 3, 4
 
 SINK_DATA, SINK_SOURCE, SINK_END = 0, 1, 2
 SOURCE_REQ = struct.Struct("<dI")
