@@ -20,11 +20,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from peers.footprint import fd_count, mem_kib
-from test_robustness import Pump, readline, reap
 
 import hgsmi
 import hgsmi.aio
+
+from support.footprint import fd_count, mem_kib
+from support.processes import readline, reap
+from support.pump import Pump
 
 ROOT = Path(__file__).parent.parent
 FLOOD = Path(__file__).parent / "peers" / "admission_flood.py"

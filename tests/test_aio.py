@@ -18,10 +18,11 @@ import time
 from pathlib import Path
 
 import pytest
-from hosts import stop_host
 
 import hgsmi
 from hgsmi.aio import AsyncGuest, AsyncHost
+
+from support.processes import stop_host
 
 ROOT = Path(__file__).parent.parent
 BACKENDS = ["eventfd", "semaphore"]

@@ -7,9 +7,10 @@ import threading
 import time
 
 import pytest
-from hosts import Pump
 
 import hgsmi
+
+from support.pump import Pump
 
 
 @pytest.mark.timeout(30)

@@ -9,14 +9,11 @@ from __future__ import annotations
 import os
 import re
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
-sys.path.insert(0, str(Path(__file__).parent / "peers"))
-from native_examples import CC, EXAMPLE_CFLAGS, NATIVE, run, start, stop, summary  # noqa: E402
+from support.native_examples import CC, EXAMPLE_CFLAGS, NATIVE, run, start, stop, summary
 
 pytestmark = pytest.mark.multiprocess
 BACKENDS = ["eventfd", "semaphore"]

@@ -7,9 +7,10 @@ import subprocess
 import sys
 
 import pytest
-from hosts import Pump
 
 import hgsmi
+
+from support.pump import Pump
 
 pytestmark = pytest.mark.timeout(60)
 HGSMI = [sys.executable, "-m", "hgsmi"]

@@ -6,9 +6,10 @@ import subprocess
 import sys
 
 import pytest
-from hosts import Pump
 
 import hgsmi
+
+from support.pump import Pump
 
 HGSMI = [sys.executable, "-m", "hgsmi"]
 

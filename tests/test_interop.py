@@ -22,7 +22,6 @@ import pytest
 
 import hgsmi
 
-sys.path.insert(0, str(Path(__file__).parent))
 sys.path.insert(0, str(Path(__file__).parent / "peers"))
 from example_proto import (  # noqa: E402
     CALL_SEED,
@@ -39,7 +38,8 @@ from example_proto import (  # noqa: E402
     push_plan,
     push_request,
 )
-from native_examples import start, stop, summary  # noqa: E402
+
+from support.native_examples import start, stop, summary  # noqa: E402
 
 pytestmark = pytest.mark.multiprocess
 N = 1000

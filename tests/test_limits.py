@@ -22,11 +22,14 @@ import time
 from pathlib import Path
 
 import pytest
-from test_robustness import Pump, fd_count, readline, reap
 
 import hgsmi
 from hgsmi._native import ffi, lib
 from hgsmi.stat import socket_path
+
+from support.footprint import fd_count
+from support.processes import readline, reap
+from support.pump import Pump
 
 ROOT = Path(__file__).parent.parent
 FLOOD = Path(__file__).parent / "peers" / "doorbell_flood.py"

@@ -14,11 +14,12 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from hosts import Pump
 
 import hgsmi
 from hgsmi._native import ffi, lib
 from hgsmi.aio import AsyncGuest, AsyncHost
+
+from support.pump import Pump
 
 np = pytest.importorskip("numpy")
 

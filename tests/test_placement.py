@@ -12,10 +12,11 @@ from __future__ import annotations
 import mmap
 
 import pytest
-from hosts import Pump
 
 import hgsmi
 from hgsmi._native import ffi
+
+from support.pump import Pump
 
 CH = 0x30
 PAGE = 4096

@@ -14,9 +14,11 @@ import time
 from pathlib import Path
 
 import pytest
-from hosts import Pump, stop_host
 
 import hgsmi
+
+from support.processes import stop_host
+from support.pump import Pump
 
 sys.path.insert(0, str(Path(__file__).parent / "peers"))
 from messages import stream  # noqa: E402
