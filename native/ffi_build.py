@@ -74,6 +74,13 @@ def map_symbols(text):
     return names
 
 
+def map_nodes(text):
+    """``(major, minor)`` of every ``HGSMI_<major>.<minor>`` node a linker
+    version script defines, in order (a suffix after the minor is allowed)."""
+    return [(int(a), int(b)) for a, b in
+            re.findall(r"\bHGSMI_(\d+)\.(\d+)\w*\s*\{", strip_c_comments(text))]
+
+
 def header_version(text):
     """``"major.minor.patch"`` from the HGSMI_VERSION_* macros of hgsmi.h."""
     parts = []

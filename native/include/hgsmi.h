@@ -33,8 +33,9 @@
 extern "C" {
 #endif
 
+/* major.minor names the newest node of hgsmi.map (tests/test_ffi_build.py). */
 #define HGSMI_VERSION_MAJOR 0
-#define HGSMI_VERSION_MINOR 1
+#define HGSMI_VERSION_MINOR 5
 #define HGSMI_VERSION_PATCH 0
 
 #ifndef HGSMI_API
