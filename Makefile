@@ -11,7 +11,8 @@
 #   make deps       .venv with hgsmi installed editable + test extras
 #   make ext        rebuild hgsmi/_native*.so after native/ changes
 #   make lib        native/build/libhgsmi.{so*,a}          (native/Makefile)
-#   make test       test-c + fuzz-smoke + test-py + test-asan-py
+#   make test       lint + test-c + fuzz-smoke + test-py + test-asan-py
+#   make lint       ruff over the tree, mypy --strict over hgsmi/ (pyproject.toml)
 #   make test-c     native C tests: plain, asan, tsan
 #   make test-vm    a QEMU VM as a guest (ivshmem); installs QEMU, a kernel and
 #                   busybox-static with apt-get if missing; not part of `test`
@@ -49,7 +50,7 @@ EXT_STAMP := build/.hgsmi-ext
 EXT_INPUTS := $(wildcard native/src/*.c native/src/*.h native/include/*.h \
 			 native/include/*/*.h) native/hgsmi.cdef native/ffi_build.py
 
-.PHONY: FORCE all deps ext lib test test-c test-py test-asan-py asan tsan fuzz \
+.PHONY: FORCE all deps ext lib lint test test-c test-py test-asan-py asan tsan fuzz \
 	fuzz-smoke demo bench install uninstall clean distclean test-vm
 
 all: ext lib
@@ -108,7 +109,13 @@ ext: $(EXT_STAMP)
 lib:
 	@$(MAKE) --no-print-directory -C native lib
 
+# A few seconds: first, so that a style or type slip fails before the long runs.
+lint: $(DEPS_STAMP)
+	$(VPY) -m ruff check .
+	$(VPY) -m mypy --strict hgsmi
+
 test: ext lib
+	@$(MAKE) --no-print-directory lint
 	@$(MAKE) --no-print-directory test-c
 	@$(MAKE) --no-print-directory fuzz-smoke
 	@$(MAKE) --no-print-directory test-py

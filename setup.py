@@ -28,7 +28,7 @@ def read_version():
     with open(os.path.join(HERE, "native", "include", "hgsmi.h"),
               encoding="utf-8") as f:
         text = f.read()
-    parts = [re.search(r"^#define\s+HGSMI_VERSION_%s\s+(\d+)" % p, text, re.M)
+    parts = [re.search(rf"^#define\s+HGSMI_VERSION_{p}\s+(\d+)", text, re.M)
              for p in ("MAJOR", "MINOR", "PATCH")]
     if not all(parts):
         raise RuntimeError("no HGSMI_VERSION_* in native/include/hgsmi.h")
@@ -49,7 +49,7 @@ setup(
     long_description_content_type="text/markdown",
     license="MIT",
     license_files=["LICENSE"],
-    python_requires=">=%d.%d" % PYTHON_MIN,
+    python_requires=">={}.{}".format(*PYTHON_MIN),
     packages=["hgsmi"],
     package_data={"hgsmi": ["py.typed", "*.pyi"]},
     cffi_modules=["native/ffi_build.py:ffibuilder"],
@@ -57,7 +57,7 @@ setup(
         "cffi>=1.16",
     ],
     extras_require={
-        "test": ["pytest", "pytest-timeout", "hypothesis", "numpy", "mypy",
+        "test": ["pytest", "pytest-timeout", "hypothesis", "numpy", "mypy", "ruff",
                  "iceoryx2", "faster-fifo", "pyzmq"],  # the bench peers, tested
         # the peers hgsmi bench compares with; each is left out if missing
         "bench": ["pytest-benchmark", "matplotlib", "iceoryx2", "faster-fifo", "pyzmq"],
@@ -67,7 +67,7 @@ setup(
         "console_scripts": ["hgsmi = hgsmi.cli:main"],
     },
     zip_safe=False,
-    options={"bdist_wheel": {"py_limited_api": "cp%d%d" % PYTHON_MIN}},
+    options={"bdist_wheel": {"py_limited_api": "cp{}{}".format(*PYTHON_MIN)}},
     classifiers=[
         "Programming Language :: Python :: 3",
         "Programming Language :: Python :: 3 :: Only",

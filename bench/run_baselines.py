@@ -24,12 +24,13 @@ import argparse
 import os
 import sys
 import time
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from hgsmi.bench import SIZES, human_size, percentile, placement  # noqa: E402
 from transports import DIRECTIONS, Transport, baselines  # noqa: E402
+
+from hgsmi.bench import SIZES, human_size, percentile, placement  # noqa: E402
 
 
 def measure(t: Transport, args: argparse.Namespace) -> dict[str, object]:
@@ -49,7 +50,7 @@ def measure(t: Transport, args: argparse.Namespace) -> dict[str, object]:
     return row
 
 
-def rate(cell: object) -> Optional[tuple[float, float]]:
+def rate(cell: object) -> tuple[float, float] | None:
     """(MB/s, msgs/s) of a stream cell, or None if it failed."""
     if isinstance(cell, dict) and cell["seconds"] > 0:
         return cell["bytes"] / cell["seconds"] / 1e6, cell["msgs"] / cell["seconds"]
@@ -87,7 +88,7 @@ def print_tables(rows: dict[str, dict[str, object]], args: argparse.Namespace) -
         print(name.ljust(width) + "".join(c.rjust(22) for c in cells))
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--seconds", type=float, default=0.5, help="per stream (default 0.5)")
     ap.add_argument("--sizes", type=int, nargs="+", default=list(SIZES))

@@ -26,7 +26,7 @@ import statistics
 import subprocess
 import sys
 import time
-from typing import Iterator
+from collections.abc import Iterator
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
@@ -99,7 +99,8 @@ def main() -> int:
     if args.json:
         print(json.dumps(res, indent=1))
         return 0
-    print(f"spin_us default {DEFAULT}, {ncpu} CPUs, load average before {res['loadavg_before']:.2f}")
+    print(f"spin_us default {DEFAULT}, {ncpu} CPUs, "
+          f"load average before {res['loadavg_before']:.2f}")
     for part, target in (("idle", "p50 <= 5 µs"), ("loaded", "ratio <= 1.2")):
         r = res.get(part)
         if isinstance(r, dict):

@@ -1,4 +1,6 @@
-import os, hgsmi
+import os
+
+import hgsmi
 
 host = hgsmi.Host("hello")                               # owns the VRAM segments and the socket
 host.register(0x10, lambda msg: bytes(msg.data).upper())  # a channel handler (a "driver")

@@ -7,10 +7,31 @@ cross.  See README.md.
 import logging as _logging
 
 from ._native import ffi as _ffi, lib as _lib
-from .errors import (AccessDenied, BufferReleased, Busy, ChannelNotRegistered, ChecksumError,
-                     HeapExhausted, HgsmiError, HostNotFound, MessageTooLarge, NameInUse,
-                     PeerGone, ProtocolError, RemoteError, RingFull, Timeout)
-from .errors import HostFull, Refused, TooManyGuests, TooManyPending
+
+# The built-in channels (docs/design.md §6), the first channel that is the user's,
+# and a limit's value for "no limit" (``Host(max_doorbells_per_s=UNLIMITED)``).
+from ._wire import CH_BLOB, CH_ECHO, CH_SETUP, CH_SINK, CH_USER_FIRST, UNLIMITED
+from .errors import (
+    AccessDenied,
+    BufferReleased,
+    Busy,
+    ChannelNotRegistered,
+    ChecksumError,
+    HeapExhausted,
+    HgsmiError,
+    HostFull,
+    HostNotFound,
+    MessageTooLarge,
+    NameInUse,
+    PeerGone,
+    ProtocolError,
+    Refused,
+    RemoteError,
+    RingFull,
+    Timeout,
+    TooManyGuests,
+    TooManyPending,
+)
 from .guest import Guest
 from .heap import Heap
 from .host import GuestConn, Host
@@ -21,13 +42,10 @@ __version__ = _ffi.string(_lib.hgsmi_version()).decode()
 # A library logs to "hgsmi.*" and leaves where it goes to the application.
 _logging.getLogger("hgsmi").addHandler(_logging.NullHandler())
 
-#: built-in channel numbers (docs/design.md §6)
-CH_SETUP, CH_ECHO, CH_SINK, CH_BLOB = 1, 2, 3, 4
-CH_USER_FIRST = 0x10
-
 __all__ = [
     "AccessDenied", "Buffer", "BufferReleased", "Busy", "ChannelNotRegistered", "ChecksumError",
     "Guest", "GuestConn", "Heap", "HeapExhausted", "HgsmiError", "Host", "HostNotFound",
     "Message", "MessageTooLarge", "NameInUse", "PeerGone", "ProtocolError", "RemoteError",
-    "RingFull", "Timeout", "Refused", "HostFull", "TooManyGuests", "TooManyPending", "CH_SETUP", "CH_ECHO", "CH_SINK", "CH_BLOB", "CH_USER_FIRST",
+    "RingFull", "Timeout", "Refused", "HostFull", "TooManyGuests", "TooManyPending",
+    "CH_SETUP", "CH_ECHO", "CH_SINK", "CH_BLOB", "CH_USER_FIRST", "UNLIMITED",
 ]

@@ -5,10 +5,12 @@ import asyncio
 import logging
 import signal
 import threading
-from typing import Any, Generator, Iterable
+from collections.abc import Generator, Iterable
+from typing import Any
 
 from ._aio_loop import LoopDriven, Waiter, in_loop_thread
 from ._native import ffi, lib
+from ._wire import SEGMENT_SIZE_DEFAULT
 from .errors import error
 from .host import GuestConn, Host
 from .message import Message
@@ -27,7 +29,7 @@ class _ConnState:
     __slots__ = ("tasks", "live", "done", "held")
 
     def __init__(self, held: HeldBack) -> None:
-        self.tasks: set[asyncio.Task] = set()
+        self.tasks: set[asyncio.Task[Any]] = set()
         self.live: dict[int, Message] = {}  # async handlers running, by offset
         self.done: list[Any] = []  # served later (async, held), to complete together
         self.held = held  # the conn's: served, a view still exported
@@ -46,14 +48,14 @@ class AsyncHost(LoopDriven, Host):
     #: async handlers finish later: a Lease per view, not a Window's slice
     _windowed = False
 
-    def __init__(self, name: str, size: int = 16 << 20, doorbell: str = "eventfd",
+    def __init__(self, name: str, size: int = SEGMENT_SIZE_DEFAULT, doorbell: str = "eventfd",
                  **kwargs: Any) -> None:
         super().__init__(name, size, doorbell, **kwargs)
         self._init_rounds(None)
         self._waiter: Waiter | None = None
         self._state: dict[int, _ConnState] = {}
         self._flush_pending = False
-        self._stopped: asyncio.Future | None = None
+        self._stopped: asyncio.Future[None] | None = None
         self._done_conns: list[tuple[GuestConn, _ConnState]] = []
 
     # -- serving ----------------------------------------------------------------
@@ -75,8 +77,9 @@ class AsyncHost(LoopDriven, Host):
         """Serve until :meth:`stop` (or SIGTERM/SIGINT, in the main thread)."""
         self.start()
         loop = self._loop
-        if self._stopped.done():  # as Host.serve: an earlier stop() does not count
-            self._stopped = loop.create_future()
+        stopped = self._stopped
+        if stopped is None or stopped.done():  # as Host.serve: an earlier stop() does not count
+            stopped = self._stopped = loop.create_future()
         handled = []
         if signals and threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGTERM, signal.SIGINT):
@@ -86,7 +89,7 @@ class AsyncHost(LoopDriven, Host):
                 except (NotImplementedError, RuntimeError):
                     pass
         try:
-            await asyncio.shield(self._stopped)
+            await asyncio.shield(stopped)
         finally:
             for sig in handled:
                 loop.remove_signal_handler(sig)
@@ -153,7 +156,8 @@ class AsyncHost(LoopDriven, Host):
                 _, left = next(steps)
                 await self._next_round(_POST_RETRY if left is None else min(left, _POST_RETRY))
         except StopIteration as done:
-            return done.value
+            posted: int = done.value  # the steps return the count
+            return posted
 
     async def aclose(self) -> None:
         """Cancel the running handlers (and wait for them), then close."""
@@ -169,8 +173,9 @@ class AsyncHost(LoopDriven, Host):
         """Disconnect every guest, remove segments and socket.  Idempotent."""
         if getattr(self, "_h", None) is None:
             return
-        if getattr(self, "_waiter", None) is not None:
-            self._waiter.stop()
+        waiter = getattr(self, "_waiter", None)  # None: __init__ failed early
+        if waiter is not None:
+            waiter.stop()
             self._waiter = None
         if getattr(self, "_held_timer", None) is not None:
             self._stop_rounds()
@@ -261,7 +266,7 @@ class AsyncHost(LoopDriven, Host):
         task.add_done_callback(lambda t: self._handler_done(t, conn, st, mc, msg))
         return False
 
-    def _handler_done(self, task: asyncio.Task, conn: GuestConn, st: _ConnState,
+    def _handler_done(self, task: asyncio.Task[Any], conn: GuestConn, st: _ConnState,
                       mc: Any, msg: Message) -> None:
         st.tasks.discard(task)
         if st.live.pop(mc.offset, None) is None:  # closed meanwhile

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from typing import Callable
+from collections.abc import Callable
 
 #: how long a semaphore waiter thread sleeps between looks at its stop flag
 WAITER_SLICE_MS = 200
@@ -57,7 +57,7 @@ class LoopDriven:
         self._loop = loop  # type: ignore[assignment]
         self._round_pending = False
         self._held_timer: asyncio.TimerHandle | None = None
-        self._room: list[asyncio.Future] = []  # coroutines waiting for the next round
+        self._room: list[asyncio.Future[None]] = []  # coroutines waiting for the next round
 
     def _round(self) -> None:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -98,7 +98,7 @@ class LoopDriven:
         self._room.append(f)
         try:
             await asyncio.wait_for(f, timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             pass
 
 

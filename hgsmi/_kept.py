@@ -12,7 +12,8 @@ wrote, and nothing faults.
 from __future__ import annotations
 
 import threading
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from ._native import lib
 

@@ -4,12 +4,12 @@ from __future__ import annotations
 import math
 import os
 import re
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 from ._native import ffi, lib
+from ._wire import BACKENDS, NUMBER_OF_CHANNELS, SEGMENTS
 from .stat import socket_path
-
-_BACKENDS = {"eventfd": 1, "semaphore": 2}
 
 
 def timeout_ms(timeout: float | None) -> int:
@@ -24,29 +24,26 @@ def timeout_ms(timeout: float | None) -> int:
 def backend_id(doorbell: str) -> int:
     """The C constant for a doorbell backend name."""
     try:
-        return _BACKENDS[doorbell]
+        return BACKENDS[doorbell]
     except KeyError:
-        raise ValueError(f"doorbell must be one of {sorted(_BACKENDS)}, not {doorbell!r}") from None
-
-
-_SEGMENTS = {"memfd": 1, "posix": 2}  # HGSMI_SEGMENT_*
+        raise ValueError(f"doorbell must be one of {sorted(BACKENDS)}, not {doorbell!r}") from None
 
 
 def segment_id(segment: str) -> int:
     """The C constant for a segment kind: ``"memfd"`` or ``"posix"``; else ValueError."""
     try:
-        return _SEGMENTS[segment]
+        return SEGMENTS[segment]
     except (KeyError, TypeError):
-        raise ValueError(f"segment must be one of {sorted(_SEGMENTS)}, not {segment!r}") from None
+        raise ValueError(f"segment must be one of {sorted(SEGMENTS)}, not {segment!r}") from None
 
 
 def backend_name(backend: int) -> str:
-    return {v: k for k, v in _BACKENDS.items()}.get(backend, str(backend))
+    return {v: k for k, v in BACKENDS.items()}.get(backend, str(backend))
 
 
 def check_channel(channel: int, info: int = 0) -> None:
     """Reject a channel or info that does not fit the wire format."""
-    check_int("channel", channel, 1, 255)
+    check_int("channel", channel, 1, NUMBER_OF_CHANNELS - 1)
     check_int("info", info, 0, 0xFFFF)
 
 

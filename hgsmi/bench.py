@@ -20,6 +20,7 @@ JSON object on stdout.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 import os
@@ -27,7 +28,8 @@ import platform
 import statistics
 import sys
 import time
-from typing import Any, Callable, Optional, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from . import busy
 
@@ -88,7 +90,7 @@ def percentile(samples: Sequence[float], q: float) -> float:
     return ordered[max(0, math.ceil(q / 100 * len(ordered)) - 1)]
 
 
-def placement(pin: str) -> Optional[tuple[int, int]]:
+def placement(pin: str) -> tuple[int, int] | None:
     """The (host, guest) CPUs for a --pin choice: "split" puts them on two
     CPUs (one, if only one is available), "same" on one, "none" unpinned."""
     cpus = sorted(os.sched_getaffinity(0))
@@ -140,7 +142,7 @@ def _repeat(n: int, fn: Callable[[], Any], what: str,
 
 
 def rate_row(res: list[Any], transport: str, workload: str, size: int,
-             **extra: Any) -> Optional[dict[str, Any]]:
+             **extra: Any) -> dict[str, Any] | None:
     """The row of the median msgs/s (and MB/s) of stream results; None if none ran."""
     res = [r for r in res if r["seconds"] > 0 and r["msgs"] > 0]
     if not res:
@@ -152,7 +154,7 @@ def rate_row(res: list[Any], transport: str, workload: str, size: int,
 
 
 def stream_row(t: Any, workload: str, size: int, args: argparse.Namespace,
-               runs: int) -> Optional[dict[str, Any]]:
+               runs: int) -> dict[str, Any] | None:
     direction = workload[:3]
     res = _repeat(runs, lambda: t.stream(direction, size, seconds=args.seconds,
                                          cpus=args.cpus, timeout=60),
@@ -161,7 +163,7 @@ def stream_row(t: Any, workload: str, size: int, args: argparse.Namespace,
 
 
 def rtt_row(t: Any, workload: str, args: argparse.Namespace,
-            runs: int) -> Optional[dict[str, Any]]:
+            runs: int) -> dict[str, Any] | None:
     res = _repeat(runs, lambda: t.rtt(64, args.rtt_count, cpus=args.cpus, timeout=60),
                   f"{t.name} {workload}", args)
     if not res:
@@ -172,7 +174,7 @@ def rtt_row(t: Any, workload: str, args: argparse.Namespace,
             "runs": len(res)}
 
 
-def concurrent_row(t: Any, args: argparse.Namespace) -> Optional[dict[str, Any]]:
+def concurrent_row(t: Any, args: argparse.Namespace) -> dict[str, Any] | None:
     """hgsmi-async with ASYNC_INFLIGHT coroutines calling at once (64 B echo)."""
     res = _repeat(args.runs, lambda: t.concurrent(64, ASYNC_INFLIGHT, seconds=args.seconds,
                                                   cpus=args.cpus, timeout=60),
@@ -200,7 +202,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     rows: list[dict[str, Any]] = []
     t_start = args.t_start = time.monotonic()
 
-    def add(row: Optional[dict[str, Any]], **extra: Any) -> None:
+    def add(row: dict[str, Any] | None, **extra: Any) -> None:
         if row is not None:
             row.update(extra)
             rows.append(row)
@@ -264,7 +266,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     for name in ("hgsmi-copy", "hgsmi-batch"):
         t = ht.hgsmi_transports(0)[["hgsmi-copy", "hgsmi-zerocopy", "hgsmi-batch"].index(name)]
         t.segment = 8 << 20
-        res = _repeat(args.runs, lambda: t.guests_n(8, 65536, seconds=args.seconds),
+        res = _repeat(args.runs, functools.partial(t.guests_n, 8, 65536, seconds=args.seconds),
                       f"guests-8 {name}", args)
         add(rate_row(res, name, "guests-8", 65536, spin_us=0))
     add_ratios(rows)
@@ -359,7 +361,7 @@ def plot(result: dict[str, Any], path: str) -> None:
     except ImportError:
         raise BenchError("--plot needs matplotlib: pip install -e '.[bench]'") from None
     fig, axes = plt.subplots(1, 2, figsize=(13, 5), sharey=True)
-    for ax, wl in zip(axes, STREAMS):
+    for ax, wl in zip(axes, STREAMS, strict=True):
         by: dict[str, list[tuple[int, float]]] = {}
         for r in result["results"]:
             if r["workload"] == wl and r.get("mb_per_s"):
@@ -382,7 +384,7 @@ def plot(result: dict[str, Any], path: str) -> None:
     fig.savefig(path, dpi=110)
 
 
-def build_parser(parser: Optional[argparse.ArgumentParser] = None) -> argparse.ArgumentParser:
+def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
     p = parser or argparse.ArgumentParser(prog="hgsmi bench", description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="short runs: under 2 minutes")
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
@@ -398,8 +400,8 @@ def build_parser(parser: Optional[argparse.ArgumentParser] = None) -> argparse.A
     return p
 
 
-def main(argv: Optional[Sequence[str]] = None,
-         args: Optional[argparse.Namespace] = None) -> int:
+def main(argv: Sequence[str] | None = None,
+         args: argparse.Namespace | None = None) -> int:
     if args is None:
         args = build_parser().parse_args(argv)
     args.runs = max(3, args.runs)

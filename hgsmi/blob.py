@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import errno
 import struct
+from typing import Any
 
 from .errors import Busy, HgsmiError
 
@@ -115,7 +116,7 @@ def reply(fmt: struct.Struct, *fields: object, message: str = "") -> bytes:
     return fmt.pack(*fields) + message.encode("utf-8", "replace")[:REPLY_MAX - fmt.size]
 
 
-def parse(fmt: struct.Struct, data: bytes) -> tuple:
+def parse(fmt: struct.Struct, data: bytes) -> tuple[Any, ...]:
     """Split a reply or FEND into its fields and message; raise on a bad length."""
     if len(data) < fmt.size:
         raise BlobError(errno.EPROTO, f"blob reply of {len(data)} bytes, need {fmt.size}")

@@ -10,14 +10,16 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import io
 import logging
 import os
 import stat
-from typing import Any, BinaryIO, Iterator
+from collections.abc import Iterator
+from typing import Any, BinaryIO, Protocol
 
 from . import blob
-from .errors import Busy, HgsmiError
 from ._ratelog import RateLog
+from .errors import Busy, HgsmiError
 from .quota import Claim, Quotas
 from .services import CH_BLOB, Streams
 
@@ -51,7 +53,13 @@ def write_all(f: BinaryIO, view: memoryview) -> None:
         view = view[n:]
 
 
-def read_full(f: BinaryIO, view: memoryview) -> int:
+class ReadsInto(Protocol):
+    """A binary file read with ``readinto``: ``open(path, "rb")``, ``io.BytesIO``..."""
+
+    def readinto(self, buffer: memoryview, /) -> int | None: ...
+
+
+def read_full(f: ReadsInto, view: memoryview) -> int:
     """Fill ``view`` from ``f`` until it is full or the file ends; bytes read."""
     got = 0
     while got < len(view):
@@ -152,7 +160,7 @@ class BlobStore:
         try:
             up = self._upload(tid, msg.peer.id)
         except HgsmiError as e:
-            return blob.reply(blob.END_REP, e.errno, 0, b"", message=e.strerror)
+            return blob.reply(blob.END_REP, e.errno, 0, b"", message=e.strerror or "")
         del self._uploads[tid]
         mine = up.sha.digest()
         status, why = 0, ""
@@ -239,7 +247,7 @@ class BlobStore:
                            f"fetch of {name}", claim)
         return blob.reply(blob.FETCH_REP, 0, tid, st.st_size)
 
-    def _send(self, f: BinaryIO, tid: int, chunk: int, name: str,
+    def _send(self, f: io.FileIO, tid: int, chunk: int, name: str,
               guest: int) -> Iterator[tuple[int, int, Any]]:
         # The read buffer (counted in the guest's max_buffered) is made when the
         # stream first runs, and a file is read a chunk at a time, never whole.

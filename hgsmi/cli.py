@@ -7,13 +7,16 @@ from __future__ import annotations
 
 import argparse
 import errno
+import importlib
 import json
 import logging
 import os
 import shutil
 import sys
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from types import ModuleType
+from typing import Any
 
 from . import config as config_mod
 
@@ -82,10 +85,13 @@ def _positive_float(text: str) -> float:
     return v
 
 
+_NAME_HELP = "instance name, 1 to 64 of A-Z a-z 0-9 _ . - (default: $HGSMI_NAME or 'hgsmi')"
+
+
 def _add_common(p: argparse.ArgumentParser, again: bool = False) -> None:
     # again: the workload's own copy, so `guest send --name X` works too
-    kw = {"default": argparse.SUPPRESS} if again else {}
-    p.add_argument("--name", help="instance name, 1 to 64 of A-Z a-z 0-9 _ . - (default: $HGSMI_NAME or 'hgsmi')", **kw)
+    kw: dict[str, Any] = {"default": argparse.SUPPRESS} if again else {}
+    p.add_argument("--name", help=_NAME_HELP, **kw)
     p.add_argument("--runtime-dir", metavar="DIR",
                    help="socket directory (default: $HGSMI_RUNTIME_DIR, "
                         "$XDG_RUNTIME_DIR/hgsmi or /tmp/hgsmi-<uid>)", **kw)
@@ -235,7 +241,7 @@ def build_parser() -> argparse.ArgumentParser:
                          ("rm", "remove blobs by name")):
         q = bsub.add_parser(action, help=text, description=text.capitalize() + ".",
                             formatter_class=_Help)
-        q.add_argument("--name", help="instance name, 1 to 64 of A-Z a-z 0-9 _ . - (default: $HGSMI_NAME or 'hgsmi')")
+        q.add_argument("--name", help=_NAME_HELP)
         q.add_argument("--store", metavar="DIR",
                        help="store directory (default: $XDG_DATA_HOME/hgsmi/NAME)")
         _add_log_level(q, again=True)
@@ -253,8 +259,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_log_level(p)
     p.set_defaults(func=cmd_demo)
 
+    bench: ModuleType | None
     try:
-        from . import bench
+        bench = importlib.import_module(".bench", __package__)
     except ImportError:  # not there yet: say where the benchmarks are
         bench = None
     if bench is not None and hasattr(bench, "build_parser"):

@@ -9,18 +9,27 @@ import errno
 import hashlib
 import time
 import weakref
-from typing import Any, BinaryIO, Callable
+from collections.abc import Callable
+from typing import Any, BinaryIO
 
 from . import blob
-from .blobstore import read_full, write_all
-from .errors import (Busy, HeapExhausted, HgsmiError, MessageTooLarge, ProtocolError,
-                     Timeout)
-from .services import (CH_BLOB, CH_ECHO, CH_SINK, SINK_DATA, SINK_END, SINK_SOURCE,
-                       SOURCE_END, SOURCE_REQ, STATUS)
+from ._wire import CONF_MAX_INFLIGHT, CONF_MAX_MESSAGE
+from .blobstore import ReadsInto, read_full, write_all
+from .errors import Busy, HeapExhausted, HgsmiError, MessageTooLarge, ProtocolError, Timeout
+from .services import (
+    CH_BLOB,
+    CH_ECHO,
+    CH_SINK,
+    SINK_DATA,
+    SINK_END,
+    SINK_SOURCE,
+    SOURCE_END,
+    SOURCE_REQ,
+    STATUS,
+)
 
 Progress = Callable[[int, "int | None"], None]
 
-CONF_MAX_MESSAGE, CONF_MAX_INFLIGHT = 2, 5
 STALL_SECONDS = 30.0  #: no progress for this long: the host is stuck
 
 
@@ -50,7 +59,7 @@ class BlobClient:
         self._fetches: dict[int, _Fetch] = {}
         guest.register(CH_BLOB, self._on_host)
 
-    def send(self, src: BinaryIO, name: str, size: int | None = None,
+    def send(self, src: ReadsInto, name: str, size: int | None = None,
              progress: Progress | None = None) -> dict[str, Any]:
         """Stream ``src`` (a raw binary file) to the blob ``name``; verified.
 
@@ -116,7 +125,7 @@ class BlobClient:
         return {"name": name, "bytes": sent, "sha256": sha.hexdigest(),
                 "seconds": time.perf_counter() - t0}
 
-    def _fill(self, buf: Any, src: BinaryIO, tid: int, offset: int, sha: Any) -> int:
+    def _fill(self, buf: Any, src: ReadsInto, tid: int, offset: int, sha: Any) -> int:
         hdr = blob.CHUNK_HDR.size
         view = buf.data
         with view[hdr:] as body:
@@ -215,7 +224,7 @@ def echo(guest: Any, count: int = 1000, size: int = 64,
     """``count`` round trips of ``size`` bytes on the echo channel; latencies in µs."""
     if count < 1 or size < 0:
         raise ValueError("echo needs count >= 1 and size >= 0")
-    largest = guest.query_conf(2)  # HGSMI_CONF_MAX_MESSAGE: before building the payload
+    largest = guest.query_conf(CONF_MAX_MESSAGE)  # before building the payload
     if size > largest:
         raise MessageTooLarge(errno.EMSGSIZE, f"echo: {size} bytes is more than the host's "
                                               f"largest message, {largest} bytes")
@@ -257,7 +266,7 @@ class _SinkCounter:
             self.bytes += len(msg.data)
 
 
-_SINK_COUNTERS: "weakref.WeakKeyDictionary[Any, _SinkCounter]" = weakref.WeakKeyDictionary()
+_SINK_COUNTERS: weakref.WeakKeyDictionary[Any, _SinkCounter] = weakref.WeakKeyDictionary()
 
 
 def load(guest: Any, seconds: float = 3.0, size: int = 64 << 10, direction: str = "both",

@@ -18,7 +18,7 @@ A config file (every key optional)::
     spin_us = 50                   # cap of the adaptive spin before sleeping (µs); 0: never
     guest_heap_percent = 50        # share of each segment's heaps for the guest
     max_message = 0                # bytes of data in one guest buffer; 0: what the heap holds
-    max_doorbells_per_s = 100000   # per guest; 0: unlimited
+    max_doorbells_per_s = 100000   # per guest; 0: this default; "unlimited": no limit
     max_pending_per_pid = 8        # handshakes under way from one process
     max_guests_per_pid = 0         # guests attached from one process; 0: max(16, max_guests/4)
     # What the built-in services hold at most for one guest (0: no limit);
@@ -47,14 +47,14 @@ import re
 import tomllib
 from typing import Any
 
+from . import _wire
 from ._util import check_name as _check_name
 from .quota import ServiceLimits
 
 DEFAULT_NAME = "hgsmi"
-DEFAULT_SIZE = 16 << 20
-DEFAULT_SPIN_US = 50  # = HGSMI_SPIN_US_DEFAULT in hgsmi.h (tests/test_spin.py checks)
-DOORBELLS = ("eventfd", "semaphore")
-SEGMENTS = ("memfd", "posix")
+DEFAULT_SIZE = _wire.SEGMENT_SIZE_DEFAULT
+DOORBELLS = tuple(_wire.BACKENDS)
+SEGMENTS = tuple(_wire.SEGMENTS)
 
 _SIZE_RE = re.compile(r"\s*(\d+)\s*([kKmMgG]?)(i?[bB])?\s*\Z")
 _UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
@@ -80,14 +80,14 @@ class HostConfig:
     allowed_uids: list[int] | None = None
     store: str | None = None  #: None: default_store(name)
     ivshmem: str | None = None  #: ivshmem-server socket for QEMU VMs, or None
-    ring_entries: int = 1024
-    max_guests: int = 64
+    ring_entries: int = _wire.RING_ENTRIES_DEFAULT
+    max_guests: int = _wire.MAX_GUESTS_DEFAULT
     max_inflight: int = 0
-    spin_us: int = DEFAULT_SPIN_US
-    guest_heap_percent: int = 50
+    spin_us: int = _wire.SPIN_US_DEFAULT
+    guest_heap_percent: int = _wire.GUEST_HEAP_PERCENT_DEFAULT
     max_message: int = 0
-    max_doorbells_per_s: int = 100_000
-    max_pending_per_pid: int = 8
+    max_doorbells_per_s: int = _wire.DOORBELLS_PER_S_DEFAULT  #: 0 too; _wire.UNLIMITED: none
+    max_pending_per_pid: int = _wire.PENDING_PER_PID_DEFAULT
     max_guests_per_pid: int = 0
     max_fetches: int = ServiceLimits.max_fetches
     max_open_files: int = ServiceLimits.max_open_files
@@ -116,6 +116,8 @@ _LIMITS = {  # key: (min, max, extra check)
     "max_pending_per_pid": (1, 256),
     "max_guests_per_pid": (0, 4096),
 }
+#: [limits] keys that also take "unlimited" (0 means the default in them, as in C)
+_UNLIMITABLE = {"max_doorbells_per_s"}
 _SERVICE_LIMITS = {  # [limits] keys of the built-in services' quotas: (min, max)
     "max_fetches": (0, 1 << 16),
     "max_open_files": (0, 1 << 20),
@@ -174,13 +176,13 @@ def check_segment_size(n: int, where: str = "size") -> int:
 def check_doorbell(value: Any, where: str = "doorbell") -> str:
     if value not in DOORBELLS:
         raise ConfigError(f"{where}: {value!r} is not one of {', '.join(DOORBELLS)}")
-    return value
+    return str(value)
 
 
 def check_segment(value: Any, where: str = "segment") -> str:
     if value not in SEGMENTS:
         raise ConfigError(f"{where}: {value!r} is not one of {', '.join(SEGMENTS)}")
-    return value
+    return str(value)
 
 
 def _int(value: Any, where: str, lo: int, hi: int) -> int:
@@ -257,7 +259,12 @@ def from_dict(data: dict[str, Any], base_dir: str = ".") -> HostConfig:
         _unknown(limits, set(_LIMITS) | set(_SERVICE_LIMITS), "limits")
         for key, (lo, hi) in _LIMITS.items():
             if key in limits:
-                setattr(cfg, key, _int(limits[key], f"limits.{key}", lo, hi))
+                value = limits[key]
+                if key in _UNLIMITABLE and value == "unlimited":
+                    value = _wire.UNLIMITED  # what Host() and the C core take for it
+                else:
+                    value = _int(value, f"limits.{key}", lo, hi)
+                setattr(cfg, key, value)
         for key, (lo, hi) in _SERVICE_LIMITS.items():
             if key in limits:
                 value = limits[key]

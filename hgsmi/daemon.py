@@ -26,13 +26,13 @@ from typing import Any, TextIO
 from . import drivers
 from ._procstat import process_stats
 from .blobstore import BlobStore
-from .store import remove_stale_uploads
 from .config import HostConfig, default_name, default_store
 from .errors import NameInUse
 from .host import Host
 from .quota import Quotas
-from .stat import socket_path
 from .services import CH_BLOB, CH_ECHO, CH_SINK, Counters, Sink, Streams, echo
+from .stat import socket_path
+from .store import remove_stale_uploads
 
 log = logging.getLogger("hgsmi.host")
 

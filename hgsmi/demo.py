@@ -21,6 +21,7 @@ import time
 from typing import Any, TextIO
 
 from ._util import shm_prefix
+from ._wire import CONF_GUEST_HEAP_SIZE, CONF_HOST_HEAP_SIZE, CONF_MAX_MESSAGE
 from .client import BlobClient, echo, load
 from .errors import HgsmiError
 from .guest import Guest
@@ -30,8 +31,10 @@ from .stat import query
 READY_TIMEOUT = 15.0
 
 
-def _ready(proc: subprocess.Popen, timeout: float) -> dict[str, str]:
-    """Wait for the host's ``ready`` line; its key=value fields."""
+def _ready(proc: subprocess.Popen[bytes], timeout: float) -> dict[str, str]:
+    """Wait for the host's ``ready`` line (``proc`` has stdout=PIPE); its key=value fields."""
+    if proc.stdout is None:
+        raise ValueError("_ready: the host was started without stdout=PIPE")
     deadline = time.monotonic() + timeout
     buf = b""
     fd = proc.stdout.fileno()
@@ -100,7 +103,8 @@ def run(size: int = 16 << 20, out: TextIO = sys.stdout) -> int:
             f"socket {ready.get('socket')}")
         moved = {"g2h": 0, "h2g": 0}
         with Guest(name, runtime_dir=rundir) as g:
-            gh, hh, mm = (g.query_conf(i) for i in (0, 1, 2))
+            gh, hh, mm = (g.query_conf(i) for i in (CONF_GUEST_HEAP_SIZE, CONF_HOST_HEAP_SIZE,
+                                                    CONF_MAX_MESSAGE))
             say(f"  guest  attached: guest heap {human(gh)}, host heap {human(hh)}, "
                 f"largest message {human(mm)}")
             bc = BlobClient(g)
@@ -145,8 +149,8 @@ def run(size: int = 16 << 20, out: TextIO = sys.stdout) -> int:
             + (f"LEFT BEHIND: {', '.join(left)}" if left
                else "nothing left in /dev/shm or the socket directory"))
         total = time.perf_counter() - t_start
-        files = sum(os.path.getsize(p) for _, p, _ in sent)
-        say(f"done in {total:.1f} s: {len(sent)} files ({human(files)}) to the host and back "
+        nbytes = sum(os.path.getsize(p) for _, p, _ in sent)
+        say(f"done in {total:.1f} s: {len(sent)} files ({human(nbytes)}) to the host and back "
             f"with every SHA-256 verified; {human(moved['g2h'])} guest->host and "
             f"{human(moved['h2g'])} host->guest in all")
         return 0 if rc == 0 and not left else 1

@@ -21,7 +21,8 @@ import logging
 import os
 import re
 import sys
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from ._native import ffi
 from .errors import HgsmiError, RemoteError

@@ -7,30 +7,45 @@ import inspect
 import logging
 import os
 import time
-from typing import Any, Callable, Generator, Iterable, Mapping
+from collections.abc import Callable, Generator, Iterable, Mapping
+from typing import Any
 
-from ._native import ffi, lib
-from ._util import (as_buffer, backend_name, buffer_arrays, check_channel, check_int, check_name,
-                    struct_dict, timeout_ms)
-from ._util import socket_too_long
-from .errors import (HostNotFound, MessageTooLarge, PeerGone, Timeout, check, error)
-from .heap import with_fragmentation
 from . import _kept
 from ._attach import no_host_message
 from ._call_error import call_error, too_long
+from ._native import ffi, lib
 from ._ratelog import RateLog
+from ._util import (
+    as_buffer,
+    backend_name,
+    buffer_arrays,
+    check_channel,
+    check_int,
+    check_name,
+    socket_too_long,
+    struct_dict,
+    timeout_ms,
+)
+from ._wire import BUFFER_HEADER_SIZE, SPIN_US_DEFAULT
+from .errors import HostNotFound, MessageTooLarge, PeerGone, Timeout, check, error
+from .heap import with_fragmentation
 from .lease import Lease, Windows
 from .message import Buffer, Message
-from .reply import (REASON_MAX, BadReply, HeldBack, ReplyTooLarge, fail_status, msg_array,
-                    read_reason, serve_batch)
+from .reply import (
+    REASON_MAX,
+    BadReply,
+    HeldBack,
+    ReplyTooLarge,
+    fail_status,
+    msg_array,
+    serve_batch,
+)
 
 log = logging.getLogger("hgsmi.guest")
 
 Handler = Callable[[Message], Any]
 #: what the core returns while the heap (ENOMEM) or the ring (EAGAIN) is full
 _NO_ROOM = (-errno.ENOMEM, -errno.EAGAIN)
-
-_SETUP, _QUERY_CONF = 1, 1
 
 
 class Guest:
@@ -61,7 +76,7 @@ class Guest:
     _windowed = True
 
     def __init__(self, name: str, *, runtime_dir: str | os.PathLike[str] | None = None,
-                 spin_us: int = lib.HGSMI_SPIN_US_DEFAULT, connect_timeout: float = 2.0,
+                 spin_us: int = SPIN_US_DEFAULT, connect_timeout: float = 2.0,
                  batch: int = 64, handlers: Mapping[int, Handler] | None = None,
                  wait: float = 0.0) -> None:
         self._g = None
@@ -210,7 +225,7 @@ class Guest:
         for i, b in enumerate(bufs):
             self._hand_over(b)
             self._offs[i] = b.offset
-        rc = lib.hgsmi_guest_submit(self._g, self._offs, len(bufs))
+        rc: int = lib.hgsmi_guest_submit(self._g, self._offs, len(bufs))
         if rc <= 0:
             for b in bufs:
                 self._take_back(b)
@@ -259,7 +274,8 @@ class Guest:
                 _, left = next(steps)
                 self._wait(left)
         except StopIteration as done:
-            return done.value
+            sent: int = done.value  # _send_steps returns the count
+            return sent
 
     def _send_steps(self, channel: int, info: int, datas: Iterable[Any],
                     timeout: float | None) -> Generator[tuple[int, float | None], None, int]:
@@ -460,7 +476,7 @@ class Guest:
 
     def _wait(self, timeout: float | None) -> bool:
         self._check_open()
-        rc = lib.hgsmi_guest_wait(self._g, timeout_ms(timeout))
+        rc: int = lib.hgsmi_guest_wait(self._g, timeout_ms(timeout))
         if rc < 0:
             raise error(rc, "wait")
         return rc > 0
@@ -479,7 +495,7 @@ class Guest:
             self._free_buffer(buf)
 
     def _take_back(self, buf: Buffer) -> None:
-        buf._lease = Lease(self._base + buf.offset + 16, buf.size)
+        buf._lease = Lease(self._base + buf.offset + BUFFER_HEADER_SIZE, buf.size)
         buf.state = "filling"
 
     def _complete(self, buf: Buffer, m: Any) -> None:

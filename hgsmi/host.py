@@ -11,17 +11,39 @@ import os
 import signal
 import threading
 import time
-from typing import Any, Callable, Generator, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
+from typing import Any
 
-from ._native import ffi, lib
-from ._util import (as_buffer, backend_id, buffer_arrays, check_channel, check_int, check_name,
-                    segment_id, struct_dict, timeout_ms)
-from ._util import socket_too_long
-from .errors import HgsmiError, PeerGone, Timeout, check, error
-from .heap import with_fragmentation
 from . import _kept
+from ._native import ffi, lib
 from ._ratelog import RateLog
 from ._totals import Departed
+from ._util import (
+    as_buffer,
+    backend_id,
+    buffer_arrays,
+    check_channel,
+    check_int,
+    check_name,
+    segment_id,
+    socket_too_long,
+    struct_dict,
+    timeout_ms,
+)
+from ._wire import (
+    CH_SETUP,
+    DOORBELLS_PER_S_DEFAULT,
+    GUEST_HEAP_PERCENT_DEFAULT,
+    MAX_GUESTS_DEFAULT,
+    PENDING_PER_PID_DEFAULT,
+    RING_ENTRIES_DEFAULT,
+    SEGMENT_SIZE_DEFAULT,
+    SOCKET_MODE_DEFAULT,
+    SPIN_US_DEFAULT,
+    UNLIMITED,
+)
+from .errors import HgsmiError, PeerGone, Timeout, check, error
+from .heap import with_fragmentation
 from .lease import Windows
 from .message import Message
 from .reply import BadReply, HeldBack, ReplyTooLarge, fail_status, msg_array, serve_batch
@@ -34,10 +56,6 @@ Handler = Callable[[Message], Any]
 _SERVE_SLICE = 0.25
 #: batches one guest may have served per round before the next guest's turn
 _BATCHES_PER_ROUND = 4
-#: doorbell wake-ups per second one guest may cause by default (HGSMI_DOORBELLS_PER_S_DEFAULT)
-DEFAULT_DOORBELLS_PER_S = 100_000
-#: handshakes one process may have under way at once (HGSMI_PENDING_PER_PID_DEFAULT)
-DEFAULT_PENDING_PER_PID = 8
 #: accept outcomes handled per pass: a flood of connections waits while guests are served
 _ACCEPTS_PER_PASS = 64
 #: lines a burst of guests attaching or leaving logs before thinning to one a second
@@ -131,7 +149,8 @@ class GuestConn:
                 next(steps)
                 self._host.poll(0.001)
         except StopIteration as done:
-            return done.value
+            result: int = done.value  # the steps' declared return
+            return result
 
     def _post_steps(self, channel: int, info: int, data: Any,
                     timeout: float | None) -> Generator[tuple[int, float | None], None, int]:
@@ -156,7 +175,8 @@ class GuestConn:
 
         def attempt() -> int | None:
             nonlocal sent
-            rc = lib.hgsmi_conn_send(self._c, channel, info, ptrs + sent, lens + sent, n - sent)
+            rc: int = lib.hgsmi_conn_send(self._c, channel, info, ptrs + sent, lens + sent,
+                                          n - sent)
             if rc > 0:
                 sent += rc
                 return sent if sent == n else None  # None: more, try again now
@@ -241,7 +261,7 @@ class GuestConn:
             self._complete_ready()
         msgs, cap = self._msgs, len(self._msgs)
         for _ in range(_BATCHES_PER_ROUND):
-            n = lib.hgsmi_conn_recv(self._c, msgs, cap)
+            n: int = lib.hgsmi_conn_recv(self._c, msgs, cap)
             if n <= 0:
                 return served
             k = serve_batch(msgs, n, self._base, self, self._host._handlers, self._start_async,
@@ -284,9 +304,9 @@ class Host:
     ring and not yet completed (0: ``ring_entries``; the rest wait in the
     guest's ring), ``max_message`` bytes of data in one guest buffer (0: what
     the heap holds; bigger ones fail with :class:`MessageTooLarge`), and
-    ``max_doorbells_per_s`` wake-ups a guest's doorbell may cause (0: no
-    limit; over it the doorbell is ignored for a tick, its ring is still
-    served then).
+    ``max_doorbells_per_s`` wake-ups a guest's doorbell may cause per second
+    (default and 0: 100,000; :data:`hgsmi.UNLIMITED`: no limit; over it the
+    doorbell is ignored for a tick, its ring is still served then).
 
     Tuning: ``ring_entries`` (1024, a power of two) is the depth of each
     ring; ``guest_heap_percent`` (50) is the guest heap's share of each
@@ -321,15 +341,17 @@ class Host:
     #: views of guest buffers are sliced from a Window (handlers never defer)
     _windowed = True
 
-    def __init__(self, name: str, size: int = 16 << 20, doorbell: str = "eventfd", *,
+    def __init__(self, name: str, size: int = SEGMENT_SIZE_DEFAULT, doorbell: str = "eventfd", *,
                  runtime_dir: str | os.PathLike[str] | None = None,
-                 ring_entries: int = 1024, guest_heap_percent: int = 50,
-                 max_guests: int = 64, max_inflight: int = 0,
-                 spin_us: int = lib.HGSMI_SPIN_US_DEFAULT,
+                 ring_entries: int = RING_ENTRIES_DEFAULT,
+                 guest_heap_percent: int = GUEST_HEAP_PERCENT_DEFAULT,
+                 max_guests: int = MAX_GUESTS_DEFAULT, max_inflight: int = 0,
+                 spin_us: int = SPIN_US_DEFAULT,
                  allowed_uids: Iterable[int] | None = None, batch: int = 64,
-                 socket_mode: int = 0o600, segment: str = "memfd", max_message: int = 0,
-                 max_doorbells_per_s: int = DEFAULT_DOORBELLS_PER_S,
-                 max_pending_per_pid: int = DEFAULT_PENDING_PER_PID,
+                 socket_mode: int = SOCKET_MODE_DEFAULT, segment: str = "memfd",
+                 max_message: int = 0,
+                 max_doorbells_per_s: int = DOORBELLS_PER_S_DEFAULT,
+                 max_pending_per_pid: int = PENDING_PER_PID_DEFAULT,
                  max_guests_per_pid: int = 0,
                  ivshmem: str | os.PathLike[str] | None = None) -> None:
         self._h = None
@@ -345,7 +367,7 @@ class Host:
                         ("max_pending_per_pid", max_pending_per_pid),
                         ("max_guests_per_pid", max_guests_per_pid)):
             check_int(what, v, 0, 0xFFFFFFFF)
-        check_int("max_doorbells_per_s", max_doorbells_per_s, 0, 0xFFFFFFFE)
+        check_int("max_doorbells_per_s", max_doorbells_per_s, 0, UNLIMITED)
         seg_kind = segment_id(segment)
         check_int("batch", batch, 1, 1 << 16)
         check_int("socket_mode", socket_mode, 1, 0o777)
@@ -370,7 +392,7 @@ class Host:
         cfg.socket_mode = socket_mode
         cfg.segment = seg_kind
         cfg.max_message = max_message
-        cfg.max_doorbells_per_s = max_doorbells_per_s or lib.HGSMI_UNLIMITED
+        cfg.max_doorbells_per_s = max_doorbells_per_s  # 0: the C core's default, as here
         cfg.max_pending_per_pid = max_pending_per_pid
         cfg.max_guests_per_pid = max_guests_per_pid
         if ivshmem is not None:
@@ -423,7 +445,8 @@ class Host:
     @property
     def socket_path(self) -> str:
         """The control socket guests connect to."""
-        return ffi.string(lib.hgsmi_host_socket_path(self._h)).decode()
+        path: bytes = ffi.string(lib.hgsmi_host_socket_path(self._h))
+        return path.decode()
 
     def register(self, channel: int, handler: Handler) -> None:
         """Serve ``channel`` with ``handler(msg)``.
@@ -435,7 +458,7 @@ class Host:
         are reserved: ``ValueError``; registered twice: :class:`HgsmiError`.
         """
         check_channel(channel)
-        if channel == 1:
+        if channel == CH_SETUP:
             raise ValueError("channel 1 is the setup channel, served by the host itself")
         if not callable(handler):
             raise TypeError("handler must be callable")
@@ -451,7 +474,7 @@ class Host:
         the host keeps a reference to both.  Errors as :meth:`register`.
         """
         check_channel(channel)
-        if channel == 1:
+        if channel == CH_SETUP:
             raise ValueError("channel 1 is the setup channel, served by the host itself")
         fn = ffi.cast("hgsmi_handler_fn", fn)
         if fn == ffi.NULL:
@@ -562,7 +585,8 @@ class Host:
     def admission_stats(self) -> dict[str, int]:
         """Refusals counted by the limit hit (``refused_*``, ``evicted_pending``,
         ``hello_timeouts``), the handshakes under way (``pending``,
-        ``pending_peak``) and the per-process limits in force."""
+        ``pending_peak``) and the limits in force (``max_pending_per_pid``,
+        ``max_guests_per_pid``, ``max_doorbells_per_s``)."""
         out = ffi.new("struct hgsmi_host_stats *")
         lib.hgsmi_host_stats(self._h, out)
         return struct_dict(out[0])

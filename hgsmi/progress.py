@@ -8,6 +8,8 @@ from typing import TextIO
 
 from .stat import human
 
+__all__ = ["Progress", "human", "rate"]  # human: the CLI's sizes, from stat
+
 
 def rate(nbytes: float, seconds: float) -> str:
     """'123.4 MiB/s'."""

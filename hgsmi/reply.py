@@ -14,8 +14,9 @@ import asyncio
 import errno
 import inspect
 import struct
+from collections.abc import Callable
 from sys import getrefcount
-from typing import Any, Callable
+from typing import Any
 
 from ._native import ffi
 from .errors import HgsmiError, MessageTooLarge
@@ -211,6 +212,8 @@ def _serve_sliced(msgs: Any, n: int, base: Any, peer: Any, handlers: list[Any],
     k = 0
     kept_any = False
     fields = _MSG.iter_unpack(ffi.buffer(msgs, n * _MSG.size))
+    view: memoryview | None  # both dropped below, before the reference counts are read
+    msg: Message | None
     for i, (_, data, size, capacity, channel, _, info, _, _) in enumerate(fields):
         view = whole[data:data + size]
         msg = Message(channel, info, capacity, view, peer)

@@ -29,15 +29,22 @@ import logging
 import os
 import struct
 import time
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
-from .errors import Busy
 from ._ratelog import RateLog
+
+# The service channels, re-exported: blobstore, client, daemon and tests take them from here.
+from ._wire import (
+    CH_BLOB as CH_BLOB,
+    CH_ECHO as CH_ECHO,
+    CH_SETUP as CH_SETUP,
+    CH_SINK as CH_SINK,
+)
+from .errors import Busy
 from .quota import Claim, Quotas
 
 log = logging.getLogger("hgsmi.services")
-
-CH_SETUP, CH_ECHO, CH_SINK, CH_BLOB = 1, 2, 3, 4
 
 SINK_DATA, SINK_SOURCE, SINK_END = 0, 1, 2
 SOURCE_REQ = struct.Struct("<dI")
@@ -86,8 +93,8 @@ class Counters:
 
     @staticmethod
     def as_dict(table: dict[int, list[int]]) -> dict[str, dict[str, int]]:
-        return {str(ch): dict(zip(("msgs_in", "bytes_in", "msgs_out", "bytes_out"), row))
-                for ch, row in sorted(table.items())}
+        names = ("msgs_in", "bytes_in", "msgs_out", "bytes_out")
+        return {str(ch): dict(zip(names, row, strict=True)) for ch, row in sorted(table.items())}
 
 
 class _Stream:

@@ -1,6 +1,7 @@
 """``hgsmi stat``: ask a running host for its statistics over the control socket.
 
-Pure Python, read-only.  The request is a ``struct hgsmi_hello`` of kind
+Read-only, and no call into the C core: the structs and numbers are the C
+headers' (through cffi, :mod:`hgsmi._wire`).  The request is a ``struct hgsmi_hello`` of kind
 ``HGSMI_HELLO_STAT``; the host answers with a ``struct hgsmi_welcome``, a
 ``u32`` length and that many bytes of JSON (what the host daemon last gave
 ``Host.set_stat_reply``), then closes.  Wire layouts (little-endian) are in
@@ -15,14 +16,9 @@ import socket
 import struct
 from typing import Any
 
+from ._native import ffi
+from ._wire import ABI_MAJOR, ABI_MINOR, CTL_MAGIC, HELLO_STAT, WELCOME_SIZE
 from .errors import HgsmiError, HostNotFound, ProtocolError, Timeout, error
-
-MAGIC = 0x43534748  # "HGSC"
-ABI_MAJOR, ABI_MINOR = 1, 0
-HELLO_STAT = 2
-HELLO = struct.Struct("<IHHII4I")  # magic, abi major, minor, kind, features, reserved
-WELCOME = struct.Struct("<IHHiIIIIII3I32s32s32s")
-assert HELLO.size == 32 and WELCOME.size == 144
 
 
 def runtime_dir(given: str | None = None) -> str:
@@ -63,26 +59,33 @@ def query(name: str, rundir: str | None = None, timeout: float = 3.0) -> dict[st
             what = "no socket" if isinstance(e, FileNotFoundError) else "nobody listens on"
             raise HostNotFound(errno.ENOENT, f"no host {name!r} running ({what} {path})") from None
         try:
+            hello = ffi.new("struct hgsmi_hello *", {
+                "magic": CTL_MAGIC, "abi_major": ABI_MAJOR, "abi_minor": ABI_MINOR,
+                "kind": HELLO_STAT})
             try:
-                s.sendall(HELLO.pack(MAGIC, ABI_MAJOR, ABI_MINOR, HELLO_STAT, 0, 0, 0, 0, 0))
+                s.sendall(ffi.buffer(hello))
             except (BrokenPipeError, ConnectionResetError):
                 pass  # refused at accept (uid, too many handshakes): the welcome says why
-            w = WELCOME.unpack(_recv_exact(s, WELCOME.size))
-            if w[0] != MAGIC:
+            w = ffi.from_buffer("struct hgsmi_welcome *", _recv_exact(s, WELCOME_SIZE))
+            magic, status = int(w.magic), int(w.status)
+            if magic != CTL_MAGIC:
                 raise ProtocolError(errno.EPROTO, f"stat: {path} does not speak hgsmi")
-            if w[3] < 0:
-                raise error(w[3], f"stat: host {name!r} refused")
+            if status < 0:
+                raise error(status, f"stat: host {name!r} refused")
             (length,) = struct.unpack("<I", _recv_exact(s, 4))
             data = _recv_exact(s, length)
-        except socket.timeout:
+        except TimeoutError:
             raise Timeout(errno.ETIMEDOUT, f"stat: host {name!r} did not answer") from None
     if not data:
         raise HgsmiError(errno.ENODATA, f"host {name!r} publishes no statistics "
                                         "(not run by `hgsmi host`?)")
     try:
-        return json.loads(data)
+        stats = json.loads(data)
     except ValueError:
         raise ProtocolError(errno.EPROTO, f"stat: host {name!r} sent bad JSON") from None
+    if not isinstance(stats, dict):
+        raise ProtocolError(errno.EPROTO, f"stat: host {name!r} sent JSON that is no object")
+    return stats
 
 
 def human(n: float, unit: str = "B") -> str:

@@ -74,13 +74,20 @@ def map_symbols(text):
     return names
 
 
+def map_nodes(text):
+    """``(major, minor)`` of every ``HGSMI_<major>.<minor>`` node a linker
+    version script defines, in order (a suffix after the minor is allowed)."""
+    return [(int(a), int(b)) for a, b in
+            re.findall(r"\bHGSMI_(\d+)\.(\d+)\w*\s*\{", strip_c_comments(text))]
+
+
 def header_version(text):
     """``"major.minor.patch"`` from the HGSMI_VERSION_* macros of hgsmi.h."""
     parts = []
     for part in ("MAJOR", "MINOR", "PATCH"):
-        m = re.search(r"^#define\s+HGSMI_VERSION_%s\s+(\d+)" % part, text, re.M)
+        m = re.search(rf"^#define\s+HGSMI_VERSION_{part}\s+(\d+)", text, re.M)
         if m is None:
-            raise ValueError("hgsmi.h defines no HGSMI_VERSION_%s" % part)
+            raise ValueError(f"hgsmi.h defines no HGSMI_VERSION_{part}")
         parts.append(m.group(1))
     return ".".join(parts)
 
@@ -97,7 +104,7 @@ def sanitize_flags(value):
         return []
     unknown = sorted(set(names) - KNOWN_SANITIZERS)
     if unknown:
-        raise ValueError("unknown sanitizer(s): %s" % ", ".join(unknown))
+        raise ValueError("unknown sanitizer(s): " + ", ".join(unknown))
     if "thread" in names and {"address", "leak"} & set(names):
         raise ValueError("thread cannot be combined with address or leak")
     return [
@@ -114,7 +121,7 @@ def env_flag(value):
         return False
     if v in ("1", "yes", "true", "on"):
         return True
-    raise ValueError("not a boolean: %r" % (value,))
+    raise ValueError(f"not a boolean: {value!r}")
 
 
 def source_path(path, base=ROOT, cwd=None):
@@ -129,8 +136,10 @@ def source_path(path, base=ROOT, cwd=None):
     return path
 
 
-def c_sources(src_dir=os.path.join(HERE, "src"), cwd=None):
-    """Every ``*.c`` of the core, sorted, as source_path() gives them."""
+def c_sources(src_dir=None, cwd=None):
+    """Every ``*.c`` of ``src_dir`` (native/src), sorted, as source_path() gives them."""
+    if src_dir is None:
+        src_dir = os.path.join(HERE, "src")
     return [source_path(p, cwd=cwd)
             for p in sorted(glob.glob(os.path.join(src_dir, "*.c")))]
 

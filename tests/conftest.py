@@ -8,14 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from hgsmi._util import shm_prefix
+from support.leaks import memfds, shm_entries
 
-
-def shm_entries(name: str) -> list[str]:
-    """What instance ``name`` has in /dev/shm (segments and semaphores)."""
-    prefix = shm_prefix(name)
-    return sorted(e for e in os.listdir("/dev/shm")
-                  if e.startswith(prefix) or e.startswith("sem." + prefix))
+# The session fixture that builds the C examples once, for test_c_abi and test_interop.
+from support.native_examples import c_examples  # noqa: F401
 
 
 @pytest.fixture
@@ -76,26 +72,6 @@ def runtime_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     d.mkdir(mode=0o700)
     monkeypatch.setenv("HGSMI_RUNTIME_DIR", str(d))
     return d
-
-
-def memfds(name: str) -> list[str]:
-    """Memfd segments of instance ``name`` this process still maps or holds an fd of.
-
-    A memfd has no name in /dev/shm: it lives while any fd or mapping of it
-    does, and /proc shows those as ``/memfd:hgsmi-<key>.<id> (deleted)``
-    (the key is the name, or its short form: :func:`hgsmi._util.shm_prefix`).
-    """
-    tag = "memfd:" + shm_prefix(name)
-    with open("/proc/self/maps") as f:
-        found = [line.split(None, 5)[-1].strip() for line in f if tag in line]
-    for fd in os.listdir("/proc/self/fd"):
-        try:
-            target = os.readlink(f"/proc/self/fd/{fd}")
-        except OSError:
-            continue
-        if tag in target:
-            found.append(f"fd {fd}: {target}")
-    return found
 
 
 @pytest.fixture

@@ -23,8 +23,10 @@ import pytest
 
 import hgsmi
 import hgsmi.aio
-from peers.footprint import fd_count, mem_kib
-from test_robustness import Pump, readline, reap
+
+from support.footprint import fd_count, mem_kib
+from support.processes import readline, reap
+from support.pump import Pump
 
 ROOT = Path(__file__).parent.parent
 FLOOD = Path(__file__).parent / "peers" / "admission_flood.py"

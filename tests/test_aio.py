@@ -20,8 +20,9 @@ from pathlib import Path
 import pytest
 
 import hgsmi
-from hosts import stop_host
 from hgsmi.aio import AsyncGuest, AsyncHost
+
+from support.processes import stop_host
 
 ROOT = Path(__file__).parent.parent
 BACKENDS = ["eventfd", "semaphore"]
@@ -435,7 +436,8 @@ def test_async_guest_holds_an_ack_while_a_view_lives(name, runtime_dir, no_leaks
                 while seen:
                     n = len(seen)
                     seen.pop()
-                    await _until(lambda: conn.stats()["inflight_host"] == n - 1, what="an ack")
+                    await _until(lambda n=n: conn.stats()["inflight_host"] == n - 1,
+                                 what="an ack")
                 assert conn.stats()["host_heap"]["used"] == base
             assert host.handler_errors == 0
 
@@ -567,12 +569,13 @@ def test_async_host_post_many_waits_for_room(name, runtime_dir, no_leaks):
 
     async def main():
         async with AsyncHost(name, size=4 << 20, ring_entries=16) as host:
-            async with AsyncGuest.connect(name, handlers={CH_PUSH: lambda m: got.append(bytes(m.data))}):
+            handlers = {CH_PUSH: lambda m: got.append(bytes(m.data))}
+            async with AsyncGuest.connect(name, handlers=handlers):
                 await host.wait_for_guests(1)
                 base = host.guests[0].stats()["host_heap"]["used"]
                 for start in range(0, 5000, 500):
                     assert await host.post_many(CH_PUSH, 0, [b"%d" % i for i in range(500)]) == 500
-                    await _until(lambda: len(got) == start + 500, what="a batch")
+                    await _until(lambda start=start: len(got) == start + 500, what="a batch")
                 await _until(lambda: host.guests[0].stats()["host_heap"]["used"] == base,
                              what="the acks")
 

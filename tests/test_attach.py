@@ -9,7 +9,8 @@ import time
 import pytest
 
 import hgsmi
-from hosts import Pump
+
+from support.pump import Pump
 
 
 @pytest.mark.timeout(30)

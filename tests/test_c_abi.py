@@ -9,15 +9,11 @@ from __future__ import annotations
 import os
 import re
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
-sys.path.insert(0, str(Path(__file__).parent / "peers"))
-from native_examples import (CC, EXAMPLE_CFLAGS, NATIVE, c_examples, run,  # noqa: E402,F401
-                             start, stop, summary)
+from support.native_examples import CC, EXAMPLE_CFLAGS, NATIVE, run, start, stop, summary
 
 pytestmark = pytest.mark.multiprocess
 BACKENDS = ["eventfd", "semaphore"]
@@ -142,8 +138,8 @@ static int use(struct hgsmi_guest *g, struct hgsmi_host *h)
 	(void)fn;
 	(void)seg;
 	return hgsmi_guest_call(g, m.channel, 0, &hdr, (uint32_t)sizeof(hdr), 0, 0, -1) +
-	       hgsmi_host_poll(h, 0) + (int)sizeof(struct hgsmi_welcome) +
-	       (int)HGSMI_BUFFER_OVERHEAD;
+		hgsmi_host_poll(h, 0) + (int)sizeof(struct hgsmi_welcome) +
+		(int)HGSMI_BUFFER_OVERHEAD;
 }
 
 int main(void)

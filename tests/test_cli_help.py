@@ -7,8 +7,7 @@ import re
 
 import pytest
 
-from hgsmi import cli
-from hgsmi import config as config_mod
+from hgsmi import cli, config as config_mod
 from hgsmi.progress import Progress
 
 

@@ -5,12 +5,12 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
 import hgsmi
-from hosts import Pump
+
+from support.pump import Pump
 
 pytestmark = pytest.mark.timeout(60)
 HGSMI = [sys.executable, "-m", "hgsmi"]

@@ -4,12 +4,12 @@ from __future__ import annotations
 import logging
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
 import hgsmi
-from hosts import Pump
+
+from support.pump import Pump
 
 HGSMI = [sys.executable, "-m", "hgsmi"]
 

@@ -64,6 +64,19 @@ class TestDrift:
         with open(os.path.join(ROOT, "setup.py"), encoding="utf-8") as f:
             assert "version=read_version()" in f.read()
 
+    def test_version_is_the_newest_map_node(self):
+        """The library's major.minor names the newest node of the version script:
+        a release that adds symbols (a new node) bumps the version with it, and
+        the version never runs ahead of the symbols either."""
+        version = fb.header_version(_read("include", "hgsmi.h"))
+        major_minor = tuple(int(p) for p in version.split(".")[:2])
+        nodes = fb.map_nodes(_read("hgsmi.map"))
+        assert nodes, "hgsmi.map has no HGSMI_<major>.<minor> node"
+        newest = max(nodes)
+        assert major_minor == newest, (
+            f"hgsmi.h says {version}, the newest hgsmi.map node is "
+            f"HGSMI_{newest[0]}.{newest[1]}: bump HGSMI_VERSION_* or the node")
+
 
 class TestHelpers:
     def test_declared_functions_ignores_comments_and_typedefs(self):
@@ -75,6 +88,11 @@ class TestHelpers:
         struct hgsmi_conn *hgsmi_ptr (void);
         """
         assert fb.declared_functions(text) == {"hgsmi_real", "hgsmi_ptr"}
+
+    def test_map_nodes(self):
+        text = ("/* HGSMI_9.9 { in a comment } */ HGSMI_0.1 { global: a; };\n"
+                "HGSMI_0.10 { global: b; } HGSMI_0.1;\nHGSMI_0.2 { global: c; } HGSMI_0.10;")
+        assert fb.map_nodes(text) == [(0, 1), (0, 10), (0, 2)]
 
     def test_map_symbols(self):
         text = "/* c */ V_1 { global: a; b;\n c; local: *; };\nV_2 { global: d; } V_1;"

@@ -22,12 +22,24 @@ import pytest
 
 import hgsmi
 
-sys.path.insert(0, str(Path(__file__).parent))
 sys.path.insert(0, str(Path(__file__).parent / "peers"))
-from example_proto import (CALL_SEED, CH_ECHO, CH_INVERT, CH_PUSH,  # noqa: E402
-                           CH_PUSH_REQUEST, CH_SINK, INVERT, MIB, example_size,
-                           first_difference, pattern, push_plan, push_request)
-from native_examples import c_examples, start, stop, summary  # noqa: E402,F401
+from example_proto import (  # noqa: E402
+    CALL_SEED,
+    CH_ECHO,
+    CH_INVERT,
+    CH_PUSH,
+    CH_PUSH_REQUEST,
+    CH_SINK,
+    INVERT,
+    MIB,
+    example_size,
+    first_difference,
+    pattern,
+    push_plan,
+    push_request,
+)
+
+from support.native_examples import start, stop, summary  # noqa: E402
 
 pytestmark = pytest.mark.multiprocess
 N = 1000

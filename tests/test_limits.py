@@ -26,7 +26,10 @@ import pytest
 import hgsmi
 from hgsmi._native import ffi, lib
 from hgsmi.stat import socket_path
-from test_robustness import Pump, fd_count, readline, reap
+
+from support.footprint import fd_count
+from support.processes import readline, reap
+from support.pump import Pump
 
 ROOT = Path(__file__).parent.parent
 FLOOD = Path(__file__).parent / "peers" / "doorbell_flood.py"
@@ -210,7 +213,8 @@ name = sys.argv[1]
 host = hgsmi.Host(name, size=1 << 20)
 host.register(0x20, lambda m: None)
 used = len(os.listdir("/proc/self/fd"))
-resource.setrlimit(resource.RLIMIT_NOFILE, (used + 12, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+resource.setrlimit(resource.RLIMIT_NOFILE, (used + 12, hard))
 print("ready", flush=True)
 end = time.monotonic() + float(sys.argv[2])
 while time.monotonic() < end:

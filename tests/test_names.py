@@ -23,9 +23,10 @@ import pytest
 import hgsmi
 from hgsmi._native import lib
 from hgsmi._util import NAME_MAX, shm_prefix
-from conftest import shm_entries
-from hosts import Pump
-from native_examples import c_examples, start, stop  # noqa: F401
+
+from support.leaks import shm_entries
+from support.native_examples import start, stop
+from support.pump import Pump
 
 pytestmark = pytest.mark.timeout(60)
 HGSMI = [sys.executable, "-m", "hgsmi"]

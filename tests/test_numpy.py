@@ -16,9 +16,10 @@ from pathlib import Path
 import pytest
 
 import hgsmi
-from hosts import Pump
 from hgsmi._native import ffi, lib
 from hgsmi.aio import AsyncGuest, AsyncHost
+
+from support.pump import Pump
 
 np = pytest.importorskip("numpy")
 

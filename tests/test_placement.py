@@ -14,8 +14,9 @@ import mmap
 import pytest
 
 import hgsmi
-from hosts import Pump
 from hgsmi._native import ffi
+
+from support.pump import Pump
 
 CH = 0x30
 PAGE = 4096

@@ -25,7 +25,6 @@ import json
 import logging
 import mmap
 import os
-import select
 import shutil
 import socket
 import stat
@@ -40,10 +39,11 @@ from pathlib import Path
 import pytest
 
 import hgsmi
-from conftest import memfds, shm_entries
 
-sys.path.insert(0, str(Path(__file__).parent / "peers"))
-from footprint import fd_count, mem_kib  # noqa: E402
+from support.footprint import fd_count, mem_kib
+from support.leaks import memfds, shm_entries
+from support.processes import readline, reap
+from support.pump import Pump
 
 PEER = Path(__file__).parent / "peers" / "robust_peer.py"
 ROOT = Path(__file__).parent.parent
@@ -62,21 +62,6 @@ def spawn(*args: str) -> subprocess.Popen:
                             env=env, text=True)
 
 
-def readline(p: subprocess.Popen, timeout: float = 10.0) -> str:
-    """The next line the peer prints, or fail after ``timeout`` (never hang)."""
-    ready, _, _ = select.select([p.stdout], [], [], timeout)
-    assert ready, f"peer {p.args[2:]} printed nothing in {timeout} s"
-    return p.stdout.readline().strip()
-
-
-def reap(p: subprocess.Popen) -> None:
-    if p.poll() is None:
-        p.kill()
-    p.wait(10)
-    if p.stdout:
-        p.stdout.close()
-
-
 def segments(name: str) -> list[str]:
     """The instance's shm segments (semaphores left out)."""
     return [e for e in shm_entries(name) if not e.startswith("sem.")]
@@ -86,31 +71,6 @@ def live_segments(name: str) -> list[str]:
     """The instance's segments: named ones in /dev/shm and memfds this process maps."""
     mapped = {m.split("memfd:", 1)[1].split()[0].split(":")[-1] for m in memfds(name)}
     return sorted(set(segments(name)) | mapped)
-
-
-class Pump:
-    """Serve a host from a thread while the test drives a guest."""
-
-    def __init__(self, host: hgsmi.Host, slice_s: float = 0.02) -> None:
-        self.host = host
-        self.halt = threading.Event()
-        self.error: BaseException | None = None
-        self.t = threading.Thread(target=self._run, args=(slice_s,), daemon=True)
-        self.t.start()
-
-    def _run(self, slice_s: float) -> None:
-        try:
-            while not self.halt.is_set():
-                self.host.poll(slice_s)
-        except BaseException as e:  # surfaced by stop()
-            self.error = e
-
-    def stop(self) -> None:
-        self.halt.set()
-        self.t.join(10)
-        assert not self.t.is_alive(), "the host's poll loop hangs"
-        if self.error:
-            raise self.error
 
 
 def serve_until(host: hgsmi.Host, cond, timeout: float, what: str) -> float:
@@ -703,8 +663,9 @@ def _raw_hello(path: str, payload: bytes, wait: float = 3.0) -> bytes:
                 if not chunk:
                     break
                 data += chunk
-        except socket.timeout:
-            raise AssertionError(f"the host did not answer {payload[:8]!r}... in {wait} s")
+        except TimeoutError:
+            what = f"the host did not answer {payload[:8]!r}... in {wait} s"
+            raise AssertionError(what) from None
         return data
 
 

@@ -21,8 +21,9 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 
@@ -292,7 +293,8 @@ def test_the_client_raises_busy_and_the_quota_comes_back(daemon, name, tmp_path)
         with open(tmp_path / "out", "wb", buffering=0) as out:
             with pytest.raises(hgsmi.Busy) as fetch_busy:
                 blobs.fetch("big", out)
-        assert isinstance(fetch_busy.value, blob.BlobError) and "max_fetches" in str(fetch_busy.value)
+        assert isinstance(fetch_busy.value, blob.BlobError)
+        assert "max_fetches" in str(fetch_busy.value)
         with open(src, "rb", buffering=0) as f, pytest.raises(blob.BlobBusy) as send_busy:
             blobs.send(f, "small")
         assert "max_open_files" in str(send_busy.value)

@@ -26,8 +26,10 @@ import pytest
 
 import hgsmi
 from hgsmi._native import lib
-from hgsmi.config import DEFAULT_SPIN_US, HostConfig
-from test_robustness import readline, reap
+from hgsmi._wire import SPIN_US_DEFAULT as DEFAULT_SPIN_US
+from hgsmi.config import HostConfig
+
+from support.processes import readline, reap
 
 ROOT = Path(__file__).parent.parent
 PEER = Path(__file__).parent / "peers" / "spin_host.py"

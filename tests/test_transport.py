@@ -16,7 +16,9 @@ from pathlib import Path
 import pytest
 
 import hgsmi
-from hosts import Pump, stop_host
+
+from support.processes import stop_host
+from support.pump import Pump
 
 sys.path.insert(0, str(Path(__file__).parent / "peers"))
 from messages import stream  # noqa: E402
@@ -285,7 +287,8 @@ def test_host_holds_exactly_the_completions_whose_views_live(name, runtime_dir, 
             while len(done) < 3 and time.monotonic() < deadline:
                 host.poll(0.05)
                 done += g.completions(0)
-            assert sorted(b.offset for b in done) == sorted(b.offset for b in bufs if b is not bufs[1])
+            want = sorted(b.offset for b in bufs if b is not bufs[1])
+            assert sorted(b.offset for b in done) == want
             assert host.guests[0].stats()["held_completions"] == 1
             assert bytes(slices[0]) == b"1234"  # the guest's memory, not reused
             with pytest.raises(ValueError):

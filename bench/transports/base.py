@@ -41,7 +41,7 @@ import math
 import mmap
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import ClassVar, Literal, Optional, TypedDict
+from typing import ClassVar, Literal, TypedDict
 
 Direction = Literal["g2h", "h2g"]
 DIRECTIONS: tuple[Direction, ...] = ("g2h", "h2g")
@@ -59,7 +59,7 @@ MAX_SIZE = 64 << 20
 #: from run to run with the host's scheduling; on the same vCPU it is a
 #: local context switch (C eventfd round trip: 5-8 us pinned together,
 #: 6-100 us unpinned). Compare transports only under the same placement.
-Cpus = Optional[tuple[int, int]]
+Cpus = tuple[int, int] | None
 
 
 class StreamResult(TypedDict):
@@ -88,8 +88,8 @@ class Job:
     kind: Literal["stream", "rtt"]
     direction: Direction
     size: int
-    seconds: Optional[float]
-    count: Optional[int]
+    seconds: float | None
+    count: int | None
     warmup: int = 0
     timeout: float = DEFAULT_TIMEOUT
     cpus: Cpus = None
@@ -112,7 +112,7 @@ class Job:
         if self.cpus is not None and (len(self.cpus) != 2 or min(self.cpus) < 0):
             raise ValueError("cpus must be (host cpu, guest cpu)")
 
-    def cpu(self, role: Literal["host", "guest"]) -> Optional[int]:
+    def cpu(self, role: Literal["host", "guest"]) -> int | None:
         """The CPU ``role`` is pinned to, if any."""
         return None if self.cpus is None else self.cpus[0 if role == "host" else 1]
 
@@ -135,14 +135,14 @@ class Transport(ABC):
 
     @abstractmethod
     def stream(self, direction: Direction, size: int, *,
-               seconds: Optional[float] = 0.5, count: Optional[int] = None,
+               seconds: float | None = 0.5, count: int | None = None,
                timeout: float = DEFAULT_TIMEOUT, cpus: Cpus = None) -> StreamResult:
         """Send ``size``-byte messages one way until ``seconds`` or ``count``
         runs out and return the receiver's steady-state measurement."""
 
     @abstractmethod
     def rtt(self, size: int = 64, count: int = 2000, *,
-            seconds: Optional[float] = None, warmup: int = DEFAULT_WARMUP,
+            seconds: float | None = None, warmup: int = DEFAULT_WARMUP,
             timeout: float = DEFAULT_TIMEOUT, cpus: Cpus = None) -> list[float]:
         """Make ``count`` synchronous guest->host calls (``size`` bytes each
         way) and return each call's latency in seconds; fewer when

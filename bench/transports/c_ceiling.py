@@ -19,10 +19,9 @@ import json
 import os
 import signal
 import subprocess
-from typing import Any, Literal, Optional
+from typing import Any, Literal
 
-from .base import (DEFAULT_TIMEOUT, DEFAULT_WARMUP, Cpus, Direction, Job,
-                   StreamResult, Transport)
+from .base import DEFAULT_TIMEOUT, DEFAULT_WARMUP, Cpus, Direction, Job, StreamResult, Transport
 
 C_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "c")
 _built = False
@@ -75,7 +74,7 @@ class CCeiling(Transport):
     name = "c-ceiling"
 
     def stream(self, direction: Direction, size: int, *,
-               seconds: Optional[float] = 0.5, count: Optional[int] = None,
+               seconds: float | None = 0.5, count: int | None = None,
                timeout: float = DEFAULT_TIMEOUT, cpus: Cpus = None) -> StreamResult:
         job = Job("stream", direction, size, seconds, count, timeout=timeout, cpus=cpus)
         # The producer (parent) is the sender, the consumer (child) the receiver.
@@ -86,7 +85,7 @@ class CCeiling(Transport):
         return {"msgs": out["msgs"], "bytes": out["bytes"], "seconds": out["seconds"]}
 
     def rtt(self, size: int = 64, count: int = 2000, *,
-            seconds: Optional[float] = None, warmup: int = DEFAULT_WARMUP,
+            seconds: float | None = None, warmup: int = DEFAULT_WARMUP,
             timeout: float = DEFAULT_TIMEOUT, cpus: Cpus = None) -> list[float]:
         job = Job("rtt", "g2h", size, seconds, count, warmup, timeout, cpus)
         # The caller (parent) is the guest, the server (child) the host.

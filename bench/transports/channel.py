@@ -16,12 +16,11 @@ from __future__ import annotations
 
 import time
 from abc import ABC, abstractmethod
-from typing import Optional, Union
 
 from .base import Job, StreamResult, markers, pattern_buffer
 
 #: What a channel sends: bytes-like, ``len()`` and indexing give bytes.
-Message = Union[bytes, bytearray, memoryview]
+Message = bytes | bytearray | memoryview
 
 
 class Channel(ABC):
@@ -46,7 +45,7 @@ class Channel(ABC):
         """Tell the peer that no more messages follow."""
 
     @abstractmethod
-    def recv(self) -> Optional[Message]:
+    def recv(self) -> Message | None:
         """Receive one message, or None at the peer's end marker."""
 
     def call(self, msg: Message) -> Message:
@@ -57,7 +56,7 @@ class Channel(ABC):
             raise EOFError("peer ended the stream instead of replying")
         return reply
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - a hook: most channels hold nothing to release
         """Release the channel after a successful run."""
 
 

@@ -51,7 +51,8 @@ import os
 import queue
 import struct
 import threading
-from typing import Any, Iterator, Optional
+from collections.abc import Iterator
+from typing import Any
 
 from .base import Job, page_buffer
 from .channel import Channel, Message
@@ -102,7 +103,7 @@ class HgcmGuest(Channel):
         self._kick, self._irq = kick, irq
         self._ended = False
 
-    def _call(self, fn: int, msg: Optional[Message], n: int) -> tuple[int, int]:
+    def _call(self, fn: int, msg: Message | None, n: int) -> tuple[int, int]:
         """Post one call with an n-byte parameter; return (result, size out)."""
         direction = _FN_DIR[fn]
         if direction & _TO_HOST:
@@ -127,7 +128,7 @@ class HgcmGuest(Channel):
     def send(self, msg: Message) -> None:
         self._call(FN_WRITE, msg, len(msg))
 
-    def recv(self) -> Optional[memoryview]:
+    def recv(self) -> memoryview | None:
         result, m = self._call(FN_READ, None, self._cap)
         if result == _VERR_EOF:
             return None
@@ -161,8 +162,8 @@ class HgcmHost(Channel):
         self._bounce = memoryview(self._shm)[_BOUNCE_OFF:]
         self._host_view = memoryview(page_buffer(self._cap))
         self._kick, self._irq = kick, irq
-        self._queue: "queue.SimpleQueue[Any]" = queue.SimpleQueue()
-        self._pending: Optional[tuple[Any, ...]] = None
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._pending: tuple[Any, ...] | None = None
         self._ended = False
         self._emt = threading.Thread(target=self._receive, name="hgcm-emt", daemon=True)
         self._emt.start()
@@ -217,7 +218,7 @@ class HgcmHost(Channel):
         _FLAGS.pack_into(self._shm, _FLAGS_OFF, req[_F_FLAGS] | _REQ_DONE)
         os.eventfd_write(self._irq, 1)                            # notification 2
 
-    def _complete(self, result: int = _VINF_SUCCESS, out: Optional[Message] = None) -> None:
+    def _complete(self, result: int = _VINF_SUCCESS, out: Message | None = None) -> None:
         """Complete the pending call, copying ``out`` back (FROM_HOST)."""
         req, self._pending = self._pending, None
         assert req is not None
@@ -241,7 +242,7 @@ class HgcmHost(Channel):
             raise RuntimeError(f"unexpected HGCM function {req[_F_FN]}")
         return req
 
-    def recv(self) -> Optional[memoryview]:
+    def recv(self) -> memoryview | None:
         req = self._expect(FN_WRITE, FN_ECHO)
         return None if self._ended else self._host_view[:req[_F_PSIZE]]
 

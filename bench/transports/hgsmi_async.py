@@ -23,11 +23,20 @@ from __future__ import annotations
 import asyncio
 import functools
 import time
-from typing import Any, Optional
+from typing import Any
 
 from .base import DEFAULT_TIMEOUT, Job, StreamResult, markers, pattern_buffer
-from .hgsmi_transports import (DATA_CH, END_CH, GO_CH, HgsmiTransport, StreamCounter, _source,
-                               batch_for, host_post, host_recv)
+from .hgsmi_transports import (
+    DATA_CH,
+    END_CH,
+    GO_CH,
+    HgsmiTransport,
+    StreamCounter,
+    _source,
+    batch_for,
+    host_post,
+    host_recv,
+)
 from .peers import Loop
 
 #: coroutines with a call in flight at once in :meth:`HgsmiAsync.concurrent`
@@ -189,9 +198,9 @@ class HgsmiAsync(HgsmiTransport):
         return workload in ("g2h", "h2g", "rtt")
 
     def concurrent(self, size: int = 64, inflight: int = DEFAULT_INFLIGHT, *,
-                   seconds: Optional[float] = 0.5, count: Optional[int] = None,
+                   seconds: float | None = 0.5, count: int | None = None,
                    timeout: float = DEFAULT_TIMEOUT,
-                   cpus: Optional[tuple[int, int]] = None) -> StreamResult:
+                   cpus: tuple[int, int] | None = None) -> StreamResult:
         """Calls/s with ``inflight`` coroutines calling at once (echo of
         ``size`` bytes), as the guest measures it."""
         job = Job("rtt", "g2h", size, seconds, count, timeout=timeout, cpus=cpus)

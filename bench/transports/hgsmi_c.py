@@ -12,10 +12,7 @@ for any user. ``spin_us`` is the library's adaptive spin on both sides.
 """
 from __future__ import annotations
 
-from typing import Optional
-
-from .base import (DEFAULT_TIMEOUT, DEFAULT_WARMUP, Cpus, Direction, Job,
-                   StreamResult, Transport)
+from .base import DEFAULT_TIMEOUT, DEFAULT_WARMUP, Cpus, Direction, Job, StreamResult, Transport
 from .c_ceiling import pin_args, run_program
 
 
@@ -33,7 +30,7 @@ class HgsmiC(Transport):
         return True
 
     def stream(self, direction: Direction, size: int, *,
-               seconds: Optional[float] = 0.5, count: Optional[int] = None,
+               seconds: float | None = 0.5, count: int | None = None,
                timeout: float = DEFAULT_TIMEOUT, cpus: Cpus = None) -> StreamResult:
         job = Job("stream", direction, size, seconds, count, timeout=timeout, cpus=cpus)
         out = run_program("hgsmi_c", ["-m", direction, "-s", str(size), "-n", str(count or 0),
@@ -43,7 +40,7 @@ class HgsmiC(Transport):
         return {"msgs": out["msgs"], "bytes": out["bytes"], "seconds": out["seconds"]}
 
     def rtt(self, size: int = 64, count: int = 2000, *,
-            seconds: Optional[float] = None, warmup: int = DEFAULT_WARMUP,
+            seconds: float | None = None, warmup: int = DEFAULT_WARMUP,
             timeout: float = DEFAULT_TIMEOUT, cpus: Cpus = None) -> list[float]:
         job = Job("rtt", "g2h", size, seconds, count, warmup, timeout, cpus)
         out = run_program("hgsmi_c", ["-m", "rtt", "-s", str(size), "-n", str(count),

@@ -35,7 +35,8 @@ import os
 import shutil
 import tempfile
 import time
-from typing import Any, Iterator, Optional
+from collections.abc import Iterator
+from typing import Any
 
 from .base import DEFAULT_TIMEOUT, Cpus, Job, StreamResult, markers, pattern_buffer
 from .peers import Loop, PeerTransport
@@ -152,7 +153,7 @@ def _drain_guests(host: Any, seconds: float) -> None:
 
 # -- g2h and rtt: the host serves -------------------------------------------
 
-def host_recv(peer: _Peer, job: Job) -> Optional[StreamResult]:
+def host_recv(peer: _Peer, job: Job) -> StreamResult | None:
     """Serve the data channel (check first/last byte of each message) until
     the end call; for streams return the steady-state measurement."""
     return host_recv_n(1, peer, job)
@@ -276,7 +277,7 @@ def guest_rtt(mode: str, peer: _Peer, job: Job) -> list[float]:
 
 
 def host_recv_n(nguests: int, peer: _Peer, job: Job,
-                go: bool = False) -> Optional[StreamResult]:
+                go: bool = False) -> StreamResult | None:
     """Serve ``nguests`` guests' data channel until each has sent its end
     call; the aggregate runs from the first message of any guest to the last
     end marker. With ``go``, each guest is told to start (GO_CH) once all

@@ -22,12 +22,13 @@ import signal
 import time
 import traceback
 from abc import abstractmethod
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from multiprocessing import reduction
 from multiprocessing.connection import Connection, wait
-from typing import Any, Callable, ContextManager, Literal, Optional, cast
+from typing import Any, Literal, cast
 
-from .base import (DEFAULT_TIMEOUT, DEFAULT_WARMUP, Cpus, Direction, Job,
-                   StreamResult, Transport)
+from .base import DEFAULT_TIMEOUT, DEFAULT_WARMUP, Cpus, Direction, Job, StreamResult, Transport
 from .channel import Channel, rtt_client, rtt_server, stream_recv, stream_send
 
 #: Opens one peer's channel from its endpoint (runs in the child).
@@ -50,7 +51,7 @@ class PassedFd:
     def __init__(self, fd: int) -> None:
         self.fd = fd
 
-    def __reduce__(self) -> tuple[Callable[[Any], "PassedFd"], tuple[Any]]:
+    def __reduce__(self) -> tuple[Callable[[Any], PassedFd], tuple[Any]]:
         return _rebuild_fd, (reduction.DupFd(self.fd),)
 
 
@@ -88,11 +89,11 @@ class PeerTransport(Transport):
         """Open the guest's channel from its end (in the guest child)."""
 
     @abstractmethod
-    def endpoints(self, job: Job) -> ContextManager[tuple[Any, Any]]:
+    def endpoints(self, job: Job) -> AbstractContextManager[tuple[Any, Any]]:
         """Create the connection's shared objects for one job."""
 
     def stream(self, direction: Direction, size: int, *,
-               seconds: Optional[float] = 0.5, count: Optional[int] = None,
+               seconds: float | None = 0.5, count: int | None = None,
                timeout: float = DEFAULT_TIMEOUT, cpus: Cpus = None) -> StreamResult:
         job = Job("stream", direction, size, seconds, count, timeout=timeout, cpus=cpus)
         host, guest = self.run(job)
@@ -100,7 +101,7 @@ class PeerTransport(Transport):
         return result
 
     def rtt(self, size: int = 64, count: int = 2000, *,
-            seconds: Optional[float] = None, warmup: int = DEFAULT_WARMUP,
+            seconds: float | None = None, warmup: int = DEFAULT_WARMUP,
             timeout: float = DEFAULT_TIMEOUT, cpus: Cpus = None) -> list[float]:
         job = Job("rtt", "g2h", size, seconds, count, warmup, timeout, cpus)
         latencies: list[float] = self.run(job)[1]
@@ -181,7 +182,7 @@ def _reap(procs: list[mp.process.BaseProcess], grace: float) -> None:
         proc.close()
 
 
-def _child(opener: Opener, loop: Loop, end: Any, job: Job, cpu: Optional[int],
+def _child(opener: Opener, loop: Loop, end: Any, job: Job, cpu: int | None,
            tx: Connection, parent: int) -> None:
     """A peer's body: pin it, open the channel, run the loop, report the
     result. (Threads the channel starts inherit the pinning.)"""

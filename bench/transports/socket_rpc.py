@@ -23,7 +23,7 @@ import shutil
 import socket
 import struct
 import tempfile
-from typing import Iterator, Optional
+from collections.abc import Iterator
 
 from .base import Job, page_buffer
 from .channel import Channel, Message
@@ -75,7 +75,7 @@ class SocketChannel(Channel):
         _HDR.pack_into(self._hdr_out, 0, 0)
         self._sock.sendall(self._hdr_out)
 
-    def recv(self) -> Optional[memoryview]:
+    def recv(self) -> memoryview | None:
         recv_exactly(self._sock, self._hdr_view)
         (n,) = _HDR.unpack_from(self._hdr_in)
         if n == 0:

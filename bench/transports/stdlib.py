@@ -28,7 +28,8 @@ import fcntl
 import multiprocessing as mp
 import os
 import struct
-from typing import Any, Iterator, Optional
+from collections.abc import Iterator
+from typing import Any
 
 from .base import Job, page_buffer, pattern_buffer
 from .channel import Channel, Message
@@ -54,8 +55,8 @@ class MpQueueChannel(Channel):
     def send_end(self) -> None:
         self._tx.put(None)
 
-    def recv(self) -> Optional[bytes]:
-        msg: Optional[bytes] = self._rx.get()
+    def recv(self) -> bytes | None:
+        msg: bytes | None = self._rx.get()
         return msg
 
 
@@ -99,7 +100,7 @@ class MpPipeChannel(Channel):
     def send_end(self) -> None:
         self._conn.send_bytes(b"")
 
-    def recv(self) -> Optional[memoryview]:
+    def recv(self) -> memoryview | None:
         n = self._conn.recv_bytes_into(self._buf)
         return self._view[:n] if n else None
 
@@ -188,7 +189,7 @@ class OsPipeChannel(Channel):
         _HDR.pack_into(self._hdr_out, 0, 0)
         _write_all(self._tx, [self._hdr_out])
 
-    def recv(self) -> Optional[memoryview]:
+    def recv(self) -> memoryview | None:
         _read_exactly(self._rx, self._hdr_view)
         (n,) = _HDR.unpack_from(self._hdr_in)
         if n == 0:

@@ -30,7 +30,8 @@ import secrets
 import shutil
 import tempfile
 import time
-from typing import Any, Iterator, Optional
+from collections.abc import Iterator
+from typing import Any
 
 from .base import Job, pattern_buffer
 from .channel import Channel, Message
@@ -120,7 +121,7 @@ class _Iox2Stream(Channel):
         if self._notifier is not None:
             self._notifier.notify()
 
-    def recv(self) -> Optional[Message]:
+    def recv(self) -> Message | None:
         if self._sample is not None:
             self._sample.delete()  # the previous view is done with
         receive, listener = self._sub.receive, self._listener
@@ -186,7 +187,7 @@ class _Iox2Call(Channel):
         req = self._client.loan_slice_uninit(0)
         req.assume_init().send().delete()
 
-    def recv(self) -> Optional[Message]:
+    def recv(self) -> Message | None:
         self._release()
         receive = self._server.receive
         active = receive()
@@ -280,7 +281,7 @@ class _FifoChannel(Channel):
     def send_end(self) -> None:
         self._tx.put(b"", timeout=_CONNECT_S)
 
-    def recv(self) -> Optional[Message]:
+    def recv(self) -> Message | None:
         msg: bytes = self._rx.get(timeout=_CONNECT_S)
         return msg if msg else None
 
@@ -346,7 +347,7 @@ class _ZmqChannel(Channel):
     def send_end(self) -> None:
         self._sock.send(b"")
 
-    def recv(self) -> Optional[Message]:
+    def recv(self) -> Message | None:
         # Received as bytes (pyzmq's default): with copy=False, a stream's
         # empty end frame was sometimes never seen here (pyzmq 27.3).
         msg: bytes = self._sock.recv()

@@ -108,7 +108,7 @@ def ring_image(entries: int, submits: list[tuple[int, bytes]], heap: int = 1024,
     # Buffers in the guest heap, their offsets on the submit ring.
     goff, at = regions[4][0], regions[4][0]
     slots = []
-    for data, buf_fn in submits:
+    for _data, buf_fn in submits:
         b = buf_fn(at)
         img[at:at + len(b)] = b
         slots.append(at)

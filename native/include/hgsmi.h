@@ -33,8 +33,9 @@
 extern "C" {
 #endif
 
+/* major.minor names the newest node of hgsmi.map (tests/test_ffi_build.py). */
 #define HGSMI_VERSION_MAJOR 0
-#define HGSMI_VERSION_MINOR 1
+#define HGSMI_VERSION_MINOR 5
 #define HGSMI_VERSION_PATCH 0
 
 #ifndef HGSMI_API
@@ -149,7 +150,7 @@ struct hgsmi_host_config {
 	const char *name;       /* instance: see HGSMI_INSTANCE_NAME_MAX */
 	const char *runtime_dir; /* socket directory; NULL: $HGSMI_RUNTIME_DIR,
 				    $XDG_RUNTIME_DIR/hgsmi, /tmp/hgsmi-<uid> */
-	uint32_t segment_size;  /* bytes per guest segment; 0: 16 MiB */
+	uint32_t segment_size;  /* bytes per guest segment; 0: 16 MiB (HGSMI_*_DEFAULT) */
 	uint32_t ring_entries;  /* power of two; 0: 1024 */
 	uint32_t guest_heap_percent; /* share of the heaps for the guest; 0: 50 */
 	uint32_t backend;       /* HGSMI_BACKEND_*; 0: eventfd */
@@ -205,6 +206,16 @@ struct hgsmi_host_config {
 #define HGSMI_SEGMENT_MEMFD 1
 #define HGSMI_SEGMENT_POSIX 2
 #define HGSMI_UNLIMITED 0xffffffffu
+/*
+ * What a zero field of struct hgsmi_host_config means.  The Python binding
+ * and its TOML config take their defaults from here (hgsmi/_wire.py), and
+ * give 0 the same meaning.
+ */
+#define HGSMI_SEGMENT_SIZE_DEFAULT (16u << 20)
+#define HGSMI_RING_ENTRIES_DEFAULT 1024u
+#define HGSMI_GUEST_HEAP_PERCENT_DEFAULT 50u
+#define HGSMI_MAX_GUESTS_DEFAULT 64u
+#define HGSMI_SOCKET_MODE_DEFAULT 0600u
 #define HGSMI_DOORBELLS_PER_S_DEFAULT 100000u
 #define HGSMI_PENDING_PER_PID_DEFAULT 8u
 /*
@@ -270,6 +281,7 @@ struct hgsmi_host_stats {
 	uint32_t pending_peak;
 	uint32_t max_pending_per_pid;     /* the limits in force */
 	uint32_t max_guests_per_pid;
+	uint32_t max_doorbells_per_s;     /* per guest; HGSMI_UNLIMITED: none */
 };
 
 /*

@@ -439,7 +439,7 @@ static int alloc_for(struct hgsmi_conn *c, uint32_t size, uint8_t channel,
 	if (rc < 0)
 		return rc;
 	hgsmi_buffer_init(c->seg.base, off, size, channel, info, 0);
-	*out = (struct hgsmi_msg){.offset = off, .data = off + 16, .size = size,
+	*out = (struct hgsmi_msg){.offset = off, .data = hgsmi_int_data_off(off), .size = size,
 				  .capacity = size, .channel = channel, .info = info};
 	return 0;
 }

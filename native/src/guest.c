@@ -376,7 +376,7 @@ static int alloc_for(struct hgsmi_guest *g, uint32_t size, uint32_t reply_cap,
 		hgsmi_int_buffer_header(hdr, size, channel, info, reply_cap);
 	else
 		hgsmi_buffer_init(g->seg.base, off, size, channel, info, reply_cap);
-	*out = (struct hgsmi_msg){.offset = off, .data = off + 16, .size = size,
+	*out = (struct hgsmi_msg){.offset = off, .data = hgsmi_int_data_off(off), .size = size,
 				  .capacity = need, .channel = channel, .info = info};
 	return 0;
 }
@@ -589,7 +589,8 @@ static int collect(struct hgsmi_guest *g)
 		got += n;
 		for (int i = 0; i < n; i++) {
 			const struct hgsmi_buffer_header *h = (const void *)(g->seg.base + offs[i]);
-			struct hgsmi_msg m = {.offset = offs[i], .data = offs[i] + 16};
+			struct hgsmi_msg m = {.offset = offs[i],
+					      .data = hgsmi_int_data_off(offs[i])};
 			int64_t bs;
 
 			/* Only our own buffers, and each once, come back. */

@@ -47,19 +47,19 @@ static int fill_defaults(struct hgsmi_host *h, const struct hgsmi_host_config *c
 	c->name = h->name;
 	c->runtime_dir = NULL; /* resolved into sock_path below */
 	if (!c->segment_size)
-		c->segment_size = 16u << 20;
+		c->segment_size = HGSMI_SEGMENT_SIZE_DEFAULT;
 	if (!c->ring_entries)
-		c->ring_entries = 1024;
+		c->ring_entries = HGSMI_RING_ENTRIES_DEFAULT;
 	if (!c->guest_heap_percent)
-		c->guest_heap_percent = 50;
+		c->guest_heap_percent = HGSMI_GUEST_HEAP_PERCENT_DEFAULT;
 	if (!c->backend)
 		c->backend = HGSMI_BACKEND_EVENTFD;
 	if (!c->max_guests)
-		c->max_guests = 64;
+		c->max_guests = HGSMI_MAX_GUESTS_DEFAULT;
 	if (!c->max_inflight || c->max_inflight > c->ring_entries)
 		c->max_inflight = c->ring_entries;
 	if (!c->socket_mode)
-		c->socket_mode = 0600;
+		c->socket_mode = HGSMI_SOCKET_MODE_DEFAULT;
 	if (!c->segment)
 		c->segment = HGSMI_SEGMENT_MEMFD;
 	if (!c->max_doorbells_per_s)
@@ -865,6 +865,7 @@ void hgsmi_host_stats(const struct hgsmi_host *h, struct hgsmi_host_stats *out)
 	out->pending = h->n_pending;
 	out->max_pending_per_pid = h->cfg.max_pending_per_pid;
 	out->max_guests_per_pid = h->cfg.max_guests_per_pid;
+	out->max_doorbells_per_s = h->cfg.max_doorbells_per_s;
 }
 
 int hgsmi_host_poll(struct hgsmi_host *h, int timeout_ms)

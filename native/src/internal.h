@@ -254,6 +254,12 @@ HGSMI_INT int hgsmi_int_segment_validate(const struct hgsmi_segment_header *h,
 /* Remove stale segments/semaphores of the instance with shm key `key`. */
 HGSMI_INT int hgsmi_int_segment_cleanup(const char *key, bool all_stale);
 
+/* Where the data of the buffer at off starts: right after its header. */
+static inline uint32_t hgsmi_int_data_off(uint32_t off)
+{
+	return off + (uint32_t)sizeof(struct hgsmi_buffer_header);
+}
+
 static inline struct hgsmi_segment_header *
 hgsmi_int_seg_hdr(const struct hgsmi_segment *seg)
 {

@@ -14,9 +14,9 @@ import struct
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from example_proto import CH_ECHO, CH_INVERT, CH_PUSH, CH_PUSH_REQUEST, CH_SINK, INVERT, pattern  # noqa: E402
+
 import hgsmi  # noqa: E402
-from example_proto import (CH_ECHO, CH_INVERT, CH_PUSH, CH_PUSH_REQUEST,  # noqa: E402
-                           CH_SINK, INVERT, pattern)
 
 
 def main() -> int:

@@ -69,7 +69,7 @@ def first_difference(got: bytes, want: bytes) -> str:
     """A short description of where two byte strings differ (never a 1 MiB diff)."""
     if len(got) != len(want):
         return f"{len(got)} bytes, want {len(want)}"
-    for p, (a, b) in enumerate(zip(got, want)):
+    for p, (a, b) in enumerate(zip(got, want, strict=True)):
         if a != b:
             return f"byte {p} of {len(got)} is 0x{a:02x}, want 0x{b:02x}"
     return "equal"

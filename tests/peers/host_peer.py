@@ -16,8 +16,9 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(__file__))
-import hgsmi  # noqa: E402
 from messages import stream  # noqa: E402
+
+import hgsmi  # noqa: E402
 
 
 def main() -> int:

@@ -40,7 +40,6 @@ import socket
 import struct
 import sys
 import tempfile
-import time
 
 CTL_MAGIC, SEG_MAGIC, ENDIAN = 0x43534748, 0x4D534748, 0x01020304
 HELLO = struct.Struct("<IHHII4I")

@@ -16,11 +16,15 @@ send and recv print "attached <guest id>" once they are attached; they are
 meant to be killed with SIGKILL in the middle of their transfers.
 """
 import json
+import os
 import sys
 import time
 
+# tests/, for the helpers the tests share (the test process measures itself alike)
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import hgsmi
-from footprint import fd_count, mem_kib
+
+from support.footprint import fd_count, mem_kib  # noqa: E402
 
 CH_ECHO, CH_SLEEP, CH_PUSHED = 0x20, 0x24, 0x23
 

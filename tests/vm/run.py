@@ -26,7 +26,7 @@ import sys
 import tempfile
 import time
 import traceback
-from typing import Callable
+from collections.abc import Callable
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from driver import Vm, VmHost  # noqa: E402
@@ -162,7 +162,7 @@ def main() -> int:
         assert gone["guest_id"] == first.id, gone
         vm2 = Vm(kernel, initrd, sock, "quick", accel)
         vms.append(vm2)
-        line = serve_until(vh, vm2, lambda s: "vm_guest: done" in s, BOOT_TIMEOUT + 60)
+        serve_until(vh, vm2, lambda s: "vm_guest: done" in s, BOOT_TIMEOUT + 60)
         assert vh.calls.get(max(vh.calls), 0) >= 42
         print(f"  killed VM guest {first.id} (epoch {epoch}) reclaimed; new VM: "
               f"{[ln for ln in vm2.log if 'attached' in ln][0].strip()}")

@@ -2,7 +2,7 @@
 prefix, the C examples compiled against it through pkg-config, and the
 processes that run them.  Imports nothing from hgsmi.
 
-A session fixture builds once: ``c_examples`` (import it into a test module).
+A session fixture builds once: ``c_examples`` (conftest.py offers it to every test).
 """
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]  # tests/support/ -> the repository
 NATIVE = ROOT / "native"
 EXAMPLES = NATIVE / "examples"
 CC = os.environ.get("CC", "cc")
