@@ -44,6 +44,9 @@ ASYNC_INFLIGHT = 256
 #: hgsmi-async stream sizes under --quick (every spawned Python run costs
 #: ~0.3 s of start-up, more than the 0.1 s it measures)
 QUICK_ASYNC_SIZES = (64, 65536)
+#: the peers that --quick runs at those two sizes only; iceoryx2-poll, the one
+#: the zero-copy targets compare with, runs at every size
+QUICK_TWO_SIZES = ("iceoryx2-event", "faster-fifo", "pyzmq")
 
 
 class BenchError(Exception):
@@ -215,10 +218,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             if hasattr(t, "supports") and not t.supports(workload[:3]):
                 continue
             _log(args, f"{workload}: {t.name}")
-            # --quick: the async guest only at the two regimes (per-message
-            # cost, bulk copy), to keep within the 2-minute budget.
+            # --quick: the async guest and most peers only at the two regimes
+            # (per-message cost, bulk copy), to keep the run short.
+            two = t is hga or t.name in QUICK_TWO_SIZES
             sizes = [z for z in args.sizes if z in QUICK_ASYNC_SIZES] \
-                if t is hga and args.quick else args.sizes
+                if two and args.quick else args.sizes
             for size in sizes or args.sizes:
                 small_c = size == 64 and t.name in ("c-ceiling", "hgsmi-c")
                 add(stream_row(t, workload, size, args,
