@@ -19,6 +19,7 @@ from ._attach import no_host_message
 from ._call_error import call_error, too_long
 from ._ratelog import RateLog
 from .lease import Lease, Windows
+from .loan import Loan, loan as _loan
 from .message import Buffer, Message
 from .reply import (REASON_MAX, BadReply, HeldBack, ReplyTooLarge, fail_status, msg_array,
                     read_reason, serve_batch)
@@ -79,6 +80,9 @@ class Guest:
         self._g = out[0]
         self.name = name
         self._base = ffi.cast("char *", lib.hgsmi_guest_base(self._g))
+        self._size = lib.hgsmi_guest_size(self._g)
+        self._loans: set[Loan] = set()  # loaned, not all published or cancelled
+        self._held_loans: set[Loan] = set()  # cancelled while a view was in use
         self._handlers: list[Handler | None] = [None] * 256
         self._msgs = ffi.new("struct hgsmi_msg[]", batch)
         self._one = ffi.new("struct hgsmi_msg *")
@@ -142,6 +146,33 @@ class Guest:
         if rc > cap:
             raise too_long(channel, cap, rc)
         return bytes(memoryview(self._reply)[:rc])
+
+    def loan(self, channel: int, info: int, size: int, n: int = 1,
+             timeout: float | None = None) -> Loan:
+        """Zero copy as a stream: up to ``n`` buffers of ``size`` bytes to fill in place.
+
+        Returns a :class:`Loan` of at least one buffer (fewer than ``n``
+        while the heap is short): iterate it for each buffer's view, fill
+        them, then ``publish()`` all with one doorbell.  Published buffers
+        go back to the heap by themselves when the host completes them;
+        there is nothing to reap or free.  A loan neither published nor
+        cancelled stays loaned until the guest closes.  While the heap is
+        full this waits for completions, up to ``timeout`` (0: raises at
+        once).  Raises :class:`HeapExhausted` (full, and nothing in flight
+        to wait for), :class:`Timeout`, :class:`MessageTooLarge`,
+        :class:`PeerGone`.
+        """
+        if self._held_loans:
+            for held in list(self._held_loans):
+                held.cancel()
+        if (type(channel) is int and type(info) is int and type(size) is int
+                and type(n) is int and 0 < channel < 256 and 0 <= info <= 0xFFFF
+                and 0 <= size <= 0xFFFFFFFF and 0 < n <= 1 << 20 and self._g is not None):
+            offs = ffi.new("uint32_t[]", n)  # the one crossing into C of the fast path
+            rc = lib.hgsmi_guest_loan(self._g, channel, info, size, n, offs)
+            if rc > 0:
+                return Loan(self, offs, rc, size, channel, info)
+        return _loan(self, channel, info, size, n, timeout)
 
     def alloc(self, channel: int, info: int, size: int, reply_size: int = 0) -> Buffer:
         """A buffer of ``size`` bytes in the guest heap, to fill in place.
@@ -415,6 +446,11 @@ class Guest:
         """Detach; the host reclaims whatever was in flight.  Idempotent."""
         if getattr(self, "_g", None) is not None:
             left = self._held_acks.drop() + self._orphans
+            for ln in self._loans | self._held_loans:
+                if not ln._abandon():
+                    left.append(ln._revoke)
+            self._loans.clear()
+            self._held_loans.clear()
             for buf in self._bufs.values():
                 for lease in (buf._lease, buf._reply):
                     if lease is not None and not lease.release():
@@ -444,6 +480,12 @@ class Guest:
         self.close()
 
     # -- buffer ownership -------------------------------------------------------
+    def _in_flight(self) -> bool:
+        """Has the host buffers of ours (whose completions would make room)?"""
+        st = ffi.new("struct hgsmi_guest_stats *")
+        lib.hgsmi_guest_stats(self._g, st)
+        return bool(st.inflight)
+
     def _check_open(self) -> None:
         if self._g is None:
             raise PeerGone(errno.EPIPE, "guest is closed")
