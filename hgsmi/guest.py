@@ -53,6 +53,8 @@ class Guest:
 
     #: views of host commands are sliced from a Window (handlers never defer)
     _windowed = True
+    #: alloc, submit, loan and publish may sleep for room (not on an event loop)
+    _may_block = True
 
     def __init__(self, name: str, *, runtime_dir: str | os.PathLike[str] | None = None,
                  spin_us: int = 0, connect_timeout: float = 2.0, batch: int = 64,
@@ -223,7 +225,7 @@ class Guest:
         while True:
             self._check_open()
             rc = attempt()
-            if rc != full or timeout == 0 or not self._in_flight():
+            if rc != full or timeout == 0 or not self._may_block or not self._in_flight():
                 return rc
             left = None if deadline is None else deadline - time.monotonic()
             if left is not None and left <= 0:

@@ -104,7 +104,7 @@ class Loan:
             if rc > 0:
                 self._sent += rc
                 continue
-            if rc != -errno.EAGAIN or timeout == 0:
+            if rc != -errno.EAGAIN or timeout == 0 or not g._may_block:
                 raise error(rc, "publish")
             left = None if deadline is None else deadline - time.monotonic()
             if left is not None and left <= 0:
@@ -167,7 +167,7 @@ def loan(g: Guest, channel: int, info: int, size: int, n: int,
             break
         # Room comes only from completions: with none in flight, waiting
         # would be forever (the heap is full of unpublished loans).
-        if rc != -errno.ENOMEM or timeout == 0 or not g._in_flight():
+        if rc != -errno.ENOMEM or timeout == 0 or not g._may_block or not g._in_flight():
             raise error(rc, f"loan of {n} x {size} bytes")
         left = None if deadline is None else deadline - time.monotonic()
         if left is not None and left <= 0:

@@ -305,3 +305,38 @@ def test_zero_copy_costs_the_guest_no_more_than_send(name, no_leaks):
                                      f"send {t_send / n * 1e6:.2f} us/msg"
     finally:
         assert stop_host(p) == 0
+
+
+@pytest.mark.timeout(60)
+def test_async_guest_loans_without_blocking_the_loop(name, no_leaks):
+    """On an event loop, loan and publish never sleep (they raise when
+    full); loan_wait and publish_wait await room instead, and the stream
+    arrives whole."""
+    import asyncio
+
+    from hgsmi.aio import AsyncGuest
+
+    got: list[int] = []
+    with hgsmi.Host(name, size=1 << 20, ring_entries=16) as host:
+        host.register(CH, lambda m: got.append(m.data[0]))
+        pump = Pump(host)
+        try:
+            async def main() -> None:
+                async with AsyncGuest.connect(name) as g:
+                    for r in range(200):
+                        batch = await g.loan_wait(CH, 0, 2000, 40)
+                        for v in batch:
+                            v[0] = r % 256
+                        assert await g.publish_wait(batch) == len(batch)
+                        assert batch.published == len(batch)
+                    with pytest.raises(ValueError):
+                        batch[0][0]  # published: revoked
+                    end = asyncio.get_running_loop().time() + 10
+                    while g.stats()["inflight"] and asyncio.get_running_loop().time() < end:
+                        await asyncio.sleep(0.01)
+                    assert g.stats()["guest_heap"]["used"] == 0
+
+            asyncio.run(main())
+        finally:
+            pump.stop()
+        assert len(got) > 200 and got == sorted(got)
