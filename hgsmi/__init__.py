@@ -15,6 +15,7 @@ from .guest import Guest
 from .heap import Heap
 from .host import GuestConn, Host
 from .message import Buffer, Message
+from .loan import Loan
 
 __version__ = _ffi.string(_lib.hgsmi_version()).decode()
 
@@ -27,7 +28,7 @@ CH_USER_FIRST = 0x10
 
 __all__ = [
     "AccessDenied", "Buffer", "BufferReleased", "Busy", "ChannelNotRegistered", "ChecksumError",
-    "Guest", "GuestConn", "Heap", "HeapExhausted", "HgsmiError", "Host", "HostNotFound",
+    "Guest", "GuestConn", "Heap", "Loan", "HeapExhausted", "HgsmiError", "Host", "HostNotFound",
     "Message", "MessageTooLarge", "NameInUse", "PeerGone", "ProtocolError", "RemoteError",
     "RingFull", "Timeout", "Refused", "HostFull", "TooManyGuests", "TooManyPending", "CH_SETUP", "CH_ECHO", "CH_SINK", "CH_BLOB", "CH_USER_FIRST",
 ]

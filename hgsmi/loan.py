@@ -20,7 +20,7 @@ import time
 from typing import TYPE_CHECKING, Any, Iterator
 
 from ._native import ffi, lib
-from ._util import timeout_ms
+from ._util import check_channel, check_int, timeout_ms
 from .errors import Timeout, error
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -152,8 +152,6 @@ class Loan:
 def loan(g: Guest, channel: int, info: int, size: int, n: int,
          timeout: float | None) -> Loan:
     """:meth:`Guest.loan`'s slow path: checks, waits for room, raises."""
-    from ._util import check_channel, check_int
-
     check_channel(channel, info)
     check_int("size", size, 0, 0xFFFFFFFF)
     check_int("n", n, 1, 1 << 20)
