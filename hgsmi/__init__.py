@@ -35,6 +35,7 @@ from .errors import (
 from .guest import Guest
 from .heap import Heap
 from .host import GuestConn, Host
+from .loan import Loan
 from .message import Buffer, Message
 
 __version__ = _ffi.string(_lib.hgsmi_version()).decode()
@@ -44,7 +45,7 @@ _logging.getLogger("hgsmi").addHandler(_logging.NullHandler())
 
 __all__ = [
     "AccessDenied", "Buffer", "BufferReleased", "Busy", "ChannelNotRegistered", "ChecksumError",
-    "Guest", "GuestConn", "Heap", "HeapExhausted", "HgsmiError", "Host", "HostNotFound",
+    "Guest", "GuestConn", "Heap", "Loan", "HeapExhausted", "HgsmiError", "Host", "HostNotFound",
     "Message", "MessageTooLarge", "NameInUse", "PeerGone", "ProtocolError", "RemoteError",
     "RingFull", "Timeout", "Refused", "HostFull", "TooManyGuests", "TooManyPending",
     "CH_SETUP", "CH_ECHO", "CH_SINK", "CH_BLOB", "CH_USER_FIRST", "UNLIMITED",

@@ -18,6 +18,7 @@ from ._util import as_buffer, check_channel, check_int
 from ._wire import CC_QUERY_CONF, CH_SETUP
 from .errors import MessageTooLarge, PeerGone, ProtocolError, Timeout, error
 from .guest import Guest, Handler
+from .loan import Loan
 from .message import Buffer, Message
 from .reply import fill_reply, msg_array, serve_batch
 
@@ -52,6 +53,9 @@ class AsyncGuest(LoopDriven, Guest):
 
     #: async handlers finish later: a Lease per view, not a Window's slice
     _windowed = False
+    #: the loop must not sleep: alloc, submit, loan and publish raise when
+    #: full (await alloc_wait, loan_wait, publish_wait instead)
+    _may_block = False
 
     def __init__(self, name: str, *, runtime_dir: str | os.PathLike[str] | None = None,
                  connect_timeout: float = 2.0, batch: int = 64,
@@ -149,6 +153,32 @@ class AsyncGuest(LoopDriven, Guest):
                 return self.alloc(channel, info, size, reply_size)
             except MemoryError as e:  # HeapExhausted
                 await self._wait_room(-errno.ENOMEM, "alloc", e)
+
+    async def loan_wait(self, channel: int, info: int, size: int, n: int = 1) -> Loan:
+        """:meth:`~hgsmi.Guest.loan`, awaiting heap room while buffers are in flight.
+
+        (``loan`` itself never waits here: it raises :class:`HeapExhausted`.)
+        """
+        while True:
+            self._check_open()
+            try:
+                return self.loan(channel, info, size, n, timeout=0)
+            except MemoryError as e:  # HeapExhausted
+                await self._wait_room(-errno.ENOMEM, "loan", e)
+
+    async def publish_wait(self, loan: Loan) -> int:
+        """``loan.publish()``, awaiting ring room; returns how many went.
+
+        (``loan.publish()`` itself never waits here: it raises :class:`RingFull`.)
+        """
+        first = loan.published
+        while True:
+            self._check_open()
+            try:
+                loan.publish(timeout=0)
+                return loan.published - first
+            except BlockingIOError as e:  # RingFull: what fitted went
+                await self._wait_room(-errno.EAGAIN, "publish", e)
 
     def submit(self, buf: Buffer) -> asyncio.Future[Buffer]:  # type: ignore[override]
         """Hand ``buf`` to the host; returns a future of the completed buffer.

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import functools
 import inspect
 import logging
 import os
@@ -30,6 +31,7 @@ from ._wire import BUFFER_HEADER_SIZE, SPIN_US_DEFAULT
 from .errors import HostNotFound, MessageTooLarge, PeerGone, Timeout, check, error
 from .heap import with_fragmentation
 from .lease import Lease, Windows
+from .loan import Loan, loan as _loan
 from .message import Buffer, Message
 from .reply import (
     REASON_MAX,
@@ -74,6 +76,8 @@ class Guest:
 
     #: views of host commands are sliced from a Window (handlers never defer)
     _windowed = True
+    #: alloc, submit, loan and publish may sleep for room (not on an event loop)
+    _may_block = True
 
     def __init__(self, name: str, *, runtime_dir: str | os.PathLike[str] | None = None,
                  spin_us: int = SPIN_US_DEFAULT, connect_timeout: float = 2.0,
@@ -104,6 +108,9 @@ class Guest:
         self._g = out[0]
         self.name = name
         self._base = ffi.cast("char *", lib.hgsmi_guest_base(self._g))
+        self._size = lib.hgsmi_guest_size(self._g)
+        self._loans: set[Loan] = set()  # loaned, not all published or cancelled
+        self._held_loans: set[Loan] = set()  # cancelled while a view was in use
         self._handlers: list[Handler | None] = [None] * 256
         self._msgs = ffi.new("struct hgsmi_msg[]", batch)
         self._one = ffi.new("struct hgsmi_msg *")
@@ -168,24 +175,88 @@ class Guest:
             raise too_long(channel, cap, rc)
         return bytes(memoryview(self._reply)[:rc])
 
-    def alloc(self, channel: int, info: int, size: int, reply_size: int = 0) -> Buffer:
+    def loan(self, channel: int, info: int, size: int, n: int = 1,
+             timeout: float | None = None) -> Loan:
+        """Zero copy as a stream: up to ``n`` buffers of ``size`` bytes to fill in place.
+
+        Returns a :class:`Loan` of at least one buffer (fewer than ``n``
+        while the heap is short): iterate it for each buffer's view, fill
+        them, then ``publish()`` all with one doorbell.  Published buffers
+        go back to the heap by themselves when the host completes them;
+        there is nothing to reap or free.  A loan neither published nor
+        cancelled stays loaned until the guest closes.  While the heap is
+        full this waits for completions, up to ``timeout`` (0: raises at
+        once).  Raises :class:`HeapExhausted` (full, and nothing in flight
+        to wait for), :class:`Timeout`, :class:`MessageTooLarge`,
+        :class:`PeerGone`.
+        """
+        if self._held_loans:
+            for held in list(self._held_loans):
+                held.cancel()
+        if (type(channel) is int and type(info) is int and type(size) is int
+                and type(n) is int and 0 < channel < 256 and 0 <= info <= 0xFFFF
+                and 0 <= size <= 0xFFFFFFFF and 0 < n <= 1 << 20 and self._g is not None):
+            offs = ffi.new("uint32_t[]", n)  # the one crossing into C of the fast path
+            rc = lib.hgsmi_guest_loan(self._g, channel, info, size, n, offs)
+            if rc > 0:
+                return Loan(self, offs, rc, size, channel, info)
+        return _loan(self, channel, info, size, n, timeout)
+
+    def alloc(self, channel: int, info: int, size: int, reply_size: int = 0,
+              timeout: float | None = 0) -> Buffer:
         """A buffer of ``size`` bytes in the guest heap, to fill in place.
 
-        Raises :class:`HeapExhausted` (full now) or :class:`MessageTooLarge`.
+        While the heap is full it waits for completions, up to ``timeout``
+        (default 0: raises at once; None: no limit).  For a stream,
+        :meth:`loan` is cheaper.  Raises :class:`HeapExhausted` (full, and
+        nothing in flight to wait for), :class:`Timeout`,
+        :class:`MessageTooLarge`.
         """
-        check_channel(channel, info)
         if self._held:
             self._retry_held()
-        check_int("size", size, 0, 1 << 63)
-        check_int("reply_size", reply_size, 0, 1 << 63)
-        if max(size, reply_size) > 0xFFFFFFFF:
-            raise MessageTooLarge(errno.EMSGSIZE, f"alloc: {max(size, reply_size)} bytes "
-                                  "can never fit in the guest heap")
         m = self._one
-        check(lib.hgsmi_guest_alloc(self._g, size, reply_size, channel, info, m), "alloc")
+        # The common case in one FFI call, without check_int's calls.
+        if (type(channel) is int and type(info) is int and type(size) is int
+                and type(reply_size) is int and 0 < channel < 256 and 0 <= info <= 0xFFFF
+                and 0 <= size <= 0xFFFFFFFF and 0 <= reply_size <= 0xFFFFFFFF
+                and self._g is not None):
+            rc = lib.hgsmi_guest_alloc(self._g, size, reply_size, channel, info, m)
+        else:
+            check_channel(channel, info)
+            check_int("size", size, 0, 1 << 63)
+            check_int("reply_size", reply_size, 0, 1 << 63)
+            if max(size, reply_size) > 0xFFFFFFFF:
+                raise MessageTooLarge(errno.EMSGSIZE, f"alloc: {max(size, reply_size)} bytes "
+                                      "can never fit in the guest heap")
+            self._check_open()
+            rc = -errno.ENOMEM
+        if rc == -errno.ENOMEM:
+            rc = self._retry_for_room(lambda: lib.hgsmi_guest_alloc(self._g, size, reply_size,
+                                                          channel, info, m),
+                            -errno.ENOMEM, timeout, "alloc")
+        check(rc, "alloc")
         buf = self._bufs[m.offset] = Buffer(self, m.offset, channel, info, size, m.capacity,
-                      Lease(self._base + m.data, size))
+                                            Lease(self._base + m.data, size))
         return buf
+
+    def _retry_for_room(self, attempt: Callable[[], int], full: int, timeout: float | None,
+              what: str) -> int:
+        """Retry ``attempt`` while it returns ``full``, waiting for completions.
+
+        Returns its last result.  Waits up to ``timeout`` (0: one attempt),
+        and not at all with nothing in flight: no completion could make room.
+        """
+        timeout_ms(timeout)  # None or >= 0, else ValueError
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            self._check_open()
+            rc = attempt()
+            if rc != full or timeout == 0 or not self._may_block or not self._in_flight():
+                return rc
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                raise Timeout(errno.ETIMEDOUT, f"{what}: no room")
+            self._wait(left)
 
     def call_buffer(self, buf: Buffer, timeout: float | None = None) -> memoryview:
         """Submit ``buf`` and wait for its completion; return the reply in place.
@@ -209,32 +280,66 @@ class Guest:
             raise exc
         return buf.reply
 
-    def submit(self, buf: Buffer) -> None:
+    def submit(self, buf: Buffer, timeout: float | None = 0) -> None:
         """Asynchronous: hand ``buf`` to the host; it returns via :meth:`completions`.
 
-        Raises :class:`RingFull` when as many buffers are in flight as the
-        rings hold, :class:`PeerGone` if the host is gone.
+        While the rings are full (as many buffers in flight as they hold)
+        it waits for room, up to ``timeout`` (default 0: raises at once;
+        None: no limit).  Raises :class:`RingFull`, :class:`Timeout`,
+        :class:`PeerGone` if the host is gone, :class:`BufferError` while
+        a view of the buffer is in use.
         """
-        self.submit_many([buf])
+        self._hand_over(buf)
+        offs = self._offs
+        offs[0] = buf.offset
+        rc = lib.hgsmi_guest_submit(self._g, offs, 1)
+        if rc == 0 and timeout != 0:
+            try:
+                rc = self._retry_for_room(lambda: lib.hgsmi_guest_submit(self._g, offs, 1), 0,
+                                timeout, "submit")
+            except BaseException:
+                self._take_back(buf)
+                raise
+        if rc <= 0:
+            self._take_back(buf)
+            raise error(rc if rc < 0 else -errno.EAGAIN, "submit")
+        self._inflight[buf.offset] = buf
 
-    def submit_many(self, bufs: Iterable[Buffer]) -> int:
-        """Submit several buffers with one doorbell; returns how many went."""
+    def submit_many(self, bufs: Iterable[Buffer], timeout: float | None = 0) -> int:
+        """Submit several buffers with one doorbell; returns how many went.
+
+        With ``timeout`` 0 (the default) as many as the rings hold now;
+        otherwise it waits for room for all of them, up to ``timeout``
+        (None: no limit).  Raises as :meth:`submit`.
+        """
         bufs = list(bufs)
         if len(bufs) > len(self._offs):
             self._offs = ffi.new("uint32_t[]", len(bufs))
+        offs = self._offs
         for i, b in enumerate(bufs):
             self._hand_over(b)
-            self._offs[i] = b.offset
-        rc: int = lib.hgsmi_guest_submit(self._g, self._offs, len(bufs))
-        if rc <= 0:
-            for b in bufs:
+            offs[i] = b.offset
+        sent, n, rc = 0, len(bufs), 0
+        try:
+            while sent < n:
+                rc = lib.hgsmi_guest_submit(self._g, offs + sent, n - sent)
+                if rc == 0 and timeout != 0:
+                    rc = self._retry_for_room(
+                        functools.partial(lib.hgsmi_guest_submit, self._g, offs + sent, n - sent),
+                        0, timeout, "submit")
+                if rc <= 0:
+                    break
+                sent += rc
+                if timeout == 0:
+                    break
+        finally:
+            for b in bufs[sent:]:
                 self._take_back(b)
+            for b in bufs[:sent]:
+                self._inflight[b.offset] = b
+        if sent == 0:
             raise error(rc if rc < 0 else -errno.EAGAIN, "submit")
-        for b in bufs[rc:]:
-            self._take_back(b)
-        for b in bufs[:rc]:
-            self._inflight[b.offset] = b
-        return rc
+        return sent
 
     def send(self, channel: int, info: int, data: Any) -> None:
         """Fire and forget, copy mode: queue ``data`` with one doorbell.
@@ -441,11 +546,16 @@ class Guest:
         """Detach; the host reclaims whatever was in flight.  Idempotent."""
         if getattr(self, "_g", None) is not None:
             left = self._held_acks.drop() + self._orphans
+            for ln in self._loans | self._held_loans:
+                if not ln._abandon():
+                    left.append(ln._revoke)
+            self._loans.clear()
+            self._held_loans.clear()
             for buf in self._bufs.values():
                 for lease in (buf._lease, buf._reply):
                     if lease is not None and not lease.release():
                         left.append(lease.release)
-                buf._lease = buf._reply = None
+                buf._lease = buf._reply = buf._reply_at = None
                 buf.state = "freed"
             self._bufs.clear()
             self._inflight.clear()
@@ -470,6 +580,12 @@ class Guest:
         self.close()
 
     # -- buffer ownership -------------------------------------------------------
+    def _in_flight(self) -> bool:
+        """Has the host buffers of ours (whose completions would make room)?"""
+        st = ffi.new("struct hgsmi_guest_stats *")
+        lib.hgsmi_guest_stats(self._g, st)
+        return bool(st.inflight)
+
     def _check_open(self) -> None:
         if self._g is None:
             raise PeerGone(errno.EPIPE, "guest is closed")
@@ -500,7 +616,7 @@ class Guest:
 
     def _complete(self, buf: Buffer, m: Any) -> None:
         buf.status = m.status
-        buf._reply = Lease(self._base + m.data, m.size if m.status >= 0 else 0)
+        buf._reply_at = (m.data, m.size if m.status >= 0 else 0)
         buf.state = "completed"
 
     def _free_buffer(self, buf: Buffer) -> None:
@@ -518,7 +634,7 @@ class Guest:
                 return
         if buf.state == "held":
             self._held.remove(buf)
-        buf._lease = buf._reply = None
+        buf._lease = buf._reply = buf._reply_at = None
         self._bufs.pop(buf.offset, None)
         if self._g is not None:
             check(lib.hgsmi_guest_free(self._g, buf.offset), "free")

@@ -76,7 +76,7 @@ class Buffer:
     """
 
     __slots__ = ("_guest", "offset", "channel", "info", "size", "capacity",
-                 "status", "_lease", "_reply", "state")
+                 "status", "_lease", "_reply", "_reply_at", "state")
 
     def __init__(self, guest: Guest, offset: int, channel: int, info: int,
                  size: int, capacity: int, lease: Lease) -> None:
@@ -89,6 +89,9 @@ class Buffer:
         self.status = 0
         self._lease: Lease | None = lease
         self._reply: Lease | None = None
+        # (data offset, length) of a completion's reply: its Lease is made
+        # on first use, so a stream that never reads replies pays for none.
+        self._reply_at: tuple[int, int] | None = None
         self.state = "filling"  #: filling, in-flight, completed, freed
 
     @property
@@ -101,9 +104,13 @@ class Buffer:
     @property
     def reply(self) -> memoryview:
         """The reply, in place, after completion.  Raises once freed."""
-        if self._reply is None:
-            raise BufferReleased(0, f"buffer is {self.state}, no reply")
-        return self._reply.view
+        reply = self._reply
+        if reply is None:
+            at = self._reply_at
+            if at is None:
+                raise BufferReleased(0, f"buffer is {self.state}, no reply")
+            reply = self._reply = Lease(self._guest._base + at[0], at[1])
+        return reply.view
 
     def array(self, dtype: Any = "uint8", shape: Any = None) -> Any:
         """The data as a numpy array (no copy; needs numpy)."""

@@ -583,6 +583,29 @@ HGSMI_API int hgsmi_guest_send(struct hgsmi_guest *guest, uint8_t channel,
 HGSMI_API int hgsmi_guest_reap(struct hgsmi_guest *guest, struct hgsmi_msg *out,
 			       unsigned max);
 /*
+ * Zero copy as a stream: loan up to n buffers of `size` bytes (one channel
+ * and info) and write their header offsets to offs.  Fill each in place at
+ * base + offs[i] + 16, then publish them.  Small buffers share one heap
+ * block, as hgsmi_guest_send's do.  Returns how many were loaned (fewer
+ * while the heap is short), or -ENOMEM (none), -EMSGSIZE, -EINVAL, -EPIPE.
+ * Blocks: no.
+ */
+HGSMI_API int hgsmi_guest_loan(struct hgsmi_guest *guest, uint8_t channel,
+			       uint16_t info, uint32_t size, unsigned n,
+			       uint32_t *offs);
+/*
+ * Queue loaned buffers with one doorbell, fire and forget: the library frees
+ * each when its completion comes back (as hgsmi_guest_send's; failures count
+ * in remote_errors), so the caller neither reaps nor frees them.  Returns how
+ * many were queued, a prefix (the rest stay loaned), or -EAGAIN (ring full),
+ * -EINVAL (an offset that is not loaned), -EPIPE.  Blocks: no.
+ */
+HGSMI_API int hgsmi_guest_publish(struct hgsmi_guest *guest, const uint32_t *offs,
+				  unsigned n);
+/* Give back loaned buffers unpublished; -EINVAL if one was not loaned. */
+HGSMI_API int hgsmi_guest_unloan(struct hgsmi_guest *guest, const uint32_t *offs,
+				 unsigned n);
+/*
  * Submit one buffer and wait for its completion (other completions that
  * arrive meanwhile are kept for hgsmi_guest_reap).  Fills *out and returns
  * the reply length, or the handler's -errno, -ETIMEDOUT, -EPIPE.  The buffer

@@ -30,6 +30,7 @@ struct hgsmi_guest {
 	struct hgsmi_heap *heap;
 	struct hgsmi_inflight sent;    /* guest buffers the host holds */
 	struct hgsmi_inflight orphans; /* of those, ones whose caller gave up */
+	struct hgsmi_inflight loaned;  /* loaned (hgsmi_guest_loan), not yet published */
 	/*
 	 * Slabs: a send batch of small buffers carved from one heap block
 	 * (see slab_batch).  Private, one word per guest-heap granule:
@@ -154,7 +155,8 @@ static int layout(struct hgsmi_guest *g)
 	g->hheap = r[HGSMI_REGION_HOST_HEAP];
 	if ((rc = hgsmi_heap_create(g->gheap.offset, g->gheap.size, &g->heap)) < 0 ||
 	    (rc = hgsmi_int_inflight_init(&g->sent, g->gheap.offset, g->gheap.size)) < 0 ||
-	    (rc = hgsmi_int_inflight_init(&g->orphans, g->gheap.offset, g->gheap.size)) < 0)
+	    (rc = hgsmi_int_inflight_init(&g->orphans, g->gheap.offset, g->gheap.size)) < 0 ||
+	    (rc = hgsmi_int_inflight_init(&g->loaned, g->gheap.offset, g->gheap.size)) < 0)
 		return rc;
 	/* Mapped: pages are only touched where slabs are carved. */
 	if (!(g->slab_of = hgsmi_int_table_alloc(slab_table_bytes(g))) ||
@@ -298,6 +300,7 @@ void hgsmi_guest_detach(struct hgsmi_guest *g)
 	hgsmi_heap_destroy(g->heap);
 	hgsmi_int_inflight_free(&g->sent);
 	hgsmi_int_inflight_free(&g->orphans);
+	hgsmi_int_inflight_free(&g->loaned);
 	hgsmi_int_table_free(g->slab_of, slab_table_bytes(g));
 	hgsmi_int_table_free(g->slab_left, slab_table_bytes(g));
 	free(g->stash);
@@ -419,10 +422,19 @@ static void release(struct hgsmi_guest *g, uint32_t off)
 		hgsmi_heap_free(g->heap, g->gheap.offset + (s - 1) * HGSMI_HEAP_ALIGN);
 }
 
+/* Is `off` marked in `f`?  (take and set back: no shared-memory access) */
+static bool inflight_has(struct hgsmi_inflight *f, uint32_t off)
+{
+	if (!hgsmi_int_inflight_take(f, off))
+		return false;
+	hgsmi_int_inflight_set(f, off);
+	return true;
+}
+
 int hgsmi_guest_free(struct hgsmi_guest *g, uint32_t offset)
 {
-	if (in_slab(g, offset))
-		return -EBUSY; /* fire-and-forget: not the caller's */
+	if (in_slab(g, offset) || inflight_has(&g->loaned, offset))
+		return -EBUSY; /* fire-and-forget or loaned: not for hgsmi_guest_free */
 	if (hgsmi_int_inflight_take(&g->sent, offset)) {
 		hgsmi_int_inflight_set(&g->sent, offset);
 		return -EBUSY; /* the host has it */
@@ -463,8 +475,8 @@ int hgsmi_guest_submit(struct hgsmi_guest *g, const uint32_t *offs, unsigned n)
 
 		if (bs < 0)
 			return -EINVAL;
-		if (in_slab(g, offs[i]))
-			return -EBUSY; /* a send's buffer: never in the caller's hands */
+		if (in_slab(g, offs[i]) || inflight_has(&g->loaned, offs[i]))
+			return -EBUSY; /* a send's or a loan's buffer: hgsmi_guest_publish's */
 		if (hgsmi_int_inflight_take(&g->sent, offs[i])) {
 			hgsmi_int_inflight_set(&g->sent, offs[i]); /* it stays in flight */
 			return -EBUSY;
@@ -483,7 +495,7 @@ int hgsmi_guest_submit(struct hgsmi_guest *g, const uint32_t *offs, unsigned n)
  * free per buffer (~250 of the guest's ~510 cycles a message in 64 B g2h,
  * perf).  The buffers are laid out back to back, each on its own cache
  * line, so to the host they are ordinary buffers at aligned offsets.  Fills
- * offs, hdrs (unsealed) and the data; returns how many, or 0 if the batch is
+ * offs, hdrs (unsealed) and the data (none for a loan: datas NULL); returns how many, or 0 if the batch is
  * too short or too large for a slab, or the heap has no block for it (the
  * caller then takes the per-buffer path, which also collects and retries).
  */
@@ -509,8 +521,10 @@ static unsigned slab_batch(struct hgsmi_guest *g, uint8_t channel, uint16_t info
 		offs[j] = off;
 		g->slab_of[gheap_granule(g, off)] = s + 1;
 		hgsmi_int_buffer_header(&hdrs[j], lens[j], channel, info, 0);
-		memcpy(g->seg.base + off + sizeof(hdrs[j]), datas[j], lens[j]);
-		g->st.bytes_out += lens[j];
+		if (datas) {
+			memcpy(g->seg.base + off + sizeof(hdrs[j]), datas[j], lens[j]);
+			g->st.bytes_out += lens[j];
+		}
 		off += (lens[j] + (uint32_t)HGSMI_BUFFER_OVERHEAD + HGSMI_HEAP_ALIGN - 1) &
 		       ~(uint32_t)(HGSMI_HEAP_ALIGN - 1);
 	}
@@ -574,6 +588,100 @@ int hgsmi_guest_send(struct hgsmi_guest *g, uint8_t channel, uint16_t info,
 	if (done)
 		doorbell(g);
 	return done ? (int)done : (rc < 0 ? rc : -EAGAIN);
+}
+
+/*
+ * Loans: zero copy at the cost of copy mode.  A loan is hgsmi_guest_send
+ * without the copy: the same slabs for small buffers (one heap block for the
+ * batch), the headers sealed at once, and fire and forget after publish, so
+ * collect() frees each buffer when it comes back and the caller never reaps
+ * or frees one.  The payload is not under the checksum, so sealing before
+ * the caller fills it is sound.
+ */
+int hgsmi_guest_loan(struct hgsmi_guest *g, uint8_t channel, uint16_t info,
+		     uint32_t size, unsigned n, uint32_t *offs)
+{
+	struct hgsmi_buffer_header hdrs[HGSMI_BATCH];
+	uint32_t lens[HGSMI_BATCH];
+	unsigned done = 0;
+	int rc;
+
+	if (channel == HGSMI_CH_RESERVED || n == 0)
+		return -EINVAL;
+	if (size > hgsmi_heap_max_alloc(g->heap) - HGSMI_BUFFER_OVERHEAD)
+		return -EMSGSIZE;
+	if (host_gone(g))
+		return -EPIPE;
+	/* Free what came back first: the blocks reused are still warm. */
+	if ((rc = collect(g)) < 0)
+		return rc;
+	rc = 0;
+	while (done < n && rc == 0) {
+		unsigned want = n - done < HGSMI_BATCH ? n - done : HGSMI_BATCH, k;
+
+		for (unsigned j = 0; j < want; j++)
+			lens[j] = size;
+		k = slab_batch(g, channel, info, NULL, lens, want, offs + done, hdrs);
+		for (bool slab = k > 0; !slab && k < want; k++) {
+			struct hgsmi_msg m;
+
+			if ((rc = alloc_for(g, size, 0, channel, info, NULL, &m, &hdrs[k])) < 0)
+				break;
+			offs[done + k] = m.offset;
+		}
+		hgsmi_int_buffer_seal_many(g->seg.base, offs + done, hdrs, k);
+		for (unsigned j = 0; j < k; j++)
+			hgsmi_int_inflight_set(&g->loaned, offs[done + j]);
+		done += k;
+	}
+	return done ? (int)done : rc;
+}
+
+/* Mark back as loaned offs[0..n), which hgsmi_guest_publish had taken. */
+static void reloan(struct hgsmi_guest *g, const uint32_t *offs, unsigned n)
+{
+	for (unsigned i = 0; i < n; i++)
+		hgsmi_int_inflight_set(&g->loaned, offs[i]);
+}
+
+int hgsmi_guest_publish(struct hgsmi_guest *g, const uint32_t *offs, unsigned n)
+{
+	int pushed;
+
+	/* Taken as checked, so that an offset twice in one call fails too. */
+	for (unsigned i = 0; i < n; i++) {
+		if (!hgsmi_int_inflight_take(&g->loaned, offs[i])) {
+			reloan(g, offs, i);
+			return -EINVAL;
+		}
+	}
+	pushed = n ? queue(g, offs, n) : 0;
+	if (pushed <= 0) {
+		reloan(g, offs, n);
+		return pushed < 0 ? pushed : -EAGAIN;
+	}
+	reloan(g, offs + pushed, n - (unsigned)pushed);
+	for (int i = 0; i < pushed; i++) {
+		const struct hgsmi_buffer_header *h = (const void *)(g->seg.base + offs[i]);
+
+		hgsmi_int_inflight_set(&g->orphans, offs[i]); /* freed when it comes back */
+		g->st.bytes_out += READ_ONCE(h->data_size);
+	}
+	doorbell(g);
+	return pushed;
+}
+
+int hgsmi_guest_unloan(struct hgsmi_guest *g, const uint32_t *offs, unsigned n)
+{
+	int rc = 0;
+
+	for (unsigned i = 0; i < n; i++) {
+		if (hgsmi_int_inflight_take(&g->loaned, offs[i]))
+			release(g, offs[i]);
+		else
+			rc = -EINVAL;
+	}
+	return rc;
 }
 
 /*

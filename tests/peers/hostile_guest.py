@@ -1,11 +1,17 @@
 """A hostile guest: attaches through the real control socket, then scribbles.
 
-usage: hostile_guest.py NAME SECONDS SEED
+usage: hostile_guest.py NAME SECONDS SEED [index]
 
 It writes random and adversarial values over its whole segment (header, host
 flags, ring indices and slots, both heaps), queues bogus offsets on the submit
 and ack rings, and rings the doorbell at will.  It exits 0 when its time is up
 or the host cuts it off (PeerGone), which is the expected outcome.
+
+With ``index`` it first moves its submit ring's tail half the index space
+ahead and rings: a hostile index, which the host cuts it off for at once.
+(Random scribbling may instead hit the epoch word first, and a guest that
+sees the epoch move believes itself reset and hangs up before the host
+counts its garbage: a test that needs a cut-off asks for this one.)
 """
 import random
 import struct
@@ -28,6 +34,9 @@ def main() -> int:
     hdr = ffi.cast("struct hgsmi_segment_header *", base)
     regions = [(hdr.regions[i].offset, hdr.regions[i].size) for i in range(6)]
     deadline = time.monotonic() + seconds
+    if sys.argv[4:] == ["index"]:
+        submit = ffi.cast("struct hgsmi_ring_header *", base + regions[0][0])
+        submit.tail = submit.head + 0x80000000
     try:
         while time.monotonic() < deadline:
             what = rng.randrange(6)

@@ -1,0 +1,176 @@
+"""Loaned buffers: zero copy as a stream (:meth:`Guest.loan`).
+
+A loan is a batch of buffers in the guest heap, filled in place and then
+published with one crossing into C and one doorbell.  Published buffers are
+fire and forget: the C core frees each when the host completes it, so a
+stream makes no Python object per completion and never calls ``free``.
+
+The views of a loan are slices of one exporter made for the loan, so they
+cost a slice each, not a cffi buffer each.  Publishing revokes them: each is
+released, and the exporter's reference count shows whether something
+derived from them (a slice of a view, a numpy array) lives on; then the
+loan is not published (:class:`BufferError`), as :meth:`Guest.submit`
+refuses a buffer whose view is still in use.  No view outlives its buffer.
+"""
+from __future__ import annotations
+
+import errno
+import sys
+import time
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+from ._native import ffi, lib
+from ._util import check_channel, check_int, timeout_ms
+from .errors import Timeout, error
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .guest import Guest
+
+
+class Loan:
+    """Buffers of ``size`` bytes loaned by :meth:`Guest.loan`, to fill and publish.
+
+    Iterate it, or index it, for each buffer's writable view (in the VRAM,
+    no copy).  :meth:`publish` hands them to the host; :meth:`cancel` (or
+    leaving its ``with`` block) gives back what was not published.
+    """
+
+    __slots__ = ("_guest", "_offs", "_n", "_sent", "_exporter", "_whole", "views",
+                 "size", "channel", "info", "__weakref__")
+
+    def __init__(self, guest: Guest, offs: Any, n: int, size: int,
+                 channel: int, info: int) -> None:
+        self._guest = guest
+        self._offs = offs
+        self._n = n
+        self._sent = 0
+        self.size, self.channel, self.info = size, channel, info
+        # One exporter for the whole loan: a view is a slice of it.
+        self._exporter = ffi.buffer(guest._base, guest._size)
+        whole = self._whole = memoryview(self._exporter)
+        #: the buffers' views, in order; revoked by publish and cancel
+        self.views: list[memoryview] = [whole[o + 16:o + 16 + size]
+                                        for o in ffi.unpack(offs, n)]
+        guest._loans.add(self)
+
+    def __len__(self) -> int:
+        return self._n
+
+    def __iter__(self) -> Iterator[memoryview]:
+        return iter(self.views)
+
+    def __getitem__(self, i: int) -> memoryview:
+        return self.views[i]
+
+    @property
+    def published(self) -> int:
+        """How many of the buffers the host has (a prefix)."""
+        return self._sent
+
+    def _revoke(self) -> bool:
+        """Release every view; False while something derived from one lives on."""
+        try:
+            for v in self.views:
+                v.release()
+            self._whole.release()
+        except BufferError:
+            return False
+        # Our slot and getrefcount's argument.  More: a slice of a view
+        # still holds the managed buffer, which holds the exporter.
+        return sys.getrefcount(self._exporter) <= 2
+
+    def publish(self, timeout: float | None = None) -> int:
+        """Hand every buffer to the host, with one doorbell; returns how many.
+
+        The views are revoked first.  While the submit ring is full it waits
+        for room, up to ``timeout`` (0: only what fits now).  The host's
+        completions free the buffers: nothing to reap or free.  Raises
+        :class:`BufferError` while a view (or something made from one, such
+        as a numpy array) is still in use, and then publishes nothing;
+        :class:`RingFull` (``timeout=0``) or :class:`Timeout` with the rest
+        still loaned (publish again, or cancel); :class:`PeerGone`.
+        """
+        g = self._guest
+        if self._sent == self._n:
+            return 0
+        if not self._revoke():
+            raise BufferError("a view of a loaned buffer is still in use; "
+                              "release it before publishing")
+        deadline = None if timeout is None else time.monotonic() + timeout
+        first = self._sent
+        while self._sent < self._n:
+            g._check_open()
+            rc = lib.hgsmi_guest_publish(g._g, self._offs + self._sent, self._n - self._sent)
+            if rc > 0:
+                self._sent += rc
+                continue
+            if rc != -errno.EAGAIN or timeout == 0 or not g._may_block:
+                raise error(rc, "publish")
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                raise Timeout(errno.ETIMEDOUT, f"publish: {self._sent} of {self._n} "
+                              "published, the ring is full")
+            g._wait(left)
+        g._loans.discard(self)
+        return self._sent - first
+
+    def cancel(self) -> bool:
+        """Give back the buffers not published; idempotent.
+
+        Returns False if a view is still in use: the memory is then held
+        back (never reused under the view) until the guest sees it go.
+        """
+        g = self._guest
+        if self._sent == self._n:
+            return True
+        if not self._revoke():
+            g._held_loans.add(self)
+            return False
+        if g._g is not None:
+            lib.hgsmi_guest_unloan(g._g, self._offs + self._sent, self._n - self._sent)
+        self._sent = self._n
+        g._loans.discard(self)
+        g._held_loans.discard(self)
+        return True
+
+    def _abandon(self) -> bool:
+        """The guest is closing: revoke the views (False: one lives on)."""
+        self._sent = self._n
+        return self._revoke()
+
+    def __enter__(self) -> Loan:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.cancel()
+
+    def __repr__(self) -> str:
+        return (f"<hgsmi.Loan channel={self.channel} {self._n} x {self.size} bytes, "
+                f"{self._sent} published>")
+
+
+def loan(g: Guest, channel: int, info: int, size: int, n: int,
+         timeout: float | None) -> Loan:
+    """:meth:`Guest.loan`'s slow path: checks, waits for room, raises."""
+    check_channel(channel, info)
+    check_int("size", size, 0, 0xFFFFFFFF)
+    check_int("n", n, 1, 1 << 20)
+    timeout_ms(timeout)  # None or >= 0, else ValueError
+    deadline = None if timeout is None else time.monotonic() + timeout
+    offs = ffi.new("uint32_t[]", n)
+    while True:
+        g._check_open()
+        rc = lib.hgsmi_guest_loan(g._g, channel, info, size, n, offs)
+        if rc > 0:
+            break
+        # Room comes only from completions: with none in flight, waiting
+        # would be forever (the heap is full of unpublished loans).
+        if rc != -errno.ENOMEM or timeout == 0 or not g._may_block or not g._in_flight():
+            raise error(rc, f"loan of {n} x {size} bytes")
+        left = None if deadline is None else deadline - time.monotonic()
+        if left is not None and left <= 0:
+            raise Timeout(errno.ETIMEDOUT, f"loan of {n} x {size} bytes: no room")
+        g._wait(left)
+    return Loan(g, offs, rc, size, channel, info)
+
