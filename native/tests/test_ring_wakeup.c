@@ -573,7 +573,7 @@ static void sleeping_host(uint32_t backend)
 	if (rc < 0 || attach_s > 1.0 || hangup_s > 1.0) {
 		fprintf(stderr,
 			"core bug (%s backend): a host asleep in hgsmi_host_poll(h, %d) "
-			"did not wake for %s: src/host.c wait_sem() sleeps on the shared "
+			"did not wake for %s: src/host_loop.c wait_sem() sleeps on the shared "
 			"doorbell semaphore alone and looks at the listening socket and "
 			"the guests' sockets (epoll) only once, before it sleeps\n",
 			backend_name(backend), SLEEPY_POLL_MS,
