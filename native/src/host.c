@@ -163,10 +163,7 @@ int hgsmi_host_register(struct hgsmi_host *h, uint8_t ch, hgsmi_handler_fn fn, v
 
 int hgsmi_host_unregister(struct hgsmi_host *h, uint8_t ch)
 {
-	if (!h->channels[ch].registered)
-		return -ENOENT;
-	h->channels[ch] = (struct hgsmi_channel){0};
-	return 0;
+	return hgsmi_int_channel_clear(h->channels, ch);
 }
 
 int hgsmi_host_set_stat_reply(struct hgsmi_host *h, const void *data, size_t len)

@@ -309,6 +309,8 @@ struct hgsmi_channel {
 };
 HGSMI_INT int hgsmi_int_channel_set(struct hgsmi_channel *table, uint8_t ch,
 				    hgsmi_handler_fn fn, void *ctx);
+/* Forget channel ch's handler: 0, or -ENOENT if none was registered. */
+HGSMI_INT int hgsmi_int_channel_clear(struct hgsmi_channel *table, uint8_t ch);
 /* Run a C handler on a verified buffer; fills status and reply length. */
 HGSMI_INT void hgsmi_int_channel_run(const struct hgsmi_channel *c,
 				     uint8_t *base, struct hgsmi_msg *m);
