@@ -18,13 +18,16 @@ import ctypes
 import math
 import multiprocessing as mp
 import os
+import shutil
 import signal
+import tempfile
 import time
 import traceback
 from abc import abstractmethod
 from multiprocessing import reduction
 from multiprocessing.connection import Connection, wait
-from typing import Any, Callable, ContextManager, Literal, Optional, cast
+from typing import (Any, Callable, ContextManager, Iterator, Literal, Optional, TypeVar,
+                    cast)
 
 from .base import (DEFAULT_TIMEOUT, DEFAULT_WARMUP, Cpus, Direction, Job,
                    StreamResult, Transport)
@@ -56,6 +59,45 @@ class PassedFd:
 
 def _rebuild_fd(dup: Any) -> PassedFd:
     return PassedFd(dup.detach())
+
+
+_T = TypeVar("_T")
+
+
+# -- what endpoints() are made of ----------------------------------------------
+
+@contextlib.contextmanager
+def temp_dir(prefix: str) -> Iterator[str]:
+    """A new private directory, removed with all it holds on exit."""
+    path = tempfile.mkdtemp(prefix=prefix)
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def closing_fds() -> Iterator[list[int]]:
+    """A list to put each fd in as soon as it is made; all are closed on exit."""
+    fds: list[int] = []
+    try:
+        yield fds
+    finally:
+        for fd in fds:
+            os.close(fd)
+
+
+@contextlib.contextmanager
+def one_each_way(make: Callable[[], _T],
+                 close: Callable[[_T], None]) -> Iterator[tuple[tuple[_T, _T], tuple[_T, _T]]]:
+    """A queue (or the like) for each direction, both closed on exit: the
+    host's end is (h2g, g2h) and the guest's (g2h, h2g), i.e. (tx, rx)."""
+    g2h, h2g = make(), make()
+    try:
+        yield (h2g, g2h), (g2h, h2g)
+    finally:
+        for q in (g2h, h2g):
+            close(q)
 
 
 def _loops(job: Job) -> tuple[Loop, Loop]:
