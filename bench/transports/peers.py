@@ -88,16 +88,23 @@ def closing_fds() -> Iterator[list[int]]:
 
 
 @contextlib.contextmanager
-def one_each_way(make: Callable[[], _T],
-                 close: Callable[[_T], None]) -> Iterator[tuple[tuple[_T, _T], tuple[_T, _T]]]:
-    """A queue (or the like) for each direction, both closed on exit: the
-    host's end is (h2g, g2h) and the guest's (g2h, h2g), i.e. (tx, rx)."""
+def one_each_way(channel: Callable[[Any, Any], Channel], make: Callable[[], _T],
+                 close: Callable[[_T], None]) -> Iterator[tuple[Any, Any]]:
+    """A queue (or the like) for each direction, both closed on exit. Each
+    end names ``channel`` and its (tx, rx): the host's (h2g, g2h), the
+    guest's (g2h, h2g); :func:`open_each_way` opens it."""
     g2h, h2g = make(), make()
     try:
-        yield (h2g, g2h), (g2h, h2g)
+        yield (channel, h2g, g2h), (channel, g2h, h2g)
     finally:
         for q in (g2h, h2g):
             close(q)
+
+
+def open_each_way(end: tuple[Callable[[Any, Any], Channel], Any, Any], job: Job) -> Channel:
+    """The channel of an end from :func:`one_each_way` (in the child)."""
+    channel, tx, rx = end
+    return channel(tx, rx)
 
 
 def _loops(job: Job) -> tuple[Loop, Loop]:
@@ -188,6 +195,13 @@ class PeerTransport(Transport):
                 for rx in conns:
                     rx.close()
         return results
+
+
+class QueueEachWay(PeerTransport):
+    """A transport of one queue per direction: ``endpoints`` returns
+    :func:`one_each_way` of its channel class and queues."""
+
+    open_host = open_guest = staticmethod(open_each_way)
 
 
 def _collect(conns: dict[Connection, str], procs: list[mp.process.BaseProcess],

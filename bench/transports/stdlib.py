@@ -32,7 +32,7 @@ from typing import Any, ContextManager, Iterator, Optional
 from .base import Job, page_buffer
 from .channel import BytesChannel, Channel, Message
 from .framed import HDR, FramedChannel
-from .peers import PassedFd, PeerTransport, closing_fds, one_each_way
+from .peers import PassedFd, PeerTransport, QueueEachWay, closing_fds, one_each_way
 
 _CTX = mp.get_context("spawn")
 
@@ -56,20 +56,14 @@ class MpQueueChannel(BytesChannel):
         return msg
 
 
-def _open_queues(end: tuple[Any, Any], job: Job) -> MpQueueChannel:
-    return MpQueueChannel(*end)
-
-
-class MpQueue(PeerTransport):
+class MpQueue(QueueEachWay):
     """``multiprocessing.Queue`` (see module docstring)."""
 
     name = "stdlib-mp-queue"
-    open_host = open_guest = staticmethod(_open_queues)
 
     def endpoints(self, job: Job) -> ContextManager[tuple[Any, Any]]:
-        """One queue per direction; each end is (tx, rx)."""
         maxsize = max(4, min(1024, (16 << 20) // job.size))
-        return one_each_way(lambda: _CTX.Queue(maxsize), _close_queue)
+        return one_each_way(MpQueueChannel, lambda: _CTX.Queue(maxsize), _close_queue)
 
 
 def _close_queue(q: Any) -> None:

@@ -32,7 +32,7 @@ from typing import Any, ContextManager, Iterator, Optional
 
 from .base import Job
 from .channel import BytesChannel, Channel, Message
-from .peers import PeerTransport, one_each_way, temp_dir
+from .peers import PeerTransport, QueueEachWay, one_each_way, temp_dir
 
 #: samples an iceoryx2 subscriber (and a faster-fifo queue, in messages) holds
 _DEPTH = 1024
@@ -272,21 +272,15 @@ class _FifoChannel(BytesChannel):
         return msg if msg else None
 
 
-def _open_fifo(end: tuple[Any, Any], job: Job) -> Channel:
-    return _FifoChannel(*end)
-
-
-class FasterFifo(_Peer):
+class FasterFifo(QueueEachWay, _Peer):
     """``faster_fifo.Queue`` of bytes, one per direction."""
 
     name = "faster-fifo"
-    open_host = open_guest = staticmethod(_open_fifo)
 
     def endpoints(self, job: Job) -> ContextManager[tuple[Any, Any]]:
-        """One queue per direction; each end is (tx, rx)."""
         from faster_fifo import Queue
         room = max(1 << 20, min(64 << 20, _DEPTH * (job.size + 64)))
-        return one_each_way(lambda: Queue(room), lambda q: q.close())
+        return one_each_way(_FifoChannel, lambda: Queue(room), lambda q: q.close())
 
 
 # -- pyzmq -------------------------------------------------------------------------
