@@ -60,6 +60,14 @@ class Channel(ABC):
         """Release the channel after a successful run."""
 
 
+class BytesChannel(Channel):
+    """A channel that sends ``bytes`` objects, for transports that take
+    their messages as objects (queues pickle them) rather than views."""
+
+    def payload(self, size: int) -> Message:
+        return bytes(pattern_buffer(size)[:size])
+
+
 def _bad(msg: Message, size: int) -> RuntimeError:
     got = bytes(msg[:1]) + b".." + bytes(msg[-1:]) if len(msg) else b""
     return RuntimeError(f"corrupt message: {len(msg)} bytes {got!r}, expected {size}")

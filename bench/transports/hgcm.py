@@ -56,7 +56,7 @@ from typing import Any
 
 from .base import Job, page_buffer
 from .channel import Channel, Message
-from .peers import PassedFd, PeerTransport
+from .peers import PassedFd, PeerTransport, closing_fds
 
 # VMMDevRequestHeader (24 B) + HGCM header (8 B) + call header (12 B) + one
 # parameter {type, size, offset, direction} (16 B), little-endian, packed.
@@ -92,16 +92,26 @@ def _capacity(size: int) -> int:
     return -(-size // _PAGE) * _PAGE
 
 
-class HgcmGuest(Channel):
-    """The guest's side: every message is one synchronous HGCM call."""
+class _HgcmEnd(Channel):
+    """What each side holds: the guest RAM mapped (page 0 the request, then
+    the bounce area), a private page-aligned buffer of the same capacity
+    (the guest's user buffer, the host's copy), and the two eventfds."""
 
     def __init__(self, shm_fd: int, kick: int, irq: int, size: int) -> None:
         self._cap = _capacity(size)
         self._shm = mmap.mmap(shm_fd, _BOUNCE_OFF + self._cap)
         self._bounce = memoryview(self._shm)[_BOUNCE_OFF:]
-        self._user = memoryview(page_buffer(self._cap))
+        self._private = memoryview(page_buffer(self._cap))
         self._kick, self._irq = kick, irq
         self._ended = False
+
+
+class HgcmGuest(_HgcmEnd):
+    """The guest's side: every message is one synchronous HGCM call."""
+
+    def __init__(self, shm_fd: int, kick: int, irq: int, size: int) -> None:
+        super().__init__(shm_fd, kick, irq, size)
+        self._user = self._private
 
     def _call(self, fn: int, msg: Message | None, n: int) -> tuple[int, int]:
         """Post one call with an n-byte parameter; return (result, size out)."""
@@ -152,19 +162,15 @@ class HgcmGuest(Channel):
             self.send_end()
 
 
-class HgcmHost(Channel):
+class HgcmHost(_HgcmEnd):
     """The host's side: a receiving thread (the EMT) feeding the service,
     which is whoever drives this channel, through one SimpleQueue."""
 
     def __init__(self, shm_fd: int, kick: int, irq: int, size: int) -> None:
-        self._cap = _capacity(size)
-        self._shm = mmap.mmap(shm_fd, _BOUNCE_OFF + self._cap)
-        self._bounce = memoryview(self._shm)[_BOUNCE_OFF:]
-        self._host_view = memoryview(page_buffer(self._cap))
-        self._kick, self._irq = kick, irq
+        super().__init__(shm_fd, kick, irq, size)
+        self._host_view = self._private
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._pending: tuple[Any, ...] | None = None
-        self._ended = False
         self._emt = threading.Thread(target=self._receive, name="hgcm-emt", daemon=True)
         self._emt.start()
 
@@ -289,8 +295,7 @@ class Hgcm(PeerTransport):
     @contextlib.contextmanager
     def endpoints(self, job: Job) -> Iterator[tuple[Any, Any]]:
         """A memfd ("guest RAM") and the kick and IRQ eventfds, for both."""
-        fds: list[int] = []
-        try:
+        with closing_fds() as fds:
             shm = os.memfd_create("hgsmi-bench-hgcm", os.MFD_CLOEXEC)
             fds.append(shm)
             os.ftruncate(shm, _BOUNCE_OFF + _capacity(job.size))
@@ -298,6 +303,3 @@ class Hgcm(PeerTransport):
                 fds.append(os.eventfd(0, os.EFD_CLOEXEC))
             end = tuple(PassedFd(fd) for fd in fds)
             yield end, end
-        finally:
-            for fd in fds:
-                os.close(fd)

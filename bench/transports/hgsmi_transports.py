@@ -33,14 +33,12 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
-import shutil
-import tempfile
 import time
 from collections.abc import Iterator
 from typing import Any
 
 from .base import DEFAULT_TIMEOUT, Cpus, Job, StreamResult, markers, pattern_buffer
-from .peers import Loop, PeerTransport
+from .peers import Loop, PeerTransport, temp_dir
 
 DATA_CH, END_CH, GO_CH = 16, 17, 18
 #: bytes per guest segment: room for several 1 MiB messages in flight
@@ -372,13 +370,10 @@ class HgsmiTransport(PeerTransport):
 
     @contextlib.contextmanager
     def endpoints(self, job: Job) -> Iterator[tuple[Any, Any]]:
-        rundir = tempfile.mkdtemp(prefix="hgsmi-bench-")
-        try:
+        with temp_dir("hgsmi-bench-") as rundir:
             end = (f"b{os.getpid() % 100000}x{time.monotonic_ns() % 10**6}", rundir, self.spin_us,
                    self.segment)
             yield end, end
-        finally:
-            shutil.rmtree(rundir, ignore_errors=True)
 
     def loops(self, job: Job) -> tuple[Loop, Loop]:
         if job.kind == "rtt":

@@ -18,15 +18,17 @@ import ctypes
 import math
 import multiprocessing as mp
 import os
+import shutil
 import signal
+import tempfile
 import time
 import traceback
 from abc import abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from multiprocessing import reduction
 from multiprocessing.connection import Connection, wait
-from typing import Any, Literal, cast
+from typing import Any, Literal, TypeVar, cast
 
 from .base import DEFAULT_TIMEOUT, DEFAULT_WARMUP, Cpus, Direction, Job, StreamResult, Transport
 from .channel import Channel, rtt_client, rtt_server, stream_recv, stream_send
@@ -57,6 +59,52 @@ class PassedFd:
 
 def _rebuild_fd(dup: Any) -> PassedFd:
     return PassedFd(dup.detach())
+
+
+_T = TypeVar("_T")
+
+
+# -- what endpoints() are made of ----------------------------------------------
+
+@contextlib.contextmanager
+def temp_dir(prefix: str) -> Iterator[str]:
+    """A new private directory, removed with all it holds on exit."""
+    path = tempfile.mkdtemp(prefix=prefix)
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def closing_fds() -> Iterator[list[int]]:
+    """A list to put each fd in as soon as it is made; all are closed on exit."""
+    fds: list[int] = []
+    try:
+        yield fds
+    finally:
+        for fd in fds:
+            os.close(fd)
+
+
+@contextlib.contextmanager
+def one_each_way(channel: Callable[[Any, Any], Channel], make: Callable[[], _T],
+                 close: Callable[[_T], None]) -> Iterator[tuple[Any, Any]]:
+    """A queue (or the like) for each direction, both closed on exit. Each
+    end names ``channel`` and its (tx, rx): the host's (h2g, g2h), the
+    guest's (g2h, h2g); :func:`open_each_way` opens it."""
+    g2h, h2g = make(), make()
+    try:
+        yield (channel, h2g, g2h), (channel, g2h, h2g)
+    finally:
+        for q in (g2h, h2g):
+            close(q)
+
+
+def open_each_way(end: tuple[Callable[[Any, Any], Channel], Any, Any], job: Job) -> Channel:
+    """The channel of an end from :func:`one_each_way` (in the child)."""
+    channel, tx, rx = end
+    return channel(tx, rx)
 
 
 def _loops(job: Job) -> tuple[Loop, Loop]:
@@ -147,6 +195,13 @@ class PeerTransport(Transport):
                 for rx in conns:
                     rx.close()
         return results
+
+
+class QueueEachWay(PeerTransport):
+    """A transport of one queue per direction: ``endpoints`` returns
+    :func:`one_each_way` of its channel class and queues."""
+
+    open_host = open_guest = staticmethod(open_each_way)
 
 
 def _collect(conns: dict[Connection, str], procs: list[mp.process.BaseProcess],

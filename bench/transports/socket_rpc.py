@@ -19,72 +19,51 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import socket
-import struct
-import tempfile
 from collections.abc import Iterator
 
-from .base import Job, page_buffer
-from .channel import Channel, Message
-from .peers import PeerTransport
+from .base import Job
+from .channel import Message
+from .framed import HDR, FramedChannel
+from .peers import PeerTransport, temp_dir
 
-_HDR = struct.Struct("<I")
 #: Socket buffer asked for; the kernel caps it at net.core.{w,r}mem_max.
 _SOCK_BUF = 1 << 20
 
 
-def recv_exactly(sock: socket.socket, view: memoryview) -> None:
-    """Fill ``view`` from ``sock``; EOFError if the peer closes first."""
-    want = len(view)
-    got = sock.recv_into(view, want, socket.MSG_WAITALL)
-    while got < want:
-        n = sock.recv_into(view[got:], want - got, socket.MSG_WAITALL)
-        if n == 0:
-            raise EOFError("peer closed the socket mid-frame")
-        got += n
-
-
-class SocketChannel(Channel):
+class SocketChannel(FramedChannel):
     """Length-prefixed frames over a connected stream socket."""
 
     def __init__(self, sock: socket.socket, size: int) -> None:
+        super().__init__(size)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, _SOCK_BUF)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, _SOCK_BUF)
         self._sock = sock
-        self._cap = size
-        self._hdr_out = bytearray(_HDR.size)
-        self._hdr_in = bytearray(_HDR.size)
-        self._hdr_view = memoryview(self._hdr_in)
-        self._buf = memoryview(page_buffer(size))
 
     def send(self, msg: Message) -> None:
         n = len(msg)
-        _HDR.pack_into(self._hdr_out, 0, n)
+        HDR.pack_into(self._hdr_out, 0, n)
         sent = self._sock.sendmsg([self._hdr_out, msg])
-        if sent != n + _HDR.size:
+        if sent != n + HDR.size:
             self._send_rest(msg, sent)
 
     def _send_rest(self, msg: Message, sent: int) -> None:
-        if sent < _HDR.size:
+        if sent < HDR.size:
             self._sock.sendall(memoryview(self._hdr_out)[sent:])
-            sent = _HDR.size
-        self._sock.sendall(memoryview(msg)[sent - _HDR.size:])
+            sent = HDR.size
+        self._sock.sendall(memoryview(msg)[sent - HDR.size:])
 
-    def send_end(self) -> None:
-        _HDR.pack_into(self._hdr_out, 0, 0)
-        self._sock.sendall(self._hdr_out)
+    def _write_all(self, data: Message) -> None:
+        self._sock.sendall(data)
 
-    def recv(self) -> memoryview | None:
-        recv_exactly(self._sock, self._hdr_view)
-        (n,) = _HDR.unpack_from(self._hdr_in)
-        if n == 0:
-            return None
-        if n > self._cap:
-            raise ValueError(f"frame of {n} bytes exceeds the buffer of {self._cap}")
-        view = self._buf[:n]
-        recv_exactly(self._sock, view)
-        return view
+    def _read_exactly(self, view: memoryview) -> None:
+        sock, want = self._sock, len(view)
+        got = sock.recv_into(view, want, socket.MSG_WAITALL)
+        while got < want:
+            n = sock.recv_into(view[got:], want - got, socket.MSG_WAITALL)
+            if n == 0:
+                raise EOFError("peer closed the socket mid-frame")
+            got += n
 
     def close(self) -> None:
         self._sock.close()
@@ -115,13 +94,9 @@ class SocketRpc(PeerTransport):
     def endpoints(self, job: Job) -> Iterator[tuple[socket.socket, str]]:
         """A listening socket for the host (listening before either peer
         starts, so the guest's connect never races) and its path."""
-        tmp = tempfile.mkdtemp(prefix="hgsmi-bench-")
-        path = os.path.join(tmp, "rpc.sock")
-        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
+        with temp_dir("hgsmi-bench-") as tmp, \
+                socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as listener:
+            path = os.path.join(tmp, "rpc.sock")
             listener.bind(path)
             listener.listen(1)
             yield listener, path
-        finally:
-            listener.close()
-            shutil.rmtree(tmp, ignore_errors=True)

@@ -27,27 +27,25 @@ import contextlib
 import fcntl
 import multiprocessing as mp
 import os
-import struct
 from collections.abc import Iterator
+from contextlib import AbstractContextManager
 from typing import Any
 
-from .base import Job, page_buffer, pattern_buffer
-from .channel import Channel, Message
-from .peers import PassedFd, PeerTransport
+from .base import Job, page_buffer
+from .channel import BytesChannel, Channel, Message
+from .framed import HDR, FramedChannel
+from .peers import PassedFd, PeerTransport, QueueEachWay, closing_fds, one_each_way
 
 _CTX = mp.get_context("spawn")
 
 
 # -- multiprocessing.Queue ----------------------------------------------------
 
-class MpQueueChannel(Channel):
+class MpQueueChannel(BytesChannel):
     """Messages as ``bytes`` through a pair of ``multiprocessing.Queue``."""
 
     def __init__(self, tx: Any, rx: Any) -> None:
         self._tx, self._rx = tx, rx
-
-    def payload(self, size: int) -> bytes:
-        return bytes(pattern_buffer(size)[:size])
 
     def send(self, msg: Message) -> None:
         self._tx.put(msg)
@@ -60,28 +58,19 @@ class MpQueueChannel(Channel):
         return msg
 
 
-def _open_queues(end: tuple[Any, Any], job: Job) -> MpQueueChannel:
-    return MpQueueChannel(*end)
-
-
-class MpQueue(PeerTransport):
+class MpQueue(QueueEachWay):
     """``multiprocessing.Queue`` (see module docstring)."""
 
     name = "stdlib-mp-queue"
-    open_host = staticmethod(_open_queues)
-    open_guest = staticmethod(_open_queues)
 
-    @contextlib.contextmanager
-    def endpoints(self, job: Job) -> Iterator[tuple[Any, Any]]:
-        """One queue per direction; each end is (tx, rx)."""
+    def endpoints(self, job: Job) -> AbstractContextManager[tuple[Any, Any]]:
         maxsize = max(4, min(1024, (16 << 20) // job.size))
-        g2h, h2g = _CTX.Queue(maxsize), _CTX.Queue(maxsize)
-        try:
-            yield (h2g, g2h), (g2h, h2g)
-        finally:
-            for q in (g2h, h2g):
-                q.close()
-                q.join_thread()
+        return one_each_way(MpQueueChannel, lambda: _CTX.Queue(maxsize), _close_queue)
+
+
+def _close_queue(q: Any) -> None:
+    q.close()
+    q.join_thread()
 
 
 # -- multiprocessing.Pipe -----------------------------------------------------
@@ -116,23 +105,18 @@ class MpPipe(PeerTransport):
     """``multiprocessing.Pipe`` (see module docstring)."""
 
     name = "stdlib-mp-pipe"
-    open_host = staticmethod(_open_mp_pipe)
-    open_guest = staticmethod(_open_mp_pipe)
+    open_host = open_guest = staticmethod(_open_mp_pipe)
 
     @contextlib.contextmanager
     def endpoints(self, job: Job) -> Iterator[tuple[Any, Any]]:
         """Both ends of one duplex Pipe."""
         host, guest = _CTX.Pipe(duplex=True)
-        try:
+        with host, guest:
             yield host, guest
-        finally:
-            host.close()
-            guest.close()
 
 
 # -- raw os.pipe --------------------------------------------------------------
 
-_HDR = struct.Struct("<I")
 _PIPE_SIZE = 1 << 20
 _PAGE = 4096
 
@@ -148,32 +132,19 @@ def _write_all(fd: int, parts: list[Message], sent: int = 0) -> None:
             view = view[os.write(fd, view):]
 
 
-def _read_exactly(fd: int, view: memoryview) -> None:
-    """Fill ``view`` from ``fd``; EOFError if the writer closes first."""
-    got, want = 0, len(view)
-    while got < want:
-        n = os.readv(fd, [view[got:]])
-        if n == 0:
-            raise EOFError("pipe closed mid-frame")
-        got += n
-
-
-class OsPipeChannel(Channel):
+class OsPipeChannel(FramedChannel):
     """Length-prefixed frames over a pair of raw pipes."""
 
     def __init__(self, tx: int, rx: int, size: int) -> None:
-        self._tx, self._rx, self._cap = tx, rx, size
-        self._hdr_out = bytearray(_HDR.size)
-        self._hdr_in = bytearray(_HDR.size)
-        self._hdr_view = memoryview(self._hdr_in)
-        self._buf = memoryview(page_buffer(size))
+        super().__init__(size)
+        self._tx, self._rx = tx, rx
 
     def send(self, msg: Message) -> None:
         n = len(msg)
-        _HDR.pack_into(self._hdr_out, 0, n)
+        HDR.pack_into(self._hdr_out, 0, n)
         if n < _PAGE:
             sent = os.writev(self._tx, [self._hdr_out, msg])
-            if sent != n + _HDR.size:
+            if sent != n + HDR.size:
                 _write_all(self._tx, [self._hdr_out, msg], sent)
         else:
             # Two writes, so that the payload starts a fresh pipe page. One
@@ -185,20 +156,16 @@ class OsPipeChannel(Channel):
             if sent != n:
                 _write_all(self._tx, [msg], sent)
 
-    def send_end(self) -> None:
-        _HDR.pack_into(self._hdr_out, 0, 0)
-        _write_all(self._tx, [self._hdr_out])
+    def _write_all(self, data: Message) -> None:
+        _write_all(self._tx, [data])
 
-    def recv(self) -> memoryview | None:
-        _read_exactly(self._rx, self._hdr_view)
-        (n,) = _HDR.unpack_from(self._hdr_in)
-        if n == 0:
-            return None
-        if n > self._cap:
-            raise ValueError(f"frame of {n} bytes exceeds the buffer of {self._cap}")
-        view = self._buf[:n]
-        _read_exactly(self._rx, view)
-        return view
+    def _read_exactly(self, view: memoryview) -> None:
+        fd, got, want = self._rx, 0, len(view)
+        while got < want:
+            n = os.readv(fd, [view[got:]])
+            if n == 0:
+                raise EOFError("pipe closed mid-frame")
+            got += n
 
     def close(self) -> None:
         os.close(self._tx)
@@ -213,14 +180,12 @@ class OsPipe(PeerTransport):
     """Raw ``os.pipe`` with length prefixes (see module docstring)."""
 
     name = "stdlib-os-pipe"
-    open_host = staticmethod(_open_os_pipe)
-    open_guest = staticmethod(_open_os_pipe)
+    open_host = open_guest = staticmethod(_open_os_pipe)
 
     @contextlib.contextmanager
     def endpoints(self, job: Job) -> Iterator[tuple[Any, Any]]:
         """Two pipes; each end is (tx fd, rx fd)."""
-        fds: list[int] = []
-        try:
+        with closing_fds() as fds:
             g2h_r, g2h_w = os.pipe()
             fds += (g2h_r, g2h_w)
             h2g_r, h2g_w = os.pipe()
@@ -230,6 +195,3 @@ class OsPipe(PeerTransport):
                     fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, _PIPE_SIZE)
             yield ((PassedFd(h2g_w), PassedFd(g2h_r)),
                    (PassedFd(g2h_w), PassedFd(h2g_r)))
-        finally:
-            for fd in fds:
-                os.close(fd)

@@ -27,15 +27,14 @@ import ctypes
 import importlib.util
 import os
 import secrets
-import shutil
-import tempfile
 import time
 from collections.abc import Iterator
+from contextlib import AbstractContextManager
 from typing import Any
 
-from .base import Job, pattern_buffer
-from .channel import Channel, Message
-from .peers import PeerTransport
+from .base import Job
+from .channel import BytesChannel, Channel, Message
+from .peers import PeerTransport, QueueEachWay, one_each_way, temp_dir
 
 #: samples an iceoryx2 subscriber (and a faster-fifo queue, in messages) holds
 _DEPTH = 1024
@@ -69,7 +68,7 @@ def _iox_node(config: str) -> Any:
     return iox2.NodeBuilder.new().config(cfg).create(iox2.ServiceType.Ipc)
 
 
-class _Iox2Stream(Channel):
+class _Iox2Stream(BytesChannel):
     """One end of an iceoryx2 pub/sub stream (a sender or a receiver)."""
 
     def __init__(self, config: str, service: str, job: Job, sending: bool,
@@ -105,9 +104,6 @@ class _Iox2Stream(Channel):
         self._sample: Any = None
         self._timeout = iox2.Duration.from_millis(100)
 
-    def payload(self, size: int) -> Message:
-        return bytes(pattern_buffer(size)[:size])
-
     def send(self, msg: Message) -> None:
         # Loan, fill in place, send: iceoryx2's zero-copy path.
         s = self._pub.loan_slice_uninit(len(msg))
@@ -142,7 +138,7 @@ class _Iox2Stream(Channel):
         self._svc = self._ev = self._node = None
 
 
-class _Iox2Call(Channel):
+class _Iox2Call(BytesChannel):
     """One end of an iceoryx2 request/response service, busy-polled."""
 
     def __init__(self, config: str, service: str, job: Job, client: bool) -> None:
@@ -162,9 +158,6 @@ class _Iox2Call(Channel):
         else:
             self._server = rr.server_builder().initial_max_slice_len(job.size).create()
         self._held: Any = None
-
-    def payload(self, size: int) -> Message:
-        return bytes(pattern_buffer(size)[:size])
 
     def _release(self) -> None:
         if self._held is not None:
@@ -225,8 +218,7 @@ class Iceoryx2(PeerTransport):
 
     name = "iceoryx2-poll"
     event = False
-    open_host = staticmethod(_open_iox)
-    open_guest = staticmethod(_open_iox)
+    open_host = open_guest = staticmethod(_open_iox)
 
     def supports(self, what: str) -> bool:
         """Streams both ways; calls unless event-driven."""
@@ -236,19 +228,18 @@ class Iceoryx2(PeerTransport):
     def endpoints(self, job: Job) -> Iterator[tuple[Any, Any]]:
         """A config file that gives the job a namespace of its own: a root
         directory and a /dev/shm prefix, both removed afterwards."""
-        root = tempfile.mkdtemp(prefix="hgsmi-bench-iox2-")
         prefix = f"hgsmibench{secrets.token_hex(4)}_"
-        config = os.path.join(root, "config.toml")
-        with open(config, "w") as f:
-            f.write(f'[global]\nroot-path = "{root}/"\nprefix = "{prefix}"\n')
-        try:
-            yield (config, "host", self.event), (config, "guest", self.event)
-        finally:
-            for entry in os.listdir("/dev/shm"):
-                if entry.startswith(prefix):
-                    with contextlib.suppress(FileNotFoundError):
-                        os.unlink(os.path.join("/dev/shm", entry))
-            shutil.rmtree(root, ignore_errors=True)
+        with temp_dir("hgsmi-bench-iox2-") as root:
+            config = os.path.join(root, "config.toml")
+            with open(config, "w") as f:
+                f.write(f'[global]\nroot-path = "{root}/"\nprefix = "{prefix}"\n')
+            try:
+                yield (config, "host", self.event), (config, "guest", self.event)
+            finally:
+                for entry in os.listdir("/dev/shm"):
+                    if entry.startswith(prefix):
+                        with contextlib.suppress(FileNotFoundError):
+                            os.unlink(os.path.join("/dev/shm", entry))
 
 
 class Iceoryx2Event(Iceoryx2):
@@ -268,12 +259,9 @@ class _Peer(PeerTransport):
         return True
 
 
-class _FifoChannel(Channel):
+class _FifoChannel(BytesChannel):
     def __init__(self, tx: Any, rx: Any) -> None:
         self._tx, self._rx = tx, rx
-
-    def payload(self, size: int) -> Message:
-        return bytes(pattern_buffer(size)[:size])
 
     def send(self, msg: Message) -> None:
         self._tx.put(msg, timeout=_CONNECT_S)
@@ -286,27 +274,15 @@ class _FifoChannel(Channel):
         return msg if msg else None
 
 
-def _open_fifo(end: tuple[Any, Any], job: Job) -> Channel:
-    return _FifoChannel(*end)
-
-
-class FasterFifo(_Peer):
+class FasterFifo(QueueEachWay, _Peer):
     """``faster_fifo.Queue`` of bytes, one per direction."""
 
     name = "faster-fifo"
-    open_host = staticmethod(_open_fifo)
-    open_guest = staticmethod(_open_fifo)
 
-    @contextlib.contextmanager
-    def endpoints(self, job: Job) -> Iterator[tuple[Any, Any]]:
+    def endpoints(self, job: Job) -> AbstractContextManager[tuple[Any, Any]]:
         from faster_fifo import Queue
         room = max(1 << 20, min(64 << 20, _DEPTH * (job.size + 64)))
-        g2h, h2g = Queue(room), Queue(room)
-        try:
-            yield (h2g, g2h), (g2h, h2g)
-        finally:
-            for q in (g2h, h2g):
-                q.close()
+        return one_each_way(_FifoChannel, lambda: Queue(room), lambda q: q.close())
 
 
 # -- pyzmq -------------------------------------------------------------------------
@@ -366,17 +342,14 @@ class Pyzmq(_Peer):
     """A ZeroMQ PAIR socket over ipc://."""
 
     name = "pyzmq"
-    open_host = staticmethod(_open_zmq)
-    open_guest = staticmethod(_open_zmq)
+    open_host = open_guest = staticmethod(_open_zmq)
 
     @contextlib.contextmanager
     def endpoints(self, job: Job) -> Iterator[tuple[Any, Any]]:
-        d = tempfile.mkdtemp(prefix="hgsmi-bench-zmq-")
-        addr = f"ipc://{d}/s"
-        try:
+        """The ipc:// address of a socket in a private directory."""
+        with temp_dir("hgsmi-bench-zmq-") as d:
+            addr = f"ipc://{d}/s"
             yield (addr, True), (addr, False)
-        finally:
-            shutil.rmtree(d, ignore_errors=True)
 
 
 def peers() -> list[PeerTransport]:

@@ -9,6 +9,7 @@
 #ifndef HGSMI_FUZZ_H
 #define HGSMI_FUZZ_H
 
+#include <dirent.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -31,6 +32,20 @@ int LLVMFuzzerInitialize(int *argc, char ***argv);
 			abort();                                               \
 		}                                                              \
 	} while (0)
+
+/* Open fds of this process: the same before and after an input, or one leaked. */
+static inline int fuzz_count_fds(void)
+{
+	DIR *d = opendir("/proc/self/fd");
+	struct dirent *e;
+	int n = 0;
+
+	FUZZ_CHECK(d);
+	while ((e = readdir(d)))
+		n += e->d_name[0] != '.';
+	closedir(d);
+	return n;
+}
 
 struct cursor {
 	const uint8_t *p;

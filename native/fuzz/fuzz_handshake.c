@@ -51,7 +51,6 @@
  * (tests/test_limits.py covers silent and half hellos).
  */
 #define _GNU_SOURCE
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
@@ -90,19 +89,6 @@ static size_t reply_len;
 static int reply_fds[4], reply_nfds;
 static int fake_conn = -1; /* the accepted connection, closed by the main thread */
 static volatile bool quitting;
-
-static int count_fds(void)
-{
-	DIR *d = opendir("/proc/self/fd");
-	struct dirent *e;
-	int n = 0;
-
-	FUZZ_CHECK(d);
-	while ((e = readdir(d)))
-		n += e->d_name[0] != '.';
-	closedir(d);
-	return n;
-}
 
 static void make_eventfds(int *fds, int n)
 {
@@ -449,12 +435,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	struct cursor in = {data, size};
 	uint8_t mode = take_u8(&in);
-	int fds_before = count_fds();
+	int fds_before = fuzz_count_fds();
 
 	if (mode & 1)
 		welcome(&in);
 	else
 		hello(&in);
-	FUZZ_CHECK(count_fds() == fds_before);
+	FUZZ_CHECK(fuzz_count_fds() == fds_before);
 	return 0;
 }

@@ -28,7 +28,6 @@
  * HGSMI_FUZZ_VERBOSE=1 says what each input's adoption gave.
  */
 #define _GNU_SOURCE
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <sys/eventfd.h>
@@ -67,19 +66,6 @@ enum fd_kind {
 static uint8_t *pristine; /* a laid-out segment image */
 static char tmpdir[64];
 static const uint64_t eventfd_max = 0xfffffffffffffffeull;
-
-static int count_fds(void)
-{
-	DIR *d = opendir("/proc/self/fd");
-	struct dirent *e;
-	int n = 0;
-
-	FUZZ_CHECK(d);
-	while ((e = readdir(d)))
-		n += e->d_name[0] != '.';
-	closedir(d);
-	return n;
-}
 
 static uint64_t now_ms(void)
 {
@@ -269,7 +255,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	struct hgsmi_welcome w;
 	struct hgsmi_guest *g = NULL;
 	enum fd_kind kinds[3] = {FD_NONE, FD_NONE, FD_NONE};
-	int fds[3], mine[3] = {-1, -1, -1}, nfds = 0, before = count_fds(), rc;
+	int fds[3], mine[3] = {-1, -1, -1}, nfds = 0, before = fuzz_count_fds(), rc;
 	uint8_t fix, plen, *host_map = NULL;
 
 	for (int i = 0; i < 3; i++)
@@ -331,6 +317,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	for (int i = 0; i < 3; i++)
 		if (mine[i] >= 0)
 			close(mine[i]);
-	FUZZ_CHECK(count_fds() == before);
+	FUZZ_CHECK(fuzz_count_fds() == before);
 	return 0;
 }

@@ -15,6 +15,14 @@ int hgsmi_int_channel_set(struct hgsmi_channel *table, uint8_t ch,
 	return 0;
 }
 
+int hgsmi_int_channel_clear(struct hgsmi_channel *table, uint8_t ch)
+{
+	if (!table[ch].registered)
+		return -ENOENT;
+	table[ch] = (struct hgsmi_channel){0};
+	return 0;
+}
+
 void hgsmi_int_channel_run(const struct hgsmi_channel *c, uint8_t *base,
 			   struct hgsmi_msg *m)
 {

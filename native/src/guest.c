@@ -323,10 +323,7 @@ int hgsmi_guest_register(struct hgsmi_guest *g, uint8_t ch, hgsmi_handler_fn fn,
 
 int hgsmi_guest_unregister(struct hgsmi_guest *g, uint8_t ch)
 {
-	if (!g->channels[ch].registered)
-		return -ENOENT;
-	g->channels[ch] = (struct hgsmi_channel){0};
-	return 0;
+	return hgsmi_int_channel_clear(g->channels, ch);
 }
 
 /*

@@ -315,6 +315,8 @@ struct hgsmi_channel {
 };
 HGSMI_INT int hgsmi_int_channel_set(struct hgsmi_channel *table, uint8_t ch,
 				    hgsmi_handler_fn fn, void *ctx);
+/* Forget channel ch's handler: 0, or -ENOENT if none was registered. */
+HGSMI_INT int hgsmi_int_channel_clear(struct hgsmi_channel *table, uint8_t ch);
 /* Run a C handler on a verified buffer; fills status and reply length. */
 HGSMI_INT void hgsmi_int_channel_run(const struct hgsmi_channel *c,
 				     uint8_t *base, struct hgsmi_msg *m);
@@ -425,7 +427,30 @@ HGSMI_INT void hgsmi_int_ivshmem_close(struct hgsmi_host *host);
 HGSMI_INT int hgsmi_int_ivshmem_accept(struct hgsmi_host *host, struct hgsmi_conn **out);
 /* Watch a new conn's doorbell and socket and list it (host.c). */
 HGSMI_INT int hgsmi_int_host_add_conn(struct hgsmi_host *host, struct hgsmi_conn *c);
+/* Is this uid on the allow-list (host_accept.c)? */
 HGSMI_INT bool hgsmi_int_host_uid_allowed(const struct hgsmi_host *host, uint32_t uid);
+
+/* ---- the host's three files: host.c, host_accept.c, host_loop.c ----------- */
+/*
+ * epoll data: small constants for the host's own fds; a conn pointer (16-byte
+ * aligned, never small) for its doorbell, with HGSMI_EP_SOCK set for its socket.
+ */
+#define HGSMI_EP_LISTEN 0u
+#define HGSMI_EP_PENDING 2u /* some connection's hello: look at the table */
+#define HGSMI_EP_TIMER 4u
+#define HGSMI_EP_SOCK 1u
+/* Connections one accept step takes from the backlog, and accepts one poll
+ * pass makes: a flood of them cannot hold the loop in accept4 while hellos
+ * and guests wait. */
+#define HGSMI_ACCEPT_BATCH 64
+/* Watch fd for input in the epoll set, with this data: 0 or -errno (host_loop.c). */
+HGSMI_INT int hgsmi_int_epoll_add(int epfd, int fd, uint64_t data);
+/* Set the timer to the next hello deadline, throttle's or accept pause's end
+ * (host_loop.c); the accept table calls it whenever that table changes. */
+HGSMI_INT void hgsmi_int_host_rearm_timer(struct hgsmi_host *host);
+/* Bind and listen on host->sock_path: -EADDRINUSE while a live host answers
+ * there, a dead one's socket and segments removed first (host_accept.c). */
+HGSMI_INT int hgsmi_int_host_listen(struct hgsmi_host *host);
 /*
  * The IRQ of an ivshmem device bound to vfio-pci (guest_vfio.c): MSI-X
  * vector 0 routed to a new eventfd, which *irq becomes (eventfd backend).

@@ -12,7 +12,7 @@
  * So, as an adaptive mutex does (glibc's PTHREAD_MUTEX_ADAPTIVE_NP, the
  * kernel's optimistic spinning), a waiter spins only
  *  - while the peer is observably awake (the caller's poll says so: the
- *    waiting words in the segment, see guest.c and host.c), and
+ *    waiting words in the segment, see guest.c and host_loop.c), and
  *  - as long as recent spins paid off: the budget follows twice an average
  *    of the spins that found work (glibc's rule), within [spin_us / 4,
  *    spin_us]; a spin that runs out, and whose wait then lasts longer than

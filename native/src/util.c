@@ -139,7 +139,13 @@ static void take_fds(struct msghdr *mh, int *fds, int maxfds, int *nfds)
 	}
 }
 
-ssize_t hgsmi_int_recv_some(int sock, void *buf, size_t len)
+/*
+ * One recvmsg of up to len bytes with these flags, retried on EINTR, into
+ * room for 4 fds; every fd it carried is taken (see take_fds).  Returns what
+ * recvmsg did (-1 with errno set); *mflags gets the message's flags.
+ */
+static ssize_t recv_taking_fds(int sock, void *buf, size_t len, int flags,
+			       int *fds, int maxfds, int *nfds, int *mflags)
 {
 	union {
 		char buf[CMSG_SPACE(4 * sizeof(int))];
@@ -149,31 +155,33 @@ ssize_t hgsmi_int_recv_some(int sock, void *buf, size_t len)
 	struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1,
 			    .msg_control = u.buf, .msg_controllen = sizeof(u.buf)};
 	ssize_t r;
-	int none = 0;
 
 	do {
-		r = recvmsg(sock, &mh, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
+		r = recvmsg(sock, &mh, flags | MSG_CMSG_CLOEXEC);
 	} while (r < 0 && errno == EINTR);
+	if (r >= 0)
+		take_fds(&mh, fds, maxfds, nfds);
+	*mflags = mh.msg_flags;
+	return r;
+}
+
+ssize_t hgsmi_int_recv_some(int sock, void *buf, size_t len)
+{
+	int none = 0, mflags;
+	ssize_t r = recv_taking_fds(sock, buf, len, MSG_DONTWAIT, NULL, 0, &none, &mflags);
+
 	if (r < 0)
 		return errno == EWOULDBLOCK ? -EAGAIN : -errno;
-	take_fds(&mh, NULL, 0, &none);
 	return r;
 }
 
 int hgsmi_int_recv_fds(int sock, void *buf, size_t len, int *fds, int maxfds,
 		       int *nfds, int timeout_ms)
 {
-	union {
-		char buf[CMSG_SPACE(4 * sizeof(int))];
-		struct cmsghdr align;
-	} u;
-	struct iovec iov = {.iov_base = buf, .iov_len = len};
-	struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1,
-			    .msg_control = u.buf, .msg_controllen = sizeof(u.buf)};
 	struct pollfd p = {.fd = sock, .events = POLLIN};
 	uint64_t start = hgsmi_int_now_ns();
 	ssize_t r;
-	int pr;
+	int pr, mflags;
 
 	*nfds = 0;
 	do {
@@ -192,9 +200,7 @@ int hgsmi_int_recv_fds(int sock, void *buf, size_t len, int *fds, int maxfds,
 				     .tv_usec = (left % 1000) * 1000 + (left ? 0 : 1000)};
 		setsockopt(sock, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
 	}
-	do {
-		r = recvmsg(sock, &mh, MSG_CMSG_CLOEXEC | MSG_WAITALL);
-	} while (r < 0 && errno == EINTR);
+	r = recv_taking_fds(sock, buf, len, MSG_WAITALL, fds, maxfds, nfds, &mflags);
 	if (timeout_ms >= 0) {
 		struct timeval off = {0};
 		int err = errno;
@@ -203,10 +209,9 @@ int hgsmi_int_recv_fds(int sock, void *buf, size_t len, int *fds, int maxfds,
 	}
 	if (r < 0)
 		return (errno == EAGAIN || errno == EWOULDBLOCK) ? -ETIMEDOUT : -errno;
-	take_fds(&mh, fds, maxfds, nfds);
 	if (r == 0)
 		return -EPIPE;
-	if ((size_t)r != len || (mh.msg_flags & (MSG_TRUNC | MSG_CTRUNC))) {
+	if ((size_t)r != len || (mflags & (MSG_TRUNC | MSG_CTRUNC))) {
 		for (int i = 0; i < *nfds; i++)
 			close(fds[i]);
 		*nfds = 0;

@@ -26,6 +26,31 @@
 		}                                                              \
 	} while (0)
 
+/* The tests' byte pattern: byte i of a message with this seed. */
+static inline uint8_t pattern_at(uint32_t seed, uint32_t i)
+{
+	return (uint8_t)(seed * 131u + i * 7u);
+}
+
+static inline void fill_pattern(uint8_t *p, uint32_t n, uint32_t seed)
+{
+	for (uint32_t i = 0; i < n; i++)
+		p[i] = pattern_at(seed, i);
+}
+
+/* A guest's end of a clean run: nothing in flight, its heap empty, no
+ * protocol error seen; then detach. */
+static inline void detach_clean(struct hgsmi_guest *g)
+{
+	struct hgsmi_guest_stats st;
+
+	hgsmi_guest_stats(g, &st);
+	CHECK(st.inflight == 0);
+	CHECK(st.guest_heap.used == 0);
+	CHECK(st.errors == 0);
+	hgsmi_guest_detach(g);
+}
+
 /*
  * Two real processes under a private runtime directory: fork a host that
  * runs run_host(name, backend, ready_fd) (it writes a byte to ready_fd once
@@ -59,5 +84,17 @@ static inline void fork_host_run_guest(const char *tag, uint32_t backend,
 	CHECK(rmdir(dir) == 0); /* the host removed its socket */
 	close(p[0]);
 	close(p[1]);
+}
+
+/* main() of a two-process test: the same run over each backend, then its
+ * ok line. */
+static inline int fork_host_run_guest_each_backend(const char *tag, const char *test,
+						   void (*run_host)(const char *, uint32_t, int),
+						   void (*run_guest)(const char *))
+{
+	fork_host_run_guest(tag, HGSMI_BACKEND_EVENTFD, run_host, run_guest);
+	fork_host_run_guest(tag, HGSMI_BACKEND_SEMAPHORE, run_host, run_guest);
+	printf("%s: ok\n", test);
+	return 0;
 }
 #endif

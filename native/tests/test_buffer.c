@@ -23,21 +23,15 @@
 #include "hgsmi.h"
 #include "helpers.h"
 #include "internal.h" /* the batched checksum, seal and verify */
+#include "rng.h"
 
 #define HDR ((uint32_t)sizeof(struct hgsmi_buffer_header))
 #define OVH ((uint32_t)HGSMI_BUFFER_OVERHEAD)
 
-/* xorshift64*: a fixed seed makes every failure reproducible. */
+/* A fixed seed makes every failure reproducible (rng.h). */
 static uint64_t rng_state = 0x243f6a8885a308d3ull;
 
-static uint64_t rnd(void)
-{
-	rng_state ^= rng_state >> 12;
-	rng_state ^= rng_state << 25;
-	rng_state ^= rng_state >> 27;
-	return rng_state * 0x2545f4914f6cdd1dull;
-}
-
+static uint64_t rnd(void) { return rng_next(&rng_state); }
 static uint32_t rnd_below(uint32_t n) { return (uint32_t)(rnd() % n); }
 
 /* ---- an area that is exactly one heap block ------------------------------ */
@@ -644,6 +638,21 @@ static void check_verdict(const struct area *a, uint32_t off, int rc,
 	}
 }
 
+/* verdicts[]: verified, -EINVAL, -ERANGE, -EPROTO, -EBADMSG (anything else). */
+static void count_verdict(unsigned verdicts[5], int rc)
+{
+	verdicts[rc == 0 ? 0 : rc == -EINVAL ? 1 : rc == -ERANGE ? 2 : rc == -EPROTO ? 3 : 4]++;
+}
+
+/* Print the tally; each verdict must have been reached more than `min` times. */
+static void report_verdicts(const char *what, const unsigned verdicts[5], unsigned min)
+{
+	printf("%s: %u verified, %u -EINVAL, %u -ERANGE, %u -EPROTO, %u -EBADMSG\n", what,
+	       verdicts[0], verdicts[1], verdicts[2], verdicts[3], verdicts[4]);
+	for (unsigned i = 0; i < 5; i++)
+		CHECK(verdicts[i] > min);
+}
+
 static void test_random(void)
 {
 	const unsigned iters = 1000000;
@@ -711,15 +720,11 @@ static void test_random(void)
 		memset(&m, 0, sizeof(m));
 		rc = verify(&a, off, &m);
 		check_verdict(&a, off, rc, &m);
-		verdicts[rc == 0 ? 0 : rc == -EINVAL ? 1 : rc == -ERANGE ? 2
-			 : rc == -EPROTO ? 3 : 4]++;
+		count_verdict(verdicts, rc);
 	}
 	area_free(&a);
-	printf("random: %u verified, %u -EINVAL, %u -ERANGE, %u -EPROTO, %u -EBADMSG\n",
-	       verdicts[0], verdicts[1], verdicts[2], verdicts[3], verdicts[4]);
 	/* Every verdict must have been reached, or the generator is too weak. */
-	for (unsigned i = 0; i < 5; i++)
-		CHECK(verdicts[i] > 1000);
+	report_verdicts("random", verdicts, 1000);
 }
 
 /* ---- batched checksum, seal and verify ----------------------------------- */
@@ -870,16 +875,12 @@ static void test_verify_many(void)
 				CHECK_EQ_RC(rcs[i], rc);
 				if (rc == 0)
 					CHECK(memcmp(&got[i], &m, sizeof(m)) == 0);
-				verdicts[rc == 0 ? 0 : rc == -EINVAL ? 1 : rc == -ERANGE ? 2
-					 : rc == -EPROTO ? 3 : 4]++;
+				count_verdict(verdicts, rc);
 			}
 		}
 		area_free(&a);
 	}
-	printf("verify_many: %u verified, %u -EINVAL, %u -ERANGE, %u -EPROTO, %u -EBADMSG\n",
-	       verdicts[0], verdicts[1], verdicts[2], verdicts[3], verdicts[4]);
-	for (unsigned i = 0; i < 5; i++)
-		CHECK(verdicts[i] > 100);
+	report_verdicts("verify_many", verdicts, 100);
 }
 
 int main(void)

@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "internal.h" /* hgsmi_int_heap_alloc_placed */
+#include "rng.h"
 
 #define CHECK(cond)                                                            \
 	do {                                                                   \
@@ -21,21 +22,11 @@
 
 #define CHECK_HEAP(h) CHECK(hgsmi_heap_check(h) == 0)
 
-/* xorshift64*: a fixed seed makes every failure reproducible. */
+/* A fixed seed makes every failure reproducible (rng.h). */
 static uint64_t rng_state = 0x9e3779b97f4a7c15ull;
 
-static uint64_t rnd(void)
-{
-	rng_state ^= rng_state >> 12;
-	rng_state ^= rng_state << 25;
-	rng_state ^= rng_state >> 27;
-	return rng_state * 0x2545f4914f6cdd1dull;
-}
-
-static uint32_t rnd_below(uint32_t n)
-{
-	return (uint32_t)(rnd() % n);
-}
+static uint64_t rnd(void) { return rng_next(&rng_state); }
+static uint32_t rnd_below(uint32_t n) { return (uint32_t)(rnd() % n); }
 
 /* Log-uniform in [1, max]: a uniform bit length, then a uniform value. */
 static uint32_t rnd_size(unsigned max_log2)

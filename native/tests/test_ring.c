@@ -28,6 +28,7 @@
 
 #include "internal.h"
 #include "helpers.h"
+#include "rng.h"
 
 #if defined(__SANITIZE_THREAD__)
 #define UNDER_TSAN 1
@@ -251,10 +252,7 @@ struct rng {
 
 static uint32_t rnd(struct rng *r)
 {
-	r->s ^= r->s >> 12;
-	r->s ^= r->s << 25;
-	r->s ^= r->s >> 27;
-	return (uint32_t)((r->s * 0x2545f4914f6cdd1dull) >> 32);
+	return (uint32_t)(rng_next(&r->s) >> 32);
 }
 
 static struct fixture tf;

@@ -46,6 +46,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <pthread.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -56,6 +57,7 @@
 
 #include "hgsmi.h"
 #include "helpers.h"
+#include "rng.h"
 
 /*
  * About 1 s per backend natively and 3 s under TSan on 2 cores, so TSan runs
@@ -92,8 +94,7 @@ struct host_ctx {
 	uint64_t echoed, sunk, bad_payload, polls, max_conns;
 };
 
-/* Every message carries (seq, len) in its first 8 bytes and a pattern after. */
-static uint8_t pattern(uint32_t seq, uint32_t i) { return (uint8_t)(seq * 131u + i * 7u); }
+/* Every message carries (seq, len) in its first 8 bytes and pattern_at(seq, i) after. */
 
 static int payload_ok(const struct hgsmi_msg *m, const uint8_t *data)
 {
@@ -106,34 +107,24 @@ static int payload_ok(const struct hgsmi_msg *m, const uint8_t *data)
 	if (len != m->size)
 		return 0;
 	for (uint32_t i = 8; i < len; i++)
-		if (data[i] != pattern(seq, i))
+		if (data[i] != pattern_at(seq, i))
 			return 0;
 	return 1;
 }
 
-static int echo(void *ctx, const struct hgsmi_msg *m, void *data, uint32_t *reply)
+/* Both channels check every payload; the echo replies with the request left
+ * in place, the sink with nothing. */
+static int serve(void *ctx, const struct hgsmi_msg *m, void *data, uint32_t *reply)
 {
 	struct host_ctx *hc = ctx;
+	bool echo = m->channel == CH_ECHO_C;
 
 	if (!payload_ok(m, data)) {
 		hc->bad_payload++;
 		return -EBADMSG;
 	}
-	hc->echoed++;
-	*reply = m->size;
-	return 0;
-}
-
-static int sink(void *ctx, const struct hgsmi_msg *m, void *data, uint32_t *reply)
-{
-	struct host_ctx *hc = ctx;
-
-	if (!payload_ok(m, data)) {
-		hc->bad_payload++;
-		return -EBADMSG;
-	}
-	hc->sunk++;
-	*reply = 0;
+	*(echo ? &hc->echoed : &hc->sunk) += 1;
+	*reply = echo ? m->size : 0;
 	return 0;
 }
 
@@ -146,8 +137,8 @@ static void *host_main(void *arg)
 	int rc = hgsmi_host_create(&cfg, &h);
 
 	if (rc == 0) {
-		CHECK_RC(hgsmi_host_register(h, CH_ECHO_C, echo, hc));
-		CHECK_RC(hgsmi_host_register(h, CH_SINK_C, sink, hc));
+		CHECK_RC(hgsmi_host_register(h, CH_ECHO_C, serve, hc));
+		CHECK_RC(hgsmi_host_register(h, CH_SINK_C, serve, hc));
 		snprintf(hc->sock_path, sizeof(hc->sock_path), "%s", hgsmi_host_socket_path(h));
 	}
 	pthread_mutex_lock(&hc->lock);
@@ -177,14 +168,6 @@ struct guest_ctx {
 	double max_wait;
 	struct hgsmi_guest_stats st;
 };
-
-static uint64_t rng_next(uint64_t *s)
-{
-	*s ^= *s >> 12;
-	*s ^= *s << 25;
-	*s ^= *s >> 27;
-	return *s * 0x2545f4914f6cdd1dull;
-}
 
 static double now_s(void)
 {
@@ -271,7 +254,38 @@ static void fill(uint8_t *p, uint32_t seq, uint32_t len)
 	memcpy(p, &seq, 4);
 	memcpy(p + 4, &len, 4);
 	for (uint32_t b = 8; b < len; b++)
-		p[b] = pattern(seq, b);
+		p[b] = pattern_at(seq, b);
+}
+
+/*
+ * Hand a burst over in the chunks plan_chunks() draws, with its gaps: copies
+ * through hgsmi_guest_send (datas, lens), or offsets through
+ * hgsmi_guest_submit (offs; datas NULL).  Then count it as sent.
+ */
+static void hand_over(struct guest_ctx *gc, struct hgsmi_guest *g, uint32_t round,
+		      uint32_t burst, uint8_t ch, uint64_t *rs, const void *const *datas,
+		      const uint32_t *lens, const uint32_t *offs)
+{
+	uint32_t size[4], gap[4], nchunks = plan_chunks(rs, burst, size, gap);
+
+	for (uint32_t c = 0, at = 0; c < nchunks; at += size[c++]) {
+		int rc;
+
+		spin_us(gap[c]);
+		rc = datas ? hgsmi_guest_send(g, ch, (uint16_t)round, datas + at, lens + at, size[c])
+			   : hgsmi_guest_submit(g, offs + at, size[c]);
+		if (rc != (int)size[c]) {
+			fprintf(stderr, "round %u: hgsmi_guest_%s(%u) = %d (%s)\n", round,
+				datas ? "send" : "submit", size[c], rc,
+				rc < 0 ? hgsmi_strerror(rc) : "short");
+			exit(1);
+		}
+	}
+	gc->chunks += nchunks;
+	if (ch == CH_SINK_C)
+		gc->sent_sink += burst;
+	else
+		gc->sent_echo += burst;
 }
 
 /*
@@ -286,29 +300,13 @@ static void round_send(struct guest_ctx *gc, struct hgsmi_guest *g, uint32_t rou
 	uint32_t lens[MAX_BURST];
 	struct hgsmi_guest_stats st;
 	struct hgsmi_msg done[MAX_BURST];
-	uint32_t size[4], gap[4], nchunks;
-	int rc;
 
 	for (uint32_t i = 0; i < burst; i++, (*seq)++) {
 		lens[i] = 8 + (uint32_t)(rng_next(rs) % (MAX_LEN - 7));
 		fill(bufs[i], *seq, lens[i]);
 		datas[i] = bufs[i];
 	}
-	nchunks = plan_chunks(rs, burst, size, gap);
-	for (uint32_t c = 0, at = 0; c < nchunks; at += size[c++]) {
-		spin_us(gap[c]);
-		rc = hgsmi_guest_send(g, ch, (uint16_t)round, datas + at, lens + at, size[c]);
-		if (rc != (int)size[c]) {
-			fprintf(stderr, "round %u: hgsmi_guest_send(%u) = %d (%s)\n", round,
-				size[c], rc, rc < 0 ? hgsmi_strerror(rc) : "short");
-			exit(1);
-		}
-	}
-	gc->chunks += nchunks;
-	if (ch == CH_SINK_C)
-		gc->sent_sink += burst;
-	else
-		gc->sent_echo += burst;
+	hand_over(gc, g, round, burst, ch, rs, datas, lens, NULL);
 	for (;;) {
 		/* Collects (and frees) the sent buffers; returns none of them. */
 		CHECK(hgsmi_guest_reap(g, done, MAX_BURST) == 0);
@@ -331,8 +329,6 @@ static void round_submit(struct guest_ctx *gc, struct hgsmi_guest *g, uint32_t r
 	uint32_t offs[MAX_BURST], lens[MAX_BURST], first = *seq, got = 0;
 	struct hgsmi_msg done[MAX_BURST];
 	uint64_t seen = 0; /* bit i: message first + i completed */
-	uint32_t size[4], gap[4], nchunks;
-	int rc;
 
 	for (uint32_t i = 0; i < burst; i++, (*seq)++) {
 		struct hgsmi_msg m;
@@ -342,21 +338,7 @@ static void round_submit(struct guest_ctx *gc, struct hgsmi_guest *g, uint32_t r
 		fill(base + m.data, *seq, lens[i]);
 		offs[i] = m.offset;
 	}
-	nchunks = plan_chunks(rs, burst, size, gap);
-	for (uint32_t c = 0, at = 0; c < nchunks; at += size[c++]) {
-		spin_us(gap[c]);
-		rc = hgsmi_guest_submit(g, offs + at, size[c]);
-		if (rc != (int)size[c]) {
-			fprintf(stderr, "round %u: hgsmi_guest_submit(%u) = %d (%s)\n", round,
-				size[c], rc, rc < 0 ? hgsmi_strerror(rc) : "short");
-			exit(1);
-		}
-	}
-	gc->chunks += nchunks;
-	if (ch == CH_SINK_C)
-		gc->sent_sink += burst;
-	else
-		gc->sent_echo += burst;
+	hand_over(gc, g, round, burst, ch, rs, NULL, NULL, offs);
 	for (;;) {
 		int n = hgsmi_guest_reap(g, done, MAX_BURST);
 
@@ -573,7 +555,7 @@ static void sleeping_host(uint32_t backend)
 	if (rc < 0 || attach_s > 1.0 || hangup_s > 1.0) {
 		fprintf(stderr,
 			"core bug (%s backend): a host asleep in hgsmi_host_poll(h, %d) "
-			"did not wake for %s: src/host.c wait_sem() sleeps on the shared "
+			"did not wake for %s: src/host_loop.c wait_sem() sleeps on the shared "
 			"doorbell semaphore alone and looks at the listening socket and "
 			"the guests' sockets (epoll) only once, before it sleeps\n",
 			backend_name(backend), SLEEPY_POLL_MS,

@@ -39,20 +39,14 @@ static int sink(void *ctx, const struct hgsmi_msg *m, void *data, uint32_t *repl
 	return 0;
 }
 
-static void fill(uint8_t *p, uint32_t n, uint32_t seed)
-{
-	for (uint32_t i = 0; i < n; i++)
-		p[i] = (uint8_t)(seed * 131 + i * 7);
-}
-
-/* A sink that checks every byte: message of n bytes is fill(n, seed n). */
+/* A sink that checks every byte: message of n bytes is fill_pattern(n, seed n). */
 static int check_sink(void *ctx, const struct hgsmi_msg *m, void *data, uint32_t *reply)
 {
 	uint8_t want[1024];
 
 	(void)ctx;
 	CHECK(m->size >= 1 && m->size <= sizeof(want));
-	fill(want, m->size, m->size);
+	fill_pattern(want, m->size, m->size);
 	CHECK(memcmp(want, data, m->size) == 0);
 	*reply = 0;
 	return 0;
@@ -96,7 +90,7 @@ static void run_host(const char *name, uint32_t backend, int ready_fd)
 			 * flow back and free host buffers meanwhile. */
 			for (uint32_t i = 0; i < 300; i++) {
 				int64_t r;
-				fill(buf, i * 13 % sizeof(buf) + 1, i);
+				fill_pattern(buf, i * 13 % sizeof(buf) + 1, i);
 				while ((r = hgsmi_conn_post(c, CH_POST, (uint16_t)i, buf,
 							    i * 13 % sizeof(buf) + 1)) == -EAGAIN ||
 				       r == -ENOMEM)
@@ -117,7 +111,7 @@ static int on_post(void *ctx, const struct hgsmi_msg *m, void *data, uint32_t *r
 	(void)ctx;
 	(void)reply;
 	CHECK(m->size == m->info * 13u % sizeof(want) + 1);
-	fill(want, m->size, m->info);
+	fill_pattern(want, m->size, m->info);
 	CHECK(memcmp(want, data, m->size) == 0);
 	posts_seen++;
 	return 0;
@@ -170,7 +164,7 @@ static void run_guest(const char *name)
 	/* calls, sizes 1 B .. 1 MiB */
 	for (uint32_t i = 0; i < 400; i++) {
 		uint32_t n = 1u + (uint32_t)((uint64_t)i * i * 6553 % (1u << 20));
-		fill(in, n, i);
+		fill_pattern(in, n, i);
 		memset(out, 0, n);
 		rc = hgsmi_guest_call(g, CH_ECHO_C, 1, in, n, out, n, 2000);
 		CHECK(rc == (int)n);
@@ -206,7 +200,7 @@ static void run_guest(const char *name)
 		hgsmi_guest_stats(g, &before_st);
 		before = before_st.msgs_out;
 		for (uint32_t n = 1; n <= 1024; n++)
-			fill(bufs[n - 1], n, n);
+			fill_pattern(bufs[n - 1], n, n);
 		for (int round = 0; round < 200; round++) {
 			for (int i = 0; i < 300; i++) {
 				/* Mostly 1..232 B (slab-sized), sometimes runs above. */
@@ -227,20 +221,10 @@ static void run_guest(const char *name)
 	CHECK(hgsmi_guest_call(g, CH_ASK_POST, 0, in, 1, out, 1, 2000) >= 0);
 	while (posts_seen < 300)
 		CHECK(hgsmi_guest_poll(g, 2000) >= 0);
-	{
-		struct hgsmi_guest_stats st;
-		hgsmi_guest_stats(g, &st);
-		CHECK(st.inflight == 0);
-		CHECK(st.guest_heap.used == 0);
-		CHECK(st.errors == 0);
-	}
-	hgsmi_guest_detach(g);
+	detach_clean(g);
 }
 
 int main(void)
 {
-	fork_host_run_guest("ct", HGSMI_BACKEND_EVENTFD, run_host, run_guest);
-	fork_host_run_guest("ct", HGSMI_BACKEND_SEMAPHORE, run_host, run_guest);
-	printf("test_transport: ok\n");
-	return 0;
+	return fork_host_run_guest_each_backend("ct", "test_transport", run_host, run_guest);
 }
