@@ -810,7 +810,10 @@ struct spin_ctx {
 /*
  * The spin's poll: work, or keep spinning while the host is awake.  Once it
  * announced its sleep it has served everything it saw; what we wait for
- * then needs a wake-up on its side first, and spinning would not pay.
+ * then needs a wake-up on its side first, and spinning would not pay.  A
+ * call is the exception: we submitted it and rang the doorbell if the host
+ * slept, so the host is awake or waking, and its answer is what we wait
+ * for (the budget still ends a spin that does not pay).
  */
 static int spin_poll(void *ctx)
 {
@@ -818,6 +821,8 @@ static int spin_poll(void *ctx)
 
 	if (work_ready(sc->g, sc->call))
 		return 1;
+	if (sc->call)
+		return 0;
 	return READ_ONCE(hgsmi_int_seg_hdr(&sc->g->seg)->host_waiting.value) ? -1 : 0;
 }
 

@@ -37,8 +37,13 @@ static bool any_pending(const struct hgsmi_host *h)
 
 /*
  * The post-serve spin's poll: work, or keep spinning while some guest is
- * awake (it may submit again soon); once every guest announced its sleep,
- * only the host can wake them (it has nothing to send), so stop.
+ * awake (it may submit again soon) or being woken: its IRQ is raised and not
+ * yet acked, as after the completion we just sent.  Without the second a
+ * ping-pong never spins: its guest sleeps while its call is served, so the
+ * host found it asleep after every completion and slept too.  Once every
+ * guest sleeps with no IRQ pending, only the host can wake them (it has
+ * nothing to send), so stop.  (A guest can fake either word; what that buys
+ * it is this spin, bounded by the budget and spin_us.)
  */
 static int spin_poll(void *ctx)
 {
@@ -48,7 +53,10 @@ static int spin_poll(void *ctx)
 	for (const struct hgsmi_conn *c = h->conns; c; c = c->next) {
 		if (hgsmi_int_conn_pending(c))
 			return 1;
-		if (c->alive && !READ_ONCE(hgsmi_int_seg_hdr(&c->seg)->guest_waiting.value))
+		const struct hgsmi_segment_header *hdr = hgsmi_int_seg_hdr(&c->seg);
+
+		if (c->alive && (!READ_ONCE(hdr->guest_waiting.value) ||
+				 (READ_ONCE(hdr->host_flags.value) & HGSMI_HOSTFLAGS_IRQ)))
 			awake = true;
 	}
 	return awake ? 0 : -1;

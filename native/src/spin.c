@@ -42,7 +42,16 @@
 #include "internal.h"
 
 #define SPIN_SLACK_NS 4000ull             /* added to 2 x average; below: off */
-#define SPIN_GAP_NS 20000ull              /* a clock gap this long: we were preempted */
+/* A clock gap this long while spinning: we were preempted.  Not less: on a
+ * VM an interrupt or the hypervisor's steal takes tens of microseconds now
+ * and then, which turned the spin off for 10 ms at a time and kept it off;
+ * a preemption by another task costs a time slice, milliseconds. */
+#define SPIN_GAP_NS 200000ull
+/* What one wake-up of a sleeping peer can cost (measured here: 50-130 us on a
+ * 2-vCPU VM): an answer that comes within it after a spin ends is a near
+ * miss, the peer was waking, not slow.  Without it, a ping-pong whose peers
+ * each slept never spun again: each spin ended before the other woke. */
+#define SPIN_WAKEUP_NS 150000ull
 #define SPIN_RETRY_MIN_NS 1000000ull      /* first probe 1 ms after the budget hit 0 */
 #define SPIN_RETRY_MAX_NS 100000000ull    /* then doubling, up to 100 ms */
 #define SPIN_BACKOFF_MIN_NS 10000000ull   /* preempted: off for 10 ms */
@@ -149,7 +158,7 @@ void hgsmi_int_spin_settle(struct hgsmi_spin *s, bool work)
 		return;
 	waited = now - s->missed_start_ns;
 	s->missed_start_ns = 0;
-	if (work && waited <= s->cap_ns) {
+	if (work && waited <= s->cap_ns + SPIN_WAKEUP_NS) {
 		/*
 		 * A near miss: a longer spin would have paid.  Typically the
 		 * peer was asleep too (its own budget spent), so each side's
