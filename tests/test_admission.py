@@ -16,8 +16,9 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 
@@ -57,6 +58,28 @@ def host_cpu() -> float:
     return time.process_time() - time.thread_time()
 
 
+T = TypeVar("T")
+
+
+def during_flood(host: hgsmi.Host, args: list[str],
+                 during: Callable[[], T]) -> tuple[T, dict[str, Any]]:
+    """Run the flooder (``peers/admission_flood.py`` with ``args``) against
+    ``host``; once it is flooding, call ``during()``; return its result and
+    the flooder's report."""
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    p = subprocess.Popen([sys.executable, str(FLOOD), host.socket_path, *args],
+                         stdout=subprocess.PIPE, text=True, env=env)
+    try:
+        assert readline(p) == "ready"
+        time.sleep(0.3)  # the flood is on
+        got = during()
+        flood: dict[str, Any] = json.loads(readline(p, 30))
+        assert p.wait(10) == 0
+    finally:
+        reap(p)
+    return got, flood
+
+
 # mode -> (the refusal the flooder must have been told, the host counter for it)
 EXPECT = {
     "silent": (-errno.ETOOMANYREFS, "refused_pending_per_pid"),
@@ -72,23 +95,17 @@ def test_a_flooding_process_does_not_keep_a_good_guest_out(name, runtime_dir, no
     with hgsmi.Host(name, size=1 << 20) as host:
         host.register(CH_ECHO, lambda m: bytes(m.data)[::-1])
         pump = Pump(host)
-        env = dict(os.environ, PYTHONPATH=str(ROOT))
         try:
             base = good_guest(name)
             fds0, rss0 = fd_count(), mem_kib()
-            p = subprocess.Popen([sys.executable, str(FLOOD), host.socket_path, mode, "3"],
-                                 stdout=subprocess.PIPE, text=True, env=env)
-            try:
-                assert readline(p) == "ready"
-                time.sleep(0.3)  # the flood is on
+
+            def measured() -> tuple[dict[str, Any], float, int, int]:
                 cpu0, t0 = host_cpu(), time.monotonic()
                 under = good_guest(name)
                 cpu = (host_cpu() - cpu0) / (time.monotonic() - t0)
-                fds1, rss1 = fd_count(), mem_kib()
-                flood: dict[str, Any] = json.loads(readline(p, 30))
-                assert p.wait(10) == 0
-            finally:
-                reap(p)
+                return under, cpu, fd_count(), mem_kib()  # the flood still on
+
+            (under, cpu, fds1, rss1), flood = during_flood(host, [mode, "3"], measured)
             adm = host.stats()["admission"]
         finally:
             pump.stop()
@@ -152,19 +169,10 @@ def test_a_full_pending_table_evicts_the_process_holding_most(name, runtime_dir,
     with hgsmi.Host(name, size=1 << 20, max_pending_per_pid=1000) as host:
         host.register(CH_ECHO, lambda m: bytes(m.data)[::-1])
         pump = Pump(host)
-        env = dict(os.environ, PYTHONPATH=str(ROOT))
         try:
-            p = subprocess.Popen([sys.executable, str(FLOOD), host.socket_path, "silent", "2",
-                                  "300"], stdout=subprocess.PIPE, text=True, env=env)
-            try:
-                assert readline(p) == "ready"
-                time.sleep(0.3)
-                full = host.stats()["admission"]
-                under = good_guest(name)
-                flood: dict[str, Any] = json.loads(readline(p, 30))
-                assert p.wait(10) == 0
-            finally:
-                reap(p)
+            (full, under), flood = during_flood(
+                host, ["silent", "2", "300"],
+                lambda: (host.stats()["admission"], good_guest(name)))
             adm = host.stats()["admission"]
         finally:
             pump.stop()
