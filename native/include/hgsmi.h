@@ -597,7 +597,8 @@ HGSMI_API int hgsmi_guest_loan(struct hgsmi_guest *guest, uint8_t channel,
  * Queue loaned buffers with one doorbell, fire and forget: the library frees
  * each when its completion comes back (as hgsmi_guest_send's; failures count
  * in remote_errors), so the caller neither reaps nor frees them.  Returns how
- * many were queued, a prefix (the rest stay loaned), or -EAGAIN (ring full),
+ * many were queued, a prefix of at most 64 (the rest stay loaned: call again
+ * for them), or -EAGAIN (ring full),
  * -EINVAL (an offset that is not loaned), -EPIPE.  Blocks: no.
  */
 HGSMI_API int hgsmi_guest_publish(struct hgsmi_guest *guest, const uint32_t *offs,

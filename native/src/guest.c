@@ -643,14 +643,20 @@ static void reloan(struct hgsmi_guest *g, const uint32_t *offs, unsigned n)
 
 int hgsmi_guest_publish(struct hgsmi_guest *g, const uint32_t *offs, unsigned n)
 {
+	uint32_t sizes[HGSMI_BATCH];
 	int pushed;
 
-	/* Taken as checked, so that an offset twice in one call fails too. */
+	/* At most a batch a call (the return says how many: a prefix).  Taken
+	 * as checked, so that an offset twice in one call fails too; sizes
+	 * read while the buffers are still ours, not after the host has them. */
+	if (n > HGSMI_BATCH)
+		n = HGSMI_BATCH;
 	for (unsigned i = 0; i < n; i++) {
 		if (!hgsmi_int_inflight_take(&g->loaned, offs[i])) {
 			reloan(g, offs, i);
 			return -EINVAL;
 		}
+		sizes[i] = ((const struct hgsmi_buffer_header *)(g->seg.base + offs[i]))->data_size;
 	}
 	pushed = n ? queue(g, offs, n) : 0;
 	if (pushed <= 0) {
@@ -659,10 +665,8 @@ int hgsmi_guest_publish(struct hgsmi_guest *g, const uint32_t *offs, unsigned n)
 	}
 	reloan(g, offs + pushed, n - (unsigned)pushed);
 	for (int i = 0; i < pushed; i++) {
-		const struct hgsmi_buffer_header *h = (const void *)(g->seg.base + offs[i]);
-
 		hgsmi_int_inflight_set(&g->orphans, offs[i]); /* freed when it comes back */
-		g->st.bytes_out += READ_ONCE(h->data_size);
+		g->st.bytes_out += sizes[i];
 	}
 	doorbell(g);
 	return pushed;
