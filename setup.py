@@ -17,7 +17,7 @@ the standard library's tomllib.
 import os
 import re
 
-from setuptools import setup
+from setuptools import find_packages, setup
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 # The oldest Python hgsmi runs on, and the abi3 tag its wheel carries.
@@ -50,7 +50,7 @@ setup(
     license="MIT",
     license_files=["LICENSE"],
     python_requires=">={}.{}".format(*PYTHON_MIN),
-    packages=["hgsmi"],
+    packages=find_packages(include=["hgsmi", "hgsmi.*"]),
     package_data={"hgsmi": ["py.typed", "*.pyi"]},
     cffi_modules=["native/ffi_build.py:ffibuilder"],
     install_requires=[

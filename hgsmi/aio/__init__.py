@@ -43,15 +43,15 @@ looks again every 20 ms.
 
 Everything here must be used from the thread running the loop.
 
-The code: ``_aio_loop.py`` (rounds, waiting for room, the semaphore waiter
-thread), ``_aio_guest.py`` (:class:`AsyncGuest`), ``_aio_host.py``
+The code: ``loop.py`` (rounds, waiting for room, the semaphore waiter
+thread), ``guest.py`` (:class:`AsyncGuest`), ``host.py``
 (:class:`AsyncHost`).  Known limit: ``hgsmi_host_accept`` waits up to 1 s for
 a connecting guest's hello, on the loop (see the xfail test
 ``test_a_silent_client_does_not_stall_the_async_host``).
 """
 from __future__ import annotations
 
-from ._aio_guest import AsyncGuest
-from ._aio_host import AsyncHost
+from .guest import AsyncGuest
+from .host import AsyncHost
 
 __all__ = ["AsyncGuest", "AsyncHost"]
