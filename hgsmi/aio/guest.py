@@ -11,7 +11,6 @@ import socket
 from collections.abc import Generator, Iterable, Mapping
 from typing import Any
 
-from .loop import LoopDriven, Waiter
 from .._call_error import call_error
 from .._native import ffi, lib
 from .._util import as_buffer, check_channel, check_int
@@ -21,6 +20,7 @@ from ..guest import Guest, Handler
 from ..loan import Loan
 from ..message import Buffer, Message
 from ..reply import fill_reply, msg_array, serve_batch
+from .loop import LoopDriven, Waiter
 
 #: how long stray bytes on the control socket wait for the EOF behind them
 _STRAY_EOF = 0.01

@@ -8,13 +8,13 @@ import threading
 from collections.abc import Generator, Iterable
 from typing import Any
 
-from .loop import LoopDriven, Waiter, in_loop_thread
 from .._native import ffi, lib
 from .._wire import SEGMENT_SIZE_DEFAULT
 from ..errors import error
 from ..host import GuestConn, Host
 from ..message import Message
 from ..reply import HeldBack, fill_reply, msg_array
+from .loop import LoopDriven, Waiter, in_loop_thread
 
 log = logging.getLogger("hgsmi.aio")
 
