@@ -79,9 +79,11 @@ def timed(fn: Callable[[], Any]) -> tuple[Any, float, float]:
     return out, time.monotonic() - t0, time.thread_time() - c0
 
 
-def expect(out: Any, exc: type[BaseException], wall: float, cpu: float, timeout: float,
+def expect(outcome: tuple[Any, float, float], exc: type[BaseException], timeout: float,
            what: str, sleeps: bool = True) -> None:
-    """``out`` is ``exc``, within ``timeout`` + SLACK; a sleeping wait uses little CPU."""
+    """``outcome`` (of :func:`timed` or :func:`async_call`: result, wall and CPU
+    seconds) is ``exc``, within ``timeout`` + SLACK; a sleeping wait uses little CPU."""
+    out, wall, cpu = outcome
     assert isinstance(out, exc), f"{what}: {out!r}, not {exc.__name__}"
     assert wall <= timeout + SLACK, f"{what}: {wall:.3f} s for a {timeout} s timeout"
     if sleeps:  # a spin burns the whole wait; a sleep, a few ms
@@ -95,10 +97,10 @@ def test_hostile_fds_are_refused_at_attach(runtime_dir, mode):
     memfd sealed at the announced size: ProtocolError at once, nothing leaked."""
     fds = len(os.listdir("/proc/self/fd"))
     with hostile(runtime_dir, mode) as (path, _):
-        out, wall, cpu = timed(lambda: hgsmi.Guest(path, connect_timeout=1))
-        expect(out, hgsmi.ProtocolError, wall, cpu, 1.0, f"attach ({mode})")
-        out, wall, cpu = timed(lambda: asyncio.run(_async_attach(path)))
-        expect(out, hgsmi.ProtocolError, wall, cpu, 1.0, f"AsyncGuest ({mode})")
+        expect(timed(lambda: hgsmi.Guest(path, connect_timeout=1)),
+               hgsmi.ProtocolError, 1.0, f"attach ({mode})")
+        expect(timed(lambda: asyncio.run(_async_attach(path))),
+               hgsmi.ProtocolError, 1.0, f"AsyncGuest ({mode})")
     assert len(os.listdir("/proc/self/fd")) == fds, "an fd of the welcome leaked"
 
 
@@ -132,11 +134,9 @@ def test_blocking_eventfd_at_its_maximum_neither_blocks_call_nor_async_guest(run
     reads the blocking IRQ eventfd) comes up."""
     with hostile(runtime_dir, "eventfd-max") as (path, _):
         with hgsmi.Guest(path, connect_timeout=1) as g:
-            out, wall, cpu = timed(lambda: g.call(CH, 0, b"ring", timeout=1))
-            expect(out, hgsmi.Timeout, wall, cpu, 1.0, "call")
+            expect(timed(lambda: g.call(CH, 0, b"ring", timeout=1)), hgsmi.Timeout, 1.0, "call")
 
-        out, wall, cpu = async_call(path, b"ring", 1)
-        expect(out, hgsmi.Timeout, wall, cpu, 1.0, "AsyncGuest call")
+        expect(async_call(path, b"ring", 1), hgsmi.Timeout, 1.0, "AsyncGuest call")
 
 
 # -- a stray byte on the control socket ---------------------------------------------
@@ -148,10 +148,8 @@ def test_stray_byte_then_death_is_peer_gone_not_a_spin(runtime_dir, backend):
     with hostile(runtime_dir, "stray-die", backend) as (path, p):
         with hgsmi.Guest(path, connect_timeout=1) as g:
             assert p.wait(10) == 0
-            out, wall, cpu = timed(lambda: g.call(CH, 0, b"x", timeout=2))
-            expect(out, hgsmi.PeerGone, wall, cpu, 0.0, "call")
-            out, wall, cpu = timed(lambda: g.poll(None))
-            expect(out, hgsmi.PeerGone, wall, cpu, 0.0, "poll(None) after")
+            expect(timed(lambda: g.call(CH, 0, b"x", timeout=2)), hgsmi.PeerGone, 0.0, "call")
+            expect(timed(lambda: g.poll(None)), hgsmi.PeerGone, 0.0, "poll(None) after")
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -159,8 +157,7 @@ def test_stray_byte_then_death_ends_an_async_guest(runtime_dir, backend):
     """The same for AsyncGuest, which used to stop watching the socket at the
     first byte and so missed the death: its pending call now fails with PeerGone."""
     with hostile(runtime_dir, "stray-die", backend) as (path, p):
-        out, wall, cpu = async_call(path, b"x", 2)
-        expect(out, hgsmi.PeerGone, wall, cpu, 0.0, "AsyncGuest call")
+        expect(async_call(path, b"x", 2), hgsmi.PeerGone, 0.0, "AsyncGuest call")
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -169,13 +166,11 @@ def test_stray_byte_from_a_live_host_is_a_protocol_error(runtime_dir, backend):
     ProtocolError at once, then the connection is over (PeerGone)."""
     with hostile(runtime_dir, "stray-alive", backend) as (path, _):
         with hgsmi.Guest(path, connect_timeout=1) as g:
-            out, wall, cpu = timed(lambda: g.call(CH, 0, b"x", timeout=2))
-            expect(out, hgsmi.ProtocolError, wall, cpu, 0.0, "call")
-            out, wall, cpu = timed(lambda: g.call(CH, 0, b"again", timeout=2))
-            expect(out, hgsmi.PeerGone, wall, cpu, 0.0, "the next call")
+            expect(timed(lambda: g.call(CH, 0, b"x", timeout=2)), hgsmi.ProtocolError, 0.0, "call")
+            expect(timed(lambda: g.call(CH, 0, b"again", timeout=2)),
+                   hgsmi.PeerGone, 0.0, "the next call")
 
-        out, wall, cpu = async_call(path, b"x", 2)
-        expect(out, hgsmi.ProtocolError, wall, cpu, 0.0, "AsyncGuest call")
+        expect(async_call(path, b"x", 2), hgsmi.ProtocolError, 0.0, "AsyncGuest call")
 
 
 # -- a full ack ring ------------------------------------------------------------------
@@ -186,12 +181,10 @@ def test_full_ack_ring_honours_the_poll_timeout_and_says_so(runtime_dir, backend
     the acks it could not hand back (it took 2 s at 100% CPU and said nothing)."""
     with hostile(runtime_dir, "ack-full", backend) as (path, _):
         with hgsmi.Guest(path, connect_timeout=1) as g:
-            out, wall, cpu = timed(lambda: g.poll(0.5))
-            expect(out, hgsmi.Timeout, wall, cpu, 0.5, "poll")
+            expect(timed(lambda: g.poll(0.5)), hgsmi.Timeout, 0.5, "poll")
             assert g.stats()["acks_dropped"] > 0
 
-        out, wall, cpu = async_call(path, b"x", 1)
-        expect(out, hgsmi.ProtocolError, wall, cpu, 0.0, "AsyncGuest call")
+        expect(async_call(path, b"x", 1), hgsmi.ProtocolError, 0.0, "AsyncGuest call")
 
 
 # -- what already held ------------------------------------------------------------------
@@ -214,8 +207,8 @@ def test_a_host_that_never_answers_cannot_stretch_a_call(runtime_dir, mode, back
         with hgsmi.Guest(path, connect_timeout=1) as g:
             # The IRQ storm wakes the guest at the host's pace: CPU is the host's doing.
             sleeps = mode != "irq-forever"
-            out, wall, cpu = timed(lambda: g.call(CH, 0, b"x", timeout=0.5))
-            expect(out, hgsmi.Timeout, wall, cpu, 0.5, f"call ({mode})", sleeps)
+            expect(timed(lambda: g.call(CH, 0, b"x", timeout=0.5)),
+                   hgsmi.Timeout, 0.5, f"call ({mode})", sleeps)
             out, wall, cpu = timed(lambda: g.wait(0.5))
             assert out in (True, False) and wall <= 0.5 + SLACK, f"wait: {out!r} {wall:.3f} s"
             out, wall, cpu = timed(lambda: g.poll(0.5))
@@ -227,7 +220,5 @@ def test_a_host_that_never_answers_cannot_stretch_a_call(runtime_dir, mode, back
 def test_hostile_ring_indices_are_a_protocol_error(runtime_dir):
     with hostile(runtime_dir, "indices") as (path, _):
         with hgsmi.Guest(path, connect_timeout=1) as g:
-            out, wall, cpu = timed(lambda: g.call(CH, 0, b"x", timeout=1))
-            expect(out, hgsmi.ProtocolError, wall, cpu, 0.0, "call")
-            out, wall, cpu = timed(lambda: g.poll(1))
-            expect(out, hgsmi.ProtocolError, wall, cpu, 0.0, "poll")
+            expect(timed(lambda: g.call(CH, 0, b"x", timeout=1)), hgsmi.ProtocolError, 0.0, "call")
+            expect(timed(lambda: g.poll(1)), hgsmi.ProtocolError, 0.0, "poll")
