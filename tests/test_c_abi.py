@@ -170,10 +170,6 @@ def test_header_compiles(lang, c_examples, tmp_path):
 
 
 # -- a C host and a C guest ----------------------------------------------------------
-def _host_cmd(c_examples, name, backend):
-    return [c_examples.host, name] + (["--semaphore"] if backend == "semaphore" else [])
-
-
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_c_host_and_c_guest(c_examples, name, runtime_dir, no_leaks, backend, tmp_path):
@@ -181,23 +177,16 @@ def test_c_host_and_c_guest(c_examples, name, runtime_dir, no_leaks, backend, tm
     data = os.urandom(3_000_000)
     (tmp_path / "a.bin").write_bytes(data)
     (tmp_path / "empty").write_bytes(b"")
-    host = start(_host_cmd(c_examples, name, backend), env)
+    host = start(c_examples.host_cmd(name, backend), env)
     try:
         assert host.args[1] == name
-        g = subprocess.run([str(c_examples.guest), name, str(tmp_path / "a.bin"),
-                            str(tmp_path / "empty"), "-"],
-                           input=b"x" * 100_000, capture_output=True, timeout=30, env=env)
-        out = g.stdout.decode()
-        assert g.returncode == 0, f"guest failed:\n{out}\n{g.stderr.decode()}"
+        out = c_examples.run_guest(name, tmp_path / "a.bin", tmp_path / "empty", "-",
+                                   input="x" * 100_000, env=env).stdout
         assert f"sent {tmp_path / 'a.bin'}: 3000000 bytes in 46 messages" in out
         assert f"sent {tmp_path / 'empty'}: 0 bytes in 0 messages" in out
         assert "sent -: 100000 bytes in 2 messages" in out
         assert "echo: 5 calls" in out and f"guest {name}: ok" in out
-
-        g = subprocess.run([str(c_examples.guest), name, "--verify", "300"],
-                           capture_output=True, text=True, timeout=30, env=env)
-        assert g.returncode == 0, f"guest --verify failed:\n{g.stdout}\n{g.stderr}"
-        assert "verify: 300 calls" in g.stdout and "300 pushes" in g.stdout
+        c_examples.verify(name, 300, env)
     finally:
         rc, out, err = stop(host)
     assert rc == 0, f"host exited {rc}:\n{out}\n{err}"

@@ -13,7 +13,6 @@ Python twin.
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -53,17 +52,12 @@ def test_c_guest_python_host(c_examples, name, runtime_dir, no_leaks, backend, t
     env = dict(c_examples.run_env(), PYTHONPATH=str(Path(__file__).parent.parent))
     host = start([sys.executable, PY_HOST, name, backend], env, ready_timeout=20)
     try:
-        g = subprocess.run([str(c_examples.guest), name, "--verify", str(N)],
-                           capture_output=True, text=True, timeout=40, env=env)
-        assert g.returncode == 0, f"C guest failed:\n{g.stdout}\n{g.stderr}"
-        assert f"verify: {N} calls" in g.stdout and f"{N} pushes" in g.stdout, g.stdout
+        c_examples.verify(name, N, env, timeout=40)
         # and the copy-mode side of the example: a file to the sink, echo calls
         src = tmp_path / "payload"
         src.write_bytes(os.urandom(1_000_000))
-        g = subprocess.run([str(c_examples.guest), name, str(src)],
-                           capture_output=True, text=True, timeout=20, env=env)
-        assert g.returncode == 0, f"C guest failed:\n{g.stdout}\n{g.stderr}"
-        assert "1000000 bytes in 16 messages" in g.stdout and "echo: 5 calls" in g.stdout
+        out = c_examples.run_guest(name, src, env=env, timeout=20).stdout
+        assert "1000000 bytes in 16 messages" in out and "echo: 5 calls" in out
     finally:
         rc, out, err = stop(host)
     assert rc == 0, f"Python host exited {rc}:\n{out}\n{err}"
@@ -101,8 +95,7 @@ class PushChecker:
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_python_guest_c_host(c_examples, name, runtime_dir, no_leaks, backend):
-    cmd = [c_examples.host, name] + (["--semaphore"] if backend == "semaphore" else [])
-    host = start(cmd, c_examples.run_env())
+    host = start(c_examples.host_cmd(name, backend), c_examples.run_env())
     sunk = 0
     try:
         with hgsmi.Guest(name) as g:

@@ -94,10 +94,7 @@ def test_c_guest_attaches_with_the_longest_name(c_examples, name, runtime_dir, n
     peer = Path(__file__).parent / "peers" / "example_host.py"
     host = start([sys.executable, peer, name, "semaphore"], env, ready_timeout=20)
     try:
-        g = subprocess.run([str(c_examples.guest), name, "--verify", "50"],
-                           capture_output=True, text=True, timeout=40, env=env)
-        assert g.returncode == 0, f"C guest failed:\n{g.stdout}\n{g.stderr}"
-        assert "verify: 50 calls" in g.stdout, g.stdout
+        c_examples.verify(name, 50, env, timeout=40)
     finally:
         rc, out, err = stop(host)
     assert rc == 0, f"Python host exited {rc}:\n{out}\n{err}"

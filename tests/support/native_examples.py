@@ -49,6 +49,26 @@ class Built:
         """The environment for an example: the current one plus the prefix."""
         return dict(os.environ, LD_LIBRARY_PATH=self.env["LD_LIBRARY_PATH"])
 
+    def host_cmd(self, name: str, backend: str) -> list:
+        """The C host example's command line for ``name`` on the ``backend`` doorbell."""
+        return [self.host, name] + (["--semaphore"] if backend == "semaphore" else [])
+
+    def run_guest(self, *args, env: dict, timeout: float = 30,
+                  input: str | None = None) -> subprocess.CompletedProcess:
+        """Run the C guest example with ``args`` (text output); fail the test
+        with its output unless it exits 0."""
+        g = subprocess.run([str(self.guest), *map(str, args)], input=input,
+                           capture_output=True, text=True, timeout=timeout, env=env)
+        assert g.returncode == 0, \
+            f"C guest {args} exited {g.returncode}:\n{g.stdout}\n{g.stderr}"
+        return g
+
+    def verify(self, name: str, n: int, env: dict, timeout: float = 30) -> None:
+        """``guest NAME --verify n`` against the host ``name``: n INVERT calls
+        and n pushes, every byte checked by the guest; fail unless it says so."""
+        out = self.run_guest(name, "--verify", n, env=env, timeout=timeout).stdout
+        assert f"verify: {n} calls" in out and f"{n} pushes" in out, out
+
 
 def build(base: Path) -> Built:
     """``make -C native install PREFIX=base/prefix``, then both examples."""
