@@ -55,6 +55,28 @@ static struct hgsmi_heap_stats stats(const struct hgsmi_heap *h)
 	return st;
 }
 
+/* A test's last word on its heap: still consistent, then destroyed.
+ * Returns 0, or 1 (the heap left alone, as after any failed CHECK). */
+static int check_destroy(struct hgsmi_heap *h)
+{
+	CHECK_HEAP(h);
+	hgsmi_heap_destroy(h);
+	return 0;
+}
+
+/* A fragmented population in a new heap of `size` bytes: n blocks of 1 B
+ * to 16 KiB (their offsets in off[]), then every step-th of them freed. */
+static int fragmented(uint32_t size, uint32_t *off, int n, int step,
+		      struct hgsmi_heap **hp)
+{
+	CHECK(hgsmi_heap_create(0, size, hp) == 0);
+	for (int i = 0; i < n; i++)
+		CHECK(hgsmi_heap_alloc(*hp, rnd_size(14), &off[i]) == 0);
+	for (int i = 0; i < n; i += step)
+		CHECK(hgsmi_heap_free(*hp, off[i]) == 0);
+	return 0;
+}
+
 static int test_create(void)
 {
 	struct hgsmi_heap *h = NULL;
@@ -140,9 +162,7 @@ static int test_alignment(void)
 			      off[j] >= off[i] + size[i]);
 	}
 	CHECK(stats(h).allocs == N && stats(h).used_blocks == N);
-	CHECK_HEAP(h);
-	hgsmi_heap_destroy(h);
-	return 0;
+	return check_destroy(h);
 }
 
 static int test_exhaustion(void)
@@ -170,9 +190,7 @@ static int test_exhaustion(void)
 	CHECK(hgsmi_heap_alloc(h, 65, &off) == -ENOMEM);
 	CHECK(hgsmi_heap_alloc(h, 64, &off) == 0 && off == 512 * 64);
 	CHECK(stats(h).failures == 3);
-	CHECK_HEAP(h);
-	hgsmi_heap_destroy(h);
-	return 0;
+	return check_destroy(h);
 }
 
 static int test_bogus_free(void)
@@ -211,9 +229,7 @@ static int test_bogus_free(void)
 	CHECK(hgsmi_heap_free(h, c) == -EINVAL);
 	CHECK(stats(h).frees == 3 && stats(h).free_blocks == 1);
 	CHECK(stats(h).used == 0);
-	CHECK_HEAP(h);
-	hgsmi_heap_destroy(h);
-	return 0;
+	return check_destroy(h);
 }
 
 static int test_largest_free(void)
@@ -238,9 +254,7 @@ static int test_largest_free(void)
 	CHECK(stats(h).largest_free == 138 * 64 && stats(h).free_blocks == 1);
 	CHECK_HEAP(h);
 	CHECK(hgsmi_heap_alloc(h, 138 * 64, &a) == 0 && a == 0);
-	CHECK_HEAP(h);
-	hgsmi_heap_destroy(h);
-	return 0;
+	return check_destroy(h);
 }
 
 static int test_coalescing(void)
@@ -346,9 +360,7 @@ static int test_random(void)
 	CHECK(st.used == 0 && st.free_blocks == 1 && st.used_blocks == 0);
 	CHECK(st.largest_free == CAP && st.allocs == st.frees);
 	CHECK(st.peak <= CAP && st.peak > CAP / 2);
-	CHECK_HEAP(h);
-	hgsmi_heap_destroy(h);
-	return 0;
+	return check_destroy(h);
 }
 
 static int test_reset(void)
@@ -357,11 +369,7 @@ static int test_reset(void)
 	struct hgsmi_heap_stats st;
 	uint32_t off[64], o;
 
-	CHECK(hgsmi_heap_create(0, 1u << 20, &h) == 0);
-	for (int i = 0; i < 64; i++)
-		CHECK(hgsmi_heap_alloc(h, rnd_size(14), &off[i]) == 0);
-	for (int i = 0; i < 64; i += 3)
-		CHECK(hgsmi_heap_free(h, off[i]) == 0);
+	CHECK(fragmented(1u << 20, off, 64, 3, &h) == 0);
 	CHECK(hgsmi_heap_alloc(h, 2u << 20, &o) == -ENOMEM);
 	hgsmi_heap_reset(h);
 	CHECK_HEAP(h);
@@ -372,9 +380,7 @@ static int test_reset(void)
 	for (int i = 0; i < 64; i++)
 		CHECK(hgsmi_heap_free(h, off[i]) == -EINVAL);
 	CHECK(hgsmi_heap_alloc(h, hgsmi_heap_max_alloc(h), &o) == 0 && o == 0);
-	CHECK_HEAP(h);
-	hgsmi_heap_destroy(h);
-	return 0;
+	return check_destroy(h);
 }
 
 /* 1M alloc/free pairs among a fragmented population; no timing asserted. */
@@ -384,11 +390,7 @@ static int test_churn(void)
 	static uint32_t off[POP];
 	struct hgsmi_heap *h;
 
-	CHECK(hgsmi_heap_create(0, 64u << 20, &h) == 0);
-	for (int i = 0; i < POP; i++)
-		CHECK(hgsmi_heap_alloc(h, rnd_size(14), &off[i]) == 0);
-	for (int i = 0; i < POP; i += 2)
-		CHECK(hgsmi_heap_free(h, off[i]) == 0);
+	CHECK(fragmented(64u << 20, off, POP, 2, &h) == 0);
 	for (uint32_t i = 0; i < 1000000; i++) {
 		uint32_t o;
 
@@ -481,9 +483,7 @@ static int test_placed(void)
 	CHECK(hgsmi_int_heap_alloc_placed(h, CAP, 0, &off) == 0);
 	CHECK(hgsmi_int_heap_alloc_placed(h, 64, 0, &off) == -ENOMEM);
 	CHECK(hgsmi_heap_free(h, base) == 0);
-	CHECK_HEAP(h);
-	hgsmi_heap_destroy(h);
-	return 0;
+	return check_destroy(h);
 }
 
 /*
@@ -513,9 +513,7 @@ static int test_reuse(void)
 	CHECK_HEAP(h);
 	CHECK(hgsmi_heap_free(h, b) == 0 && hgsmi_heap_free(h, d) == 0);
 	CHECK(stats(h).used == 0 && stats(h).free_blocks == 1);
-	CHECK_HEAP(h);
-	hgsmi_heap_destroy(h);
-	return 0;
+	return check_destroy(h);
 }
 
 int main(void)
