@@ -14,12 +14,13 @@ import mmap
 import os
 import socket
 import struct
-import time
 
 import pytest
 
 import hgsmi
 from hgsmi import config as config_mod
+
+from support.waiting import serve_until
 
 F_GET_SEALS = 1034
 F_SEAL_SHRINK, F_SEAL_GROW = 0x2, 0x4
@@ -39,13 +40,6 @@ def read_msgs(sock: socket.socket, n: int) -> list[tuple[int, int]]:
         assert len(fds) <= 1
         out.append((struct.unpack("<q", data)[0], fds[0] if fds else -1))
     return out
-
-
-def serve_until(host: hgsmi.Host, cond, timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        assert time.monotonic() < deadline, "timed out"
-        host.poll(0.02)
 
 
 @pytest.mark.timeout(30)

@@ -10,6 +10,8 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -20,6 +22,7 @@ from hgsmi._native import ffi, lib
 
 from support.processes import stop_host
 from support.pump import Pump
+from support.waiting import wait_for
 
 PEER = Path(__file__).parent / "peers" / "host_peer.py"
 CH_HASH, CH_DIGEST, CH = 0x20, 0x21, 0x30
@@ -72,11 +75,24 @@ def pumped(name, no_leaks):
     got: list[bytes] = []
     with hgsmi.Host(name, size=1 << 20) as host:
         host.register(CH, lambda m: got.append(bytes(m.data)))
-        pump = Pump(host)
-        try:
+        with Pump(host):
             yield host, got
-        finally:
-            pump.stop()
+
+
+@contextmanager
+def stuck_host(name: str, **host_kw) -> Iterator[tuple[hgsmi.Guest, list[int], threading.Event]]:
+    """A Host in this process, served from a thread, whose handler on CH is
+    stuck until ``gate`` is set, and a guest of it: yields (guest, got, gate),
+    ``got`` one entry a message handled.  The gate opens at the end."""
+    got: list[int] = []
+    gate = threading.Event()
+    with hgsmi.Host(name, size=1 << 20, **host_kw) as host:
+        host.register(CH, lambda m: got.append(1) if gate.wait(30) else None)
+        with Pump(host), hgsmi.Guest(name) as g:
+            try:
+                yield g, got, gate
+            finally:
+                gate.set()  # first: a handler stuck for 30 s would hold up close and stop
 
 
 def only_buf_comes_back(g: hgsmi.Guest, buf: hgsmi.Buffer) -> None:
@@ -86,13 +102,6 @@ def only_buf_comes_back(g: hgsmi.Guest, buf: hgsmi.Buffer) -> None:
     assert [b.offset for b in done] == [buf.offset]
     done[0].free()
     wait_for(lambda: used(g) == 0)
-
-
-def wait_for(pred, seconds: float = 5.0) -> None:
-    end = time.monotonic() + seconds
-    while not pred():
-        assert time.monotonic() < end, "timed out"
-        time.sleep(0.005)
 
 
 @pytest.mark.timeout(30)
@@ -152,44 +161,34 @@ def test_loan_alloc_and_publish_wait_for_room(name, no_leaks):
     once, a timeout raises Timeout in time, and once the host goes on, the
     same calls wait and succeed.  A heap full of unpublished loans, with
     nothing in flight, raises at once even with no timeout."""
-    got: list[int] = []
-    gate = threading.Event()
-    with hgsmi.Host(name, size=1 << 20) as host:
-        host.register(CH, lambda m: got.append(1) if gate.wait(30) else None)
-        pump = Pump(host)
-        g = hgsmi.Guest(name)
-        try:
-            loans = []
-            while True:
-                try:
-                    loans.append(g.loan(CH, 0, 4096, 16, timeout=0))
-                except hgsmi.HeapExhausted:
-                    break
+    with stuck_host(name) as (g, got, gate):
+        loans = []
+        while True:
+            try:
+                loans.append(g.loan(CH, 0, 4096, 16, timeout=0))
+            except hgsmi.HeapExhausted:
+                break
+        t0 = time.monotonic()
+        with pytest.raises(hgsmi.HeapExhausted):
+            g.loan(CH, 0, 4096, 1, timeout=None)  # nothing in flight: no hang
+        assert time.monotonic() - t0 < 1
+        for ln in loans:
+            ln.publish(timeout=0)
+        with pytest.raises(hgsmi.HeapExhausted):
+            g.alloc(CH, 0, 4096)  # the default: at once
+        for call in (lambda: g.loan(CH, 0, 4096, 4, timeout=0.3),
+                     lambda: g.alloc(CH, 0, 4096, timeout=0.3)):
             t0 = time.monotonic()
-            with pytest.raises(hgsmi.HeapExhausted):
-                g.loan(CH, 0, 4096, 1, timeout=None)  # nothing in flight: no hang
-            assert time.monotonic() - t0 < 1
-            for ln in loans:
-                ln.publish(timeout=0)
-            with pytest.raises(hgsmi.HeapExhausted):
-                g.alloc(CH, 0, 4096)  # the default: at once
-            for call in (lambda: g.loan(CH, 0, 4096, 4, timeout=0.3),
-                         lambda: g.alloc(CH, 0, 4096, timeout=0.3)):
-                t0 = time.monotonic()
-                with pytest.raises(hgsmi.Timeout):
-                    call()
-                assert 0.25 < time.monotonic() - t0 < 2.5
-            threading.Timer(0.2, gate.set).start()
-            buf = g.alloc(CH, 0, 4096, timeout=10)
-            g.submit(buf, timeout=10)
-            batch = g.loan(CH, 0, 4096, 4, timeout=10)
-            batch.publish(timeout=10)
-            wait_for(lambda: len(got) == sum(map(len, loans)) + 5)
-            only_buf_comes_back(g, buf)
-        finally:
-            gate.set()
-            g.close()
-            pump.stop()
+            with pytest.raises(hgsmi.Timeout):
+                call()
+            assert 0.25 < time.monotonic() - t0 < 2.5
+        threading.Timer(0.2, gate.set).start()
+        buf = g.alloc(CH, 0, 4096, timeout=10)
+        g.submit(buf, timeout=10)
+        batch = g.loan(CH, 0, 4096, 4, timeout=10)
+        batch.publish(timeout=10)
+        wait_for(lambda: len(got) == sum(map(len, loans)) + 5)
+        only_buf_comes_back(g, buf)
 
 
 @pytest.mark.timeout(60)
@@ -198,36 +197,26 @@ def test_submit_and_publish_wait_for_ring_room(name, no_leaks):
     submit and publish raise at once with timeout 0, Timeout in time with a
     timeout, and wait and succeed once the host goes on (published buffers
     make room by themselves: no completion to reap)."""
-    got: list[int] = []
-    gate = threading.Event()
-    with hgsmi.Host(name, size=1 << 20, ring_entries=8) as host:
-        host.register(CH, lambda m: got.append(1) if gate.wait(30) else None)
-        pump = Pump(host)
-        g = hgsmi.Guest(name)
-        try:
-            g.loan(CH, 0, 32, 8).publish(timeout=0)
-            buf = g.alloc(CH, 0, 32)
-            with pytest.raises(hgsmi.RingFull):
-                g.submit(buf)
-            t0 = time.monotonic()
-            with pytest.raises(hgsmi.Timeout):
-                g.submit(buf, timeout=0.3)
-            assert 0.25 < time.monotonic() - t0 < 2.5
-            buf.data[0] = 1  # given back: still the caller's to fill
-            batch = g.loan(CH, 0, 32, 4)
-            with pytest.raises(hgsmi.RingFull):
-                batch.publish(timeout=0)
-            assert batch.published == 0
-            threading.Timer(0.2, gate.set).start()
-            g.submit(buf, timeout=10)
-            assert batch.publish(timeout=10) == 4
-            assert g.loan(CH, 0, 32, 20).publish(timeout=10) == 20  # more than the ring holds
-            wait_for(lambda: len(got) == 33)
-            only_buf_comes_back(g, buf)
-        finally:
-            gate.set()
-            g.close()
-            pump.stop()
+    with stuck_host(name, ring_entries=8) as (g, got, gate):
+        g.loan(CH, 0, 32, 8).publish(timeout=0)
+        buf = g.alloc(CH, 0, 32)
+        with pytest.raises(hgsmi.RingFull):
+            g.submit(buf)
+        t0 = time.monotonic()
+        with pytest.raises(hgsmi.Timeout):
+            g.submit(buf, timeout=0.3)
+        assert 0.25 < time.monotonic() - t0 < 2.5
+        buf.data[0] = 1  # given back: still the caller's to fill
+        batch = g.loan(CH, 0, 32, 4)
+        with pytest.raises(hgsmi.RingFull):
+            batch.publish(timeout=0)
+        assert batch.published == 0
+        threading.Timer(0.2, gate.set).start()
+        g.submit(buf, timeout=10)
+        assert batch.publish(timeout=10) == 4
+        assert g.loan(CH, 0, 32, 20).publish(timeout=10) == 20  # more than the ring holds
+        wait_for(lambda: len(got) == 33)
+        only_buf_comes_back(g, buf)
 
 
 @pytest.mark.timeout(30)
@@ -324,8 +313,7 @@ def test_async_guest_loans_without_blocking_the_loop(name, no_leaks):
     got: list[int] = []
     with hgsmi.Host(name, size=1 << 20, ring_entries=16) as host:
         host.register(CH, lambda m: got.append(m.data[0]))
-        pump = Pump(host)
-        try:
+        with Pump(host):
             async def main() -> None:
                 async with AsyncGuest.connect(name) as g:
                     for r in range(200):
@@ -342,6 +330,4 @@ def test_async_guest_loans_without_blocking_the_loop(name, no_leaks):
                     assert g.stats()["guest_heap"]["used"] == 0
 
             asyncio.run(main())
-        finally:
-            pump.stop()
         assert len(got) > 200 and got == sorted(got)

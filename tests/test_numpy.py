@@ -68,8 +68,7 @@ def test_frame_round_trip_without_a_copy(name, runtime_dir, no_leaks):
     seen = []
     with hgsmi.Host(name, size=SEGMENT) as host:
         host.register(CH_FRAME, frame_handler(seen))
-        pump = Pump(host)
-        try:
+        with Pump(host):
             with hgsmi.Guest(name) as g:
                 with g.alloc(CH_FRAME, 0, FRAME) as buf:
                     arr, g_base, g_size = check_guest_frame(g, buf)
@@ -81,8 +80,6 @@ def test_frame_round_trip_without_a_copy(name, runtime_dir, no_leaks):
                     assert np.array_equal(reply, 255 - expected_frame())
                     del reply
                 assert g.stats()["guest_heap"]["used"] == 0
-        finally:
-            pump.stop()
     assert seen == [(True, True)]
 
 
@@ -115,8 +112,7 @@ def test_a_view_kept_past_completion_holds_the_buffer_back(name, runtime_dir, no
     kept = []
     with hgsmi.Host(name, size=4 << 20) as host:
         host.register(CH_KEEP, lambda m: kept.append(m.array(np.uint32)))
-        pump = Pump(host)
-        try:
+        with Pump(host):
             with hgsmi.Guest(name) as g:
                 # Host side: the handler keeps an array; the completion waits for it.
                 buf = g.alloc(CH_KEEP, 0, 16)
@@ -142,8 +138,6 @@ def test_a_view_kept_past_completion_holds_the_buffer_back(name, runtime_dir, no
                         g.submit(other)  # a live view cannot go to the host
                     del view
                 assert g.stats()["guest_heap"]["used"] == 0
-        finally:
-            pump.stop()
 
 
 def test_async_host_holds_a_completion_back_until_the_view_goes(name, runtime_dir, no_leaks):
@@ -189,8 +183,7 @@ def test_async_host_holds_a_completion_back_until_the_view_goes(name, runtime_di
 def test_use_after_completion_raises_for_views(name, runtime_dir, no_leaks):
     with hgsmi.Host(name, size=4 << 20) as host:
         host.register(CH_FRAME, lambda m: None)
-        pump = Pump(host)
-        try:
+        with Pump(host):
             with hgsmi.Guest(name) as g:
                 with g.alloc(CH_FRAME, 0, 64) as buf:
                     data = buf.data
@@ -204,8 +197,6 @@ def test_use_after_completion_raises_for_views(name, runtime_dir, no_leaks):
                     np.frombuffer(reply, np.uint8)  # released at free
                 with pytest.raises(hgsmi.BufferReleased):
                     buf.reply
-        finally:
-            pump.stop()
 
 
 def test_hgsmi_imports_without_numpy(tmp_path):

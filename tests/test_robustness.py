@@ -44,6 +44,7 @@ from support.footprint import fd_count, mem_kib
 from support.leaks import memfds, shm_entries
 from support.processes import readline, reap
 from support.pump import Pump
+from support.waiting import serve_until
 
 PEER = Path(__file__).parent / "peers" / "robust_peer.py"
 ROOT = Path(__file__).parent.parent
@@ -71,15 +72,6 @@ def live_segments(name: str) -> list[str]:
     """The instance's segments: named ones in /dev/shm and memfds this process maps."""
     mapped = {m.split("memfd:", 1)[1].split()[0].split(":")[-1] for m in memfds(name)}
     return sorted(set(segments(name)) | mapped)
-
-
-def serve_until(host: hgsmi.Host, cond, timeout: float, what: str) -> float:
-    """Poll ``host`` in this thread until ``cond()``; return the seconds it took."""
-    t0 = time.monotonic()
-    while not cond():
-        assert time.monotonic() - t0 < timeout, f"{what}: not within {timeout} s"
-        host.poll(0.01)
-    return time.monotonic() - t0
 
 
 # -- 1. kill -9 of a guest mid-transfer ----------------------------------------
@@ -141,17 +133,12 @@ def test_guest_kill9_mid_transfer_is_reclaimed(name, runtime_dir, no_leaks, dire
         assert fd_count() == fds0
         assert host.handler_errors == 0
         # A new guest attaches and works within a second of the kill.
-        pump = Pump(host)
-        try:
-            with hgsmi.Guest(name) as g:
-                assert g.call(CH_ECHO, 1, b"after the kill", timeout=1) == b"after the kill"
-                elapsed = time.monotonic() - t_kill
-                st = g.stats()
-                pump.stop()
-                fresh = host.guests[0].stats()
-        finally:
-            if pump.t.is_alive():
-                pump.stop()
+        with Pump(host) as pump, hgsmi.Guest(name) as g:
+            assert g.call(CH_ECHO, 1, b"after the kill", timeout=1) == b"after the kill"
+            elapsed = time.monotonic() - t_kill
+            st = g.stats()
+            pump.stop()
+            fresh = host.guests[0].stats()
         assert elapsed < 1.0, f"new guest worked only {elapsed:.2f} s after the kill"
         assert st["epoch"] > dead["epoch"] and st["guest_id"] != dead["guest_id"]
         assert fresh["host_heap"]["used"] == 0 and fresh["inflight_host"] == 0
@@ -216,12 +203,9 @@ def test_host_kill9_gives_blocked_guests_peer_gone(name, runtime_dir, no_leaks, 
         assert segments(name) == []
         assert set(shm_entries(name)) <= {f"sem.hgsmi-{name}.db"}  # its own doorbell
         host.register(CH_ECHO, lambda m: None)
-        pump = Pump(host)
-        try:
+        with Pump(host):
             with hgsmi.Guest(name) as g:
                 assert g.call(CH_ECHO, 0, b"new host", timeout=5) == b"new host"
-        finally:
-            pump.stop()
 
 
 def _raw_attach(path: str) -> tuple[socket.socket, bytes, list[int]]:
@@ -367,8 +351,7 @@ def test_segment_and_socket_are_0600(name, runtime_dir, no_leaks, doorbell, segm
     segment is only reachable through the fd the host passed (and mappings)."""
     with hgsmi.Host(name, size=1 << 20, doorbell=doorbell, segment=segment) as host:
         host.register(CH_ECHO, lambda m: None)
-        pump = Pump(host)
-        try:
+        with Pump(host):
             with hgsmi.Guest(name) as g:
                 gid = g.stats()["guest_id"]
                 segs = segments(name)
@@ -382,8 +365,6 @@ def test_segment_and_socket_are_0600(name, runtime_dir, no_leaks, doorbell, segm
                 sock = os.stat(host.socket_path)
                 sems = [os.stat(f"/dev/shm/{e}") for e in shm_entries(name)
                         if e.startswith("sem.")]
-        finally:
-            pump.stop()
     if segment == "posix":
         assert stat.S_IMODE(seg.st_mode) == 0o600 and seg.st_uid == os.geteuid()
         assert held == []
@@ -576,8 +557,7 @@ def test_bad_calls_give_precise_errors(name, runtime_dir, no_leaks):
     """Table of bad calls on a live host and guest; both keep working after."""
     with hgsmi.Host(name, size=1 << 20) as host:
         host.register(CH_ECHO, lambda m: None)
-        pump = Pump(host)
-        try:
+        with Pump(host) as pump:
             with hgsmi.Guest(name) as g:
                 heap = g.stats()["guest_heap"]["capacity"]
                 cases = [
@@ -645,9 +625,6 @@ def test_bad_calls_give_precise_errors(name, runtime_dir, no_leaks):
             serve_until(host, lambda: not host.guests, 2.0, "the guest is reaped")
             with pytest.raises(hgsmi.PeerGone):
                 host.post(CH_PUSHED, 0, b"x", timeout=0)  # nobody attached
-        finally:
-            if pump.t.is_alive():
-                pump.stop()
 
 
 def _raw_hello(path: str, payload: bytes, wait: float = 3.0) -> bytes:
@@ -681,8 +658,7 @@ def test_bad_hellos_are_refused_with_eproto(name, runtime_dir, no_leaks):
     ]
     with hgsmi.Host(name, size=1 << 20) as host:
         host.register(CH_ECHO, lambda m: None)
-        pump = Pump(host)
-        try:
+        with Pump(host):
             for label, payload in cases:
                 assert len(payload) == HELLO.size
                 w = _raw_hello(host.socket_path, payload)
@@ -692,8 +668,6 @@ def test_bad_hellos_are_refused_with_eproto(name, runtime_dir, no_leaks):
                 assert status == -errno.EPROTO, f"{label}: status {status}"
             with hgsmi.Guest(name) as g:  # the host serves on
                 assert g.call(CH_ECHO, 0, b"ok", timeout=5) == b"ok"
-        finally:
-            pump.stop()
         assert host.refused == len(cases)
 
 
@@ -704,8 +678,7 @@ def test_stalled_client_does_not_hang_the_host(name, runtime_dir, no_leaks, payl
     after about a second; a good guest is served right after."""
     with hgsmi.Host(name, size=1 << 20) as host:
         host.register(CH_ECHO, lambda m: None)
-        pump = Pump(host)
-        try:
+        with Pump(host):
             with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
                 s.settimeout(5)
                 s.connect(host.socket_path)
@@ -716,8 +689,6 @@ def test_stalled_client_does_not_hang_the_host(name, runtime_dir, no_leaks, payl
                 served_after = time.monotonic() - t0
                 assert s.recv(WELCOME_SIZE) == b""  # dropped, no welcome
                 dropped_after = time.monotonic() - t0
-        finally:
-            pump.stop()
         assert served_after < 2.0, f"the good guest waited {served_after:.2f} s"
         assert dropped_after < 2.0
         assert host.refused == 1

@@ -11,7 +11,9 @@ class Pump:
 
     Its own stop flag, not ``host.serve()``/``host.stop()``: a stop that comes
     before the thread runs still stops it, it stops within ``slice_s``, and
-    whatever the poll loop raised is raised again by :meth:`stop`.
+    whatever the poll loop raised is raised again by :meth:`stop`.  As a
+    context manager (``with Pump(host):``) it stops at the end of the block,
+    unless the block stopped it first.
     """
 
     def __init__(self, host: hgsmi.Host, slice_s: float = 0.02) -> None:
@@ -20,6 +22,13 @@ class Pump:
         self.error: BaseException | None = None
         self.t = threading.Thread(target=self._run, args=(slice_s,), daemon=True)
         self.t.start()
+
+    def __enter__(self) -> Pump:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if not self.halt.is_set():  # not stopped in the block already (that raised its error)
+            self.stop()
 
     def _run(self, slice_s: float) -> None:
         try:
