@@ -65,48 +65,42 @@ def test_20000_messages_guest_to_host(host):
         assert g.stats()["remote_errors"] == 0
 
 
-@pytest.mark.timeout(240)
-def test_20000_messages_host_to_guest(host):
+def receive_pushed_stream(g: hgsmi.Guest, ch: int, seed: int, info_of) -> None:
+    """Ask the host peer on ``ch`` to push stream ``seed`` (COUNT messages) to
+    ``g``; poll until all came (200 s at most) and check that every byte came,
+    in order (message i has info ``info_of(i)``), and the guest saw no error."""
     h, seen = hashlib.blake2b(digest_size=16), []
 
     def on_pushed(msg):
-        assert msg.info == len(seen) & 0xFFFF  # in order
+        assert msg.info == info_of(len(seen))  # in order
         h.update(msg.data)
         seen.append(len(msg.data))
 
+    g.register(CH_PUSHED, on_pushed)
+    g.call(ch, 0, f"{seed} {COUNT}".encode())
+    deadline = time.monotonic() + 200
+    while len(seen) < COUNT and time.monotonic() < deadline:
+        g.poll(1.0)
+    assert (h.digest(), len(seen)) == digest(stream(seed, COUNT))
+    assert g.stats()["errors"] == 0
+
+
+@pytest.mark.timeout(240)
+def test_20000_messages_host_to_guest(host):
     with hgsmi.Guest(host) as g:
-        g.register(CH_PUSHED, on_pushed)
-        g.call(CH_PUSH, 0, f"11 {COUNT}".encode())
-        deadline = time.monotonic() + 200
-        while len(seen) < COUNT and time.monotonic() < deadline:
-            g.poll(1.0)
-        assert (h.digest(), len(seen)) == digest(stream(11, COUNT))
-        assert g.stats()["errors"] == 0
+        receive_pushed_stream(g, CH_PUSH, 11, lambda i: i & 0xFFFF)
 
 
 @pytest.mark.timeout(240)
 def test_20000_messages_host_to_guest_post_many(host):
     """GuestConn.post_many (hgsmi_conn_send): every byte arrives, in order,
     and every host buffer is back in the host heap once the guest acked."""
-    h, seen = hashlib.blake2b(digest_size=16), []
-
-    def on_pushed(msg):
-        assert msg.info == len(seen) // 500  # batches in order
-        h.update(msg.data)
-        seen.append(len(msg.data))
-
     def host_heap_used(g) -> int:
         return int.from_bytes(g.call(CH_HEAP, 0, b"", reply_size=8, timeout=30), "little")
 
     with hgsmi.Guest(host) as g:
-        g.register(CH_PUSHED, on_pushed)
         baseline = host_heap_used(g)
-        g.call(CH_PUSH_MANY, 0, f"13 {COUNT}".encode())
-        deadline = time.monotonic() + 200
-        while len(seen) < COUNT and time.monotonic() < deadline:
-            g.poll(1.0)
-        assert (h.digest(), len(seen)) == digest(stream(13, COUNT))
-        assert g.stats()["errors"] == 0
+        receive_pushed_stream(g, CH_PUSH_MANY, 13, lambda i: i // 500)  # batches of 500
         assert host_heap_used(g) == baseline
 
 
