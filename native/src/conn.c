@@ -19,8 +19,6 @@ static const struct hgsmi_region *area(const struct hgsmi_conn *c, int id)
 	return &c->seg.regions[id];
 }
 
-static void endpoint_init(struct hgsmi_conn *c);
-
 /*
  * Level-triggered IRQ, as VBVARaiseIrq does it: the reason and IRQ bits go
  * into the host flags; the line is only pulsed (eventfd written) when IRQ
@@ -113,11 +111,7 @@ int hgsmi_int_conn_create(struct hgsmi_host *host, int sock, uint32_t features,
 	if ((rc = hgsmi_heap_create(hh->offset, hh->size, &c->host_heap)) < 0 ||
 	    (rc = hgsmi_int_inflight_init(&c->posted, hh->offset, hh->size)) < 0)
 		goto fail;
-	hgsmi_int_ring_init(&c->submit, c->seg.base, area(c, HGSMI_REGION_SUBMIT), e, false);
-	hgsmi_int_ring_init(&c->gcomplete, c->seg.base, area(c, HGSMI_REGION_GCOMPLETE), e, true);
-	hgsmi_int_ring_init(&c->hostfifo, c->seg.base, area(c, HGSMI_REGION_HOSTFIFO), e, true);
-	hgsmi_int_ring_init(&c->hostack, c->seg.base, area(c, HGSMI_REGION_HOSTACK), e, false);
-	endpoint_init(c);
+	hgsmi_int_conn_rings(c);
 
 	memset(w, 0, sizeof(*w));
 	*nfds = 0;
@@ -339,11 +333,17 @@ static void conn_setup(struct hgsmi_endpoint *ep, struct hgsmi_msg *m)
 static const struct hgsmi_ep_ops conn_ops = {
 	.note = conn_note, .complete = conn_complete, .full = conn_full, .setup = conn_setup};
 
-/* The endpoint over this conn's rings, guest heap and host heap. */
-static void endpoint_init(struct hgsmi_conn *c)
+void hgsmi_int_conn_rings(struct hgsmi_conn *c)
 {
+	uint8_t *base = c->seg.base;
+	uint32_t e = c->seg.ring_entries;
+
+	hgsmi_int_ring_init(&c->submit, base, area(c, HGSMI_REGION_SUBMIT), e, false);
+	hgsmi_int_ring_init(&c->gcomplete, base, area(c, HGSMI_REGION_GCOMPLETE), e, true);
+	hgsmi_int_ring_init(&c->hostfifo, base, area(c, HGSMI_REGION_HOSTFIFO), e, true);
+	hgsmi_int_ring_init(&c->hostack, base, area(c, HGSMI_REGION_HOSTACK), e, false);
 	c->ep = (struct hgsmi_endpoint){
-		.base = c->seg.base, .in = &c->submit, .back = &c->gcomplete,
+		.base = base, .in = &c->submit, .back = &c->gcomplete,
 		.peer = *area(c, HGSMI_REGION_GUEST_HEAP), .heap = c->host_heap,
 		.owed = &c->posted, .channels = c->host->channels,
 		.max_size = c->host->cfg.max_message, .peer_id = c->id,

@@ -570,6 +570,9 @@ HGSMI_INT int hgsmi_int_conn_create(struct hgsmi_host *host, int sock,
 				    uint32_t features, struct hgsmi_conn **out,
 				    struct hgsmi_welcome *w, int *fds, int *nfds);
 HGSMI_INT void hgsmi_int_conn_destroy(struct hgsmi_conn *conn);
+/* The four rings and the endpoint over conn->seg, once host, id and host_heap
+ * are set (conn_create; the fuzzers build a conn over an image with it). */
+HGSMI_INT void hgsmi_int_conn_rings(struct hgsmi_conn *conn);
 HGSMI_INT bool hgsmi_int_conn_pending(const struct hgsmi_conn *conn);
 /* Is a doorbell of this guest within its rate?  Takes a token if so. */
 HGSMI_INT bool hgsmi_int_conn_doorbell_ok(struct hgsmi_conn *conn, uint64_t now_ns);
