@@ -294,10 +294,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	if (hgsmi_int_inflight_init(&c.posted, r[HGSMI_REGION_HOST_HEAP].offset,
 				    r[HGSMI_REGION_HOST_HEAP].size) < 0)
 		goto out;
-	hgsmi_int_ring_init(&c.submit, img, &r[HGSMI_REGION_SUBMIT], c.seg.ring_entries, false);
-	hgsmi_int_ring_init(&c.gcomplete, img, &r[HGSMI_REGION_GCOMPLETE], c.seg.ring_entries, true);
-	hgsmi_int_ring_init(&c.hostfifo, img, &r[HGSMI_REGION_HOSTFIFO], c.seg.ring_entries, true);
-	hgsmi_int_ring_init(&c.hostack, img, &r[HGSMI_REGION_HOSTACK], c.seg.ring_entries, false);
+	hgsmi_int_conn_rings(&c);
 	cur = &c;
 
 	before = malloc(len);

@@ -111,10 +111,7 @@ int hgsmi_int_conn_create(struct hgsmi_host *host, int sock, uint32_t features,
 	if ((rc = hgsmi_heap_create(hh->offset, hh->size, &c->host_heap)) < 0 ||
 	    (rc = hgsmi_int_inflight_init(&c->posted, hh->offset, hh->size)) < 0)
 		goto fail;
-	hgsmi_int_ring_init(&c->submit, c->seg.base, area(c, HGSMI_REGION_SUBMIT), e, false);
-	hgsmi_int_ring_init(&c->gcomplete, c->seg.base, area(c, HGSMI_REGION_GCOMPLETE), e, true);
-	hgsmi_int_ring_init(&c->hostfifo, c->seg.base, area(c, HGSMI_REGION_HOSTFIFO), e, true);
-	hgsmi_int_ring_init(&c->hostack, c->seg.base, area(c, HGSMI_REGION_HOSTACK), e, false);
+	hgsmi_int_conn_rings(c);
 
 	memset(w, 0, sizeof(*w));
 	*nfds = 0;
@@ -262,150 +259,120 @@ static void setup_channel(struct hgsmi_conn *c, struct hgsmi_msg *m)
 	}
 }
 
-/* Is `off` a place where a completion status may be written? */
-static bool writable_header(const struct hgsmi_conn *c, uint32_t off)
+/* The host's counters of what a guest sends; its errors count to the cut-off. */
+static bool conn_note(struct hgsmi_endpoint *ep, enum hgsmi_ep_event what)
 {
-	const struct hgsmi_region *g = area(c, HGSMI_REGION_GUEST_HEAP);
+	struct hgsmi_conn *c = hgsmi_container_of(ep, struct hgsmi_conn, ep);
 
-	return off % HGSMI_HEAP_ALIGN == 0 && off >= g->offset &&
-	       g->size >= HGSMI_BUFFER_OVERHEAD &&
-	       off - g->offset <= g->size - HGSMI_BUFFER_OVERHEAD;
-}
+	uint64_t *const counter[] = {
+		[HGSMI_EP_BAD_CHECKSUM] = &c->st.errors_checksum,
+		[HGSMI_EP_BAD_HEADER] = &c->st.errors_protocol,
+		[HGSMI_EP_BAD_OFFSET] = &c->st.errors_offset,
+		[HGSMI_EP_TOO_LARGE] = &c->st.errors_size,
+		[HGSMI_EP_NO_HANDLER] = &c->st.errors_channel,
+		[HGSMI_EP_HANDLER_FAILED] = &c->st.errors_handler,
+	};
 
-static int complete(struct hgsmi_conn *c, const struct hgsmi_msg *msgs, unsigned n);
-
-int hgsmi_conn_recv(struct hgsmi_conn *c, struct hgsmi_msg *out, unsigned max)
-{
-	const struct hgsmi_region *g = area(c, HGSMI_REGION_GUEST_HEAP);
-	const struct hgsmi_host_config *cfg = &c->host->cfg;
-	struct hgsmi_msg done[HGSMI_BATCH], vms[HGSMI_BATCH];
-	uint32_t offs[HGSMI_BATCH];
-	int rcs[HGSMI_BATCH];
-	unsigned n_out = 0, n_done = 0;
-	/* Entries taken per call, also those served in C (setup channel, C
-	 * handlers) that never reach out[]: a guest that keeps resubmitting
-	 * them must not hold the host; what is left makes its wait return. */
-	unsigned budget = max > HGSMI_BATCH ? max : HGSMI_BATCH;
-	int n;
-
-	if (!c->alive)
-		return -EPIPE;
-	hgsmi_int_conn_drain_acks(c);
-	while (n_out < max && budget && c->alive) {
-		/* Never more taken and not completed than max_inflight: the
-		 * rest stay in the guest's ring, which is its backpressure. */
-		unsigned want = max - n_out, busy = c->held + n_done;
-
-		if (busy >= cfg->max_inflight && n_done) {
-			complete(c, done, n_done);
-			busy -= n_done;
-			n_done = 0;
-		}
-		if (busy >= cfg->max_inflight)
-			break;
-		if (want > cfg->max_inflight - busy)
-			want = cfg->max_inflight - busy;
-		if (want > budget)
-			want = budget;
-		n = hgsmi_int_ring_pop(&c->submit, offs, want < HGSMI_BATCH ? want : HGSMI_BATCH);
-		if (n < 0) {
-			guest_error(c, &c->st.errors_protocol);
-			c->alive = false;
-			break;
-		}
-		if (n == 0)
-			break;
-		budget -= (unsigned)n;
-		/* All of the batch verified at once, checksums overlapped. */
-		hgsmi_int_buffer_verify_many(c->seg.base, g->offset, g->size, offs, (unsigned)n,
-					     vms, rcs);
-		for (int i = 0; i < n; i++) {
-			struct hgsmi_msg m = vms[i];
-			const struct hgsmi_channel *ch;
-			int rc = rcs[i];
-
-			if (rc < 0) {
-				guest_error(c, rc == -EBADMSG ? &c->st.errors_checksum
-					       : rc == -EPROTO ? &c->st.errors_protocol
-							       : &c->st.errors_offset);
-				if (!writable_header(c, offs[i]))
-					continue;
-				m = (struct hgsmi_msg){.offset = offs[i], .status = rc};
-				goto complete;
-			}
-			c->st.msgs_in++;
-			c->st.bytes_in += m.size;
-			m.guest = c->id;
-			ch = &c->host->channels[m.channel];
-			if (cfg->max_message && m.size > cfg->max_message) {
-				guest_error(c, &c->st.errors_size);
-				m.status = -EMSGSIZE;
-				m.size = 0;
-			} else if (m.channel == HGSMI_CH_SETUP) {
-				setup_channel(c, &m);
-			} else if (!ch->registered) {
-				c->st.errors_channel++;
-				m.status = -ENOENT;
-				m.size = 0;
-			} else if (ch->fn) {
-				hgsmi_int_channel_run(ch, c->seg.base, &m);
-				if (m.status < 0)
-					c->st.errors_handler++;
-			} else {
-				out[n_out++] = m;
-				c->held++;
-				if (c->held > c->st.inflight_guest_peak)
-					c->st.inflight_guest_peak = c->held;
-				continue;
-			}
-complete:
-			done[n_done++] = m;
-			if (n_done == HGSMI_BATCH) {
-				complete(c, done, n_done);
-				n_done = 0;
-			}
-		}
-	}
-	if (n_done)
-		complete(c, done, n_done);
-	if (!c->alive && n_out == 0)
-		return -EPIPE;
-	return (int)n_out;
+	/* A missing or failing handler is the host's business, not the guest's fault. */
+	if (what >= HGSMI_EP_NO_HANDLER)
+		(*counter[what])++;
+	else
+		guest_error(c, counter[what]);
+	return c->alive;
 }
 
 /* Complete buffers taken by recv; internal ones never counted as held. */
 static int complete(struct hgsmi_conn *c, const struct hgsmi_msg *msgs, unsigned n)
 {
-	uint32_t offs[HGSMI_BATCH];
-	unsigned done = 0;
+	int rc;
 
 	if (!c->alive)
 		return -EPIPE;
-	while (done < n) {
-		unsigned k = 0;
-		int pushed;
-
-		while (k < HGSMI_BATCH && done + k < n) {
-			const struct hgsmi_msg *m = &msgs[done + k];
-
-			if (!writable_header(c, m->offset))
-				return -EINVAL;
-			hgsmi_int_buffer_result(c->seg.base, m);
-			offs[k++] = m->offset;
-		}
-		pushed = hgsmi_int_ring_push(&c->gcomplete, offs, k);
-		if (pushed < 0) {
-			guest_error(c, &c->st.errors_protocol);
-			c->alive = false;
-			return -EPIPE;
-		}
-		/* Only a guest that never reaps can fill its completion ring
-		 * (it may not have more in flight than the ring holds): its
-		 * own buffers are what it loses. */
-		c->st.errors_full += k - (unsigned)pushed;
-		done += k;
+	rc = hgsmi_int_ep_complete(&c->ep, msgs, n, NULL);
+	if (rc == -EPROTO) { /* a hostile completion ring index */
+		guest_error(c, &c->st.errors_protocol);
+		c->alive = false;
+		return -EPIPE;
 	}
+	if (rc < 0)
+		return rc;
 	hgsmi_int_conn_raise_irq(c, HGSMI_HOSTFLAGS_GCOMMAND_COMPLETED);
+	return rc;
+}
+
+/* What recv serves in C goes back at once; a guest cut off meanwhile ends it. */
+static int conn_complete(struct hgsmi_endpoint *ep, const struct hgsmi_msg *msgs, unsigned n,
+			 void *arg)
+{
+	struct hgsmi_conn *c = hgsmi_container_of(ep, struct hgsmi_conn, ep);
+
+	(void)arg;
+	complete(c, msgs, n);
+	return c->alive ? 0 : -EPIPE;
+}
+
+/*
+ * Only a guest that never reaps can fill its completion ring (it may not
+ * have more in flight than the ring holds): its own buffers are what it
+ * loses.
+ */
+static int conn_full(struct hgsmi_endpoint *ep, unsigned chunk, unsigned left, void *arg)
+{
+	struct hgsmi_conn *c = hgsmi_container_of(ep, struct hgsmi_conn, ep);
+
+	(void)left, (void)arg;
+	c->st.errors_full += chunk;
+	return 1;
+}
+
+static void conn_setup(struct hgsmi_endpoint *ep, struct hgsmi_msg *m)
+{
+	setup_channel(hgsmi_container_of(ep, struct hgsmi_conn, ep), m);
+}
+
+static const struct hgsmi_ep_ops conn_ops = {
+	.note = conn_note, .complete = conn_complete, .full = conn_full, .setup = conn_setup};
+
+void hgsmi_int_conn_rings(struct hgsmi_conn *c)
+{
+	uint8_t *base = c->seg.base;
+	uint32_t e = c->seg.ring_entries;
+
+	hgsmi_int_ring_init(&c->submit, base, area(c, HGSMI_REGION_SUBMIT), e, false);
+	hgsmi_int_ring_init(&c->gcomplete, base, area(c, HGSMI_REGION_GCOMPLETE), e, true);
+	hgsmi_int_ring_init(&c->hostfifo, base, area(c, HGSMI_REGION_HOSTFIFO), e, true);
+	hgsmi_int_ring_init(&c->hostack, base, area(c, HGSMI_REGION_HOSTACK), e, false);
+	c->ep = (struct hgsmi_endpoint){
+		.base = base, .in = &c->submit, .back = &c->gcomplete,
+		.peer = *area(c, HGSMI_REGION_GUEST_HEAP), .heap = c->host_heap,
+		.owed = &c->posted, .channels = c->host->channels,
+		.max_size = c->host->cfg.max_message, .peer_id = c->id,
+		.msgs_in = &c->st.msgs_in, .bytes_in = &c->st.bytes_in,
+		.bytes_out = &c->st.bytes_out, .ops = &conn_ops};
+}
+
+int hgsmi_conn_recv(struct hgsmi_conn *c, struct hgsmi_msg *out, unsigned max)
+{
+	/* Entries taken per call, also those served in C, are bounded: what
+	 * is left makes the host's wait return. */
+	struct hgsmi_ep_bound b = {.limit = c->host->cfg.max_inflight, .held = c->held,
+				   .budget = max > HGSMI_BATCH ? max : HGSMI_BATCH};
+	unsigned n;
+
+	if (!c->alive)
+		return -EPIPE;
+	hgsmi_int_conn_drain_acks(c);
+	if (!c->alive)
+		return -EPIPE;
+	if (hgsmi_int_ep_recv(&c->ep, out, max, &b, NULL, &n) == -EPROTO) {
+		guest_error(c, &c->st.errors_protocol);
+		c->alive = false;
+	}
+	c->held += n;
+	if (c->held > c->st.inflight_guest_peak)
+		c->st.inflight_guest_peak = c->held;
+	if (!c->alive && n == 0)
+		return -EPIPE;
 	return (int)n;
 }
 

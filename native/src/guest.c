@@ -5,6 +5,7 @@
  */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <limits.h>
 #include <poll.h>
 #include <stdlib.h>
 #include <string.h>
@@ -40,11 +41,12 @@ struct hgsmi_guest {
 	 */
 	uint32_t *slab_of, *slab_left;
 	struct hgsmi_ring submit, gcomplete, hostfifo, hostack;
+	struct hgsmi_endpoint ep; /* hostfifo in, hostack back, guest heap out */
 	struct hgsmi_notify doorbell, irq;
 	struct hgsmi_channel channels[HGSMI_NUMBER_OF_CHANNELS];
 	struct hgsmi_msg *stash; /* completions reaped by a call, not yet returned */
 	uint32_t stash_head, stash_count;
-	struct hgsmi_region gheap, hheap;
+	struct hgsmi_region gheap;
 	int sock;
 	uint32_t epoch;
 	struct hgsmi_spin spin; /* the adaptive spin before sleeping on the IRQ */
@@ -54,6 +56,7 @@ struct hgsmi_guest {
 };
 
 static int collect(struct hgsmi_guest *g);
+static void endpoint_init(struct hgsmi_guest *g);
 
 static bool host_gone(struct hgsmi_guest *g)
 {
@@ -152,7 +155,6 @@ static int layout(struct hgsmi_guest *g)
 	r = g->seg.regions;
 	e = g->seg.ring_entries;
 	g->gheap = r[HGSMI_REGION_GUEST_HEAP];
-	g->hheap = r[HGSMI_REGION_HOST_HEAP];
 	if ((rc = hgsmi_heap_create(g->gheap.offset, g->gheap.size, &g->heap)) < 0 ||
 	    (rc = hgsmi_int_inflight_init(&g->sent, g->gheap.offset, g->gheap.size)) < 0 ||
 	    (rc = hgsmi_int_inflight_init(&g->orphans, g->gheap.offset, g->gheap.size)) < 0 ||
@@ -168,6 +170,7 @@ static int layout(struct hgsmi_guest *g)
 	hgsmi_int_ring_init(&g->gcomplete, g->seg.base, &r[HGSMI_REGION_GCOMPLETE], e, false);
 	hgsmi_int_ring_init(&g->hostfifo, g->seg.base, &r[HGSMI_REGION_HOSTFIFO], e, false);
 	hgsmi_int_ring_init(&g->hostack, g->seg.base, &r[HGSMI_REGION_HOSTACK], e, true);
+	endpoint_init(g);
 	return 0;
 }
 
@@ -518,73 +521,57 @@ static unsigned slab_batch(struct hgsmi_guest *g, uint8_t channel, uint16_t info
 		offs[j] = off;
 		g->slab_of[gheap_granule(g, off)] = s + 1;
 		hgsmi_int_buffer_header(&hdrs[j], lens[j], channel, info, 0);
-		if (datas) {
+		if (datas)
 			memcpy(g->seg.base + off + sizeof(hdrs[j]), datas[j], lens[j]);
-			g->st.bytes_out += lens[j];
-		}
 		off += (lens[j] + (uint32_t)HGSMI_BUFFER_OVERHEAD + HGSMI_HEAP_ALIGN - 1) &
 		       ~(uint32_t)(HGSMI_HEAP_ALIGN - 1);
 	}
 	return k;
 }
 
+static struct hgsmi_guest *guest_of(struct hgsmi_endpoint *ep)
+{
+	return hgsmi_container_of(ep, struct hgsmi_guest, ep);
+}
+
+static int send_reclaim(struct hgsmi_endpoint *ep)
+{
+	int rc = collect(guest_of(ep));
+
+	return rc < 0 ? rc : 0;
+}
+
+static unsigned send_slab(struct hgsmi_endpoint *ep, uint8_t channel, uint16_t info,
+			  const void *const *datas, const uint32_t *lens, unsigned avail,
+			  uint32_t *offs, struct hgsmi_buffer_header *hdrs)
+{
+	return slab_batch(guest_of(ep), channel, info, datas, lens, avail, offs, hdrs);
+}
+
+static int send_push(struct hgsmi_endpoint *ep, const uint32_t *offs, unsigned k)
+{
+	return queue(guest_of(ep), offs, k);
+}
+
+static void send_unsent(struct hgsmi_endpoint *ep, uint32_t off)
+{
+	release(guest_of(ep), off);
+}
+
+/* Fire and forget: each buffer sent is an orphan, freed when it comes back
+ * (completed fire-and-forget buffers also make room when the heap is full). */
+static const struct hgsmi_ep_sender guest_sender = {
+	.reclaim = send_reclaim, .reclaim_when_full = true, .batch = send_slab,
+	.push = send_push, .unsent = send_unsent};
+
 int hgsmi_guest_send(struct hgsmi_guest *g, uint8_t channel, uint16_t info,
 		     const void *const *datas, const uint32_t *lens, unsigned n)
 {
-	struct hgsmi_buffer_header hdrs[HGSMI_BATCH];
-	uint32_t offs[HGSMI_BATCH];
-	unsigned done = 0;
-	int rc = 0;
+	int rc = hgsmi_int_ep_send(&g->ep, &guest_sender, channel, info, datas, lens, n);
 
-	while (done < n) {
-		unsigned k = 0;
-		int pushed;
-
-		/*
-		 * Free what the host has completed before allocating: TLSF's
-		 * good fit then reuses those blocks, still warm in the cache,
-		 * instead of marching through the whole heap and copying into
-		 * cold memory until it is full (1 MiB g2h: 7.8 -> 13.5 GB/s,
-		 * heap peak 32 -> 9 MiB, in one run).
-		 */
-		if ((rc = collect(g)) < 0)
-			break;
-		k = slab_batch(g, channel, info, datas + done, lens + done, n - done, offs, hdrs);
-		for (bool slab = k > 0; !slab && k < HGSMI_BATCH && done + k < n; k++) {
-			struct hgsmi_msg m;
-
-			if ((rc = alloc_for(g, lens[done + k], 0, channel, info, datas[done + k], &m,
-					    &hdrs[k])) < 0)
-				break;
-			memcpy(g->seg.base + m.data, datas[done + k], lens[done + k]);
-			g->st.bytes_out += lens[done + k];
-			offs[k] = m.offset;
-		}
-		/* Seal the batch at once: the checksums' serial chains overlap
-		 * (hgsmi_int_checksum_many).  Nothing is visible to the host
-		 * before queue() publishes the ring index. */
-		hgsmi_int_buffer_seal_many(g->seg.base, offs, hdrs, k);
-		pushed = k ? queue(g, offs, k) : 0;
-		for (unsigned i = 0; i < k; i++) {
-			if (pushed >= 0 && i < (unsigned)pushed) {
-				/* Fire and forget: freed when it comes back. */
-				hgsmi_int_inflight_set(&g->orphans, offs[i]);
-				continue;
-			}
-			release(g, offs[i]); /* not queued: ours again */
-			g->st.bytes_out -= lens[done + i];
-		}
-		if (pushed < 0) {
-			rc = pushed;
-			break;
-		}
-		done += (unsigned)pushed;
-		if ((unsigned)pushed < k || rc < 0)
-			break;
-	}
-	if (done)
+	if (rc > 0)
 		doorbell(g);
-	return done ? (int)done : (rc < 0 ? rc : -EAGAIN);
+	return rc;
 }
 
 /*
@@ -993,13 +980,6 @@ int hgsmi_guest_call(struct hgsmi_guest *g, uint8_t channel, uint16_t info,
 	return rc;
 }
 
-static bool writable_host_header(const struct hgsmi_guest *g, uint32_t off)
-{
-	return off % HGSMI_HEAP_ALIGN == 0 && off >= g->hheap.offset &&
-	       g->hheap.size >= HGSMI_BUFFER_OVERHEAD &&
-	       off - g->hheap.offset <= g->hheap.size - HGSMI_BUFFER_OVERHEAD;
-}
-
 /*
  * The ack ring is full: sleep a slice on the control socket (the host says
  * nothing when it drains acks, but its death or stray bytes end the wait).
@@ -1017,6 +997,35 @@ static int sleep_for_room(struct hgsmi_guest *g, int slice_ms)
 	return rc;
 }
 
+/* How long acks may wait for room in the ack ring (ack_within). */
+struct ack_wait {
+	uint64_t start;
+	int timeout_ms;
+	int slice_ms;
+};
+
+/* The ack ring is full: wake the host (it drains acks on every pass) and
+ * give it a slice, until the deadline. */
+static int ack_full(struct hgsmi_endpoint *ep, unsigned chunk, unsigned left, void *arg)
+{
+	struct hgsmi_guest *g = guest_of(ep);
+	struct ack_wait *w = arg;
+	int ms, rc;
+
+	(void)chunk;
+	doorbell(g);
+	if (host_gone(g))
+		return -EPIPE;
+	if ((ms = hgsmi_int_remaining_ms(w->timeout_ms, w->start)) == 0) {
+		g->st.acks_dropped += left;
+		return -ETIMEDOUT;
+	}
+	if ((rc = sleep_for_room(g, ms < 0 || ms > w->slice_ms ? w->slice_ms : ms)) < 0)
+		return rc;
+	w->slice_ms = w->slice_ms < ACK_SLICE_MAX_MS ? w->slice_ms * 2 : w->slice_ms;
+	return 0;
+}
+
 /*
  * hgsmi_guest_ack within timeout_ms (-1: for ever, and never less than
  * ACK_GRACE_MS).  A host that keeps the ring full costs a sleep, not a spin,
@@ -1025,47 +1034,15 @@ static int sleep_for_room(struct hgsmi_guest *g, int slice_ms)
 static int ack_within(struct hgsmi_guest *g, const struct hgsmi_msg *msgs, unsigned n,
 		      int timeout_ms)
 {
-	uint32_t offs[HGSMI_BATCH];
-	uint64_t start = hgsmi_int_now_ns();
-	unsigned done = 0;
-	int slice = 1, rc;
+	struct ack_wait w = {.start = hgsmi_int_now_ns(), .timeout_ms = timeout_ms, .slice_ms = 1};
+	int rc;
 
 	if (timeout_ms >= 0 && timeout_ms < ACK_GRACE_MS)
-		timeout_ms = ACK_GRACE_MS;
-	while (done < n) {
-		unsigned k = 0, sent = 0;
-
-		for (; k < HGSMI_BATCH && done + k < n; k++) {
-			if (!writable_host_header(g, msgs[done + k].offset))
-				return -EINVAL;
-			hgsmi_int_buffer_result(g->seg.base, &msgs[done + k]);
-			offs[k] = msgs[done + k].offset;
-		}
-		while (sent < k) {
-			int p = hgsmi_int_ring_push(&g->hostack, offs + sent, k - sent), left;
-
-			if (p < 0)
-				return -EPROTO;
-			sent += (unsigned)p;
-			if (sent == k)
-				break;
-			/* The host drains acks on every pass: wake it, let it. */
-			doorbell(g);
-			if (host_gone(g))
-				return -EPIPE;
-			if ((left = hgsmi_int_remaining_ms(timeout_ms, start)) == 0) {
-				g->st.acks_dropped += n - done - sent;
-				return -ETIMEDOUT;
-			}
-			if ((rc = sleep_for_room(g, left < 0 || left > slice ? slice : left)) < 0)
-				return rc;
-			slice = slice < ACK_SLICE_MAX_MS ? slice * 2 : slice;
-		}
-		done += k;
-	}
-	if (n)
+		w.timeout_ms = ACK_GRACE_MS;
+	rc = hgsmi_int_ep_complete(&g->ep, msgs, n, &w);
+	if (rc > 0)
 		doorbell(g);
-	return (int)n;
+	return rc;
 }
 
 int hgsmi_guest_ack(struct hgsmi_guest *g, const struct hgsmi_msg *msgs, unsigned n)
@@ -1079,64 +1056,48 @@ int hgsmi_guest_ack_timeout(struct hgsmi_guest *g, const struct hgsmi_msg *msgs,
 	return ack_within(g, msgs, n, timeout_ms);
 }
 
+/* The guest counts a bad host buffer; it never cuts its host off. */
+static bool guest_note(struct hgsmi_endpoint *ep, enum hgsmi_ep_event what)
+{
+	if (what < HGSMI_EP_TOO_LARGE) /* the verification failures */
+		guest_of(ep)->st.errors++;
+	return true;
+}
+
+/* What recv serves in C is acked within recv's timeout (arg). */
+static int guest_complete(struct hgsmi_endpoint *ep, const struct hgsmi_msg *msgs, unsigned n,
+			  void *arg)
+{
+	int rc = ack_within(guest_of(ep), msgs, n, *(const int *)arg);
+
+	return rc < 0 ? rc : 0;
+}
+
+static const struct hgsmi_ep_ops guest_ops = {
+	.note = guest_note, .complete = guest_complete, .full = ack_full};
+
+/* The endpoint over the host FIFO and its acks, the host heap and ours. */
+static void endpoint_init(struct hgsmi_guest *g)
+{
+	g->ep = (struct hgsmi_endpoint){
+		.base = g->seg.base, .in = &g->hostfifo, .back = &g->hostack,
+		.peer = g->seg.regions[HGSMI_REGION_HOST_HEAP], .heap = g->heap,
+		.owed = &g->orphans, .channels = g->channels, .msgs_in = &g->st.msgs_in,
+		.bytes_in = &g->st.bytes_in, .bytes_out = &g->st.bytes_out, .ops = &guest_ops};
+}
+
 /* hgsmi_guest_recv, whose own acks (C handlers, bad buffers) wait as ack_within. */
 static int recv_within(struct hgsmi_guest *g, struct hgsmi_msg *out, unsigned max,
 		       int timeout_ms)
 {
-	struct hgsmi_msg done[HGSMI_BATCH], vms[HGSMI_BATCH];
-	uint32_t offs[HGSMI_BATCH];
-	int rcs[HGSMI_BATCH];
-	unsigned n_out = 0, n_done = 0;
-	int n, rc;
+	const struct hgsmi_ep_bound b = {.limit = UINT_MAX, .budget = UINT_MAX};
+	unsigned n;
+	int rc;
 
 	if (host_gone(g))
 		return -EPIPE;
-	while (n_out < max) {
-		unsigned want = max - n_out;
-
-		n = hgsmi_int_ring_pop(&g->hostfifo, offs, want < HGSMI_BATCH ? want : HGSMI_BATCH);
-		if (n < 0)
-			return -EPROTO;
-		if (n == 0)
-			break;
-		/* All of the batch verified at once, checksums overlapped. */
-		hgsmi_int_buffer_verify_many(g->seg.base, g->hheap.offset, g->hheap.size, offs,
-					     (unsigned)n, vms, rcs);
-		for (int i = 0; i < n; i++) {
-			struct hgsmi_msg m = vms[i];
-			const struct hgsmi_channel *ch;
-
-			rc = rcs[i];
-			if (rc < 0) {
-				g->st.errors++;
-				if (!writable_host_header(g, offs[i]))
-					continue;
-				m = (struct hgsmi_msg){.offset = offs[i], .status = rc};
-			} else {
-				g->st.msgs_in++;
-				g->st.bytes_in += m.size;
-				ch = &g->channels[m.channel];
-				if (!ch->registered) {
-					m.status = -ENOENT;
-					m.size = 0;
-				} else if (ch->fn) {
-					hgsmi_int_channel_run(ch, g->seg.base, &m);
-				} else {
-					out[n_out++] = m;
-					continue;
-				}
-			}
-			done[n_done++] = m;
-			if (n_done == HGSMI_BATCH) {
-				if ((rc = ack_within(g, done, n_done, timeout_ms)) < 0)
-					return rc;
-				n_done = 0;
-			}
-		}
-	}
-	if (n_done && (rc = ack_within(g, done, n_done, timeout_ms)) < 0)
-		return rc;
-	return (int)n_out;
+	rc = hgsmi_int_ep_recv(&g->ep, out, max, &b, &timeout_ms, &n);
+	return rc < 0 ? rc : (int)n;
 }
 
 int hgsmi_guest_recv(struct hgsmi_guest *g, struct hgsmi_msg *out, unsigned max)

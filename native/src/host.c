@@ -17,6 +17,13 @@
 
 #include "internal.h"
 
+/* A setting the caller left 0 takes its default. */
+static void or_default(uint32_t *setting, uint32_t value)
+{
+	if (!*setting)
+		*setting = value;
+}
+
 static int fill_defaults(struct hgsmi_host *h, const struct hgsmi_host_config *cfg)
 {
 	struct hgsmi_host_config *c = &h->cfg;
@@ -28,30 +35,20 @@ static int fill_defaults(struct hgsmi_host *h, const struct hgsmi_host_config *c
 	strcpy(h->name, cfg->name);
 	c->name = h->name;
 	c->runtime_dir = NULL; /* resolved into sock_path below */
-	if (!c->segment_size)
-		c->segment_size = HGSMI_SEGMENT_SIZE_DEFAULT;
-	if (!c->ring_entries)
-		c->ring_entries = HGSMI_RING_ENTRIES_DEFAULT;
-	if (!c->guest_heap_percent)
-		c->guest_heap_percent = HGSMI_GUEST_HEAP_PERCENT_DEFAULT;
-	if (!c->backend)
-		c->backend = HGSMI_BACKEND_EVENTFD;
-	if (!c->max_guests)
-		c->max_guests = HGSMI_MAX_GUESTS_DEFAULT;
+	or_default(&c->segment_size, HGSMI_SEGMENT_SIZE_DEFAULT);
+	or_default(&c->ring_entries, HGSMI_RING_ENTRIES_DEFAULT);
+	or_default(&c->guest_heap_percent, HGSMI_GUEST_HEAP_PERCENT_DEFAULT);
+	or_default(&c->backend, HGSMI_BACKEND_EVENTFD);
+	or_default(&c->max_guests, HGSMI_MAX_GUESTS_DEFAULT);
 	if (!c->max_inflight || c->max_inflight > c->ring_entries)
 		c->max_inflight = c->ring_entries;
-	if (!c->socket_mode)
-		c->socket_mode = HGSMI_SOCKET_MODE_DEFAULT;
-	if (!c->segment)
-		c->segment = HGSMI_SEGMENT_MEMFD;
-	if (!c->max_doorbells_per_s)
-		c->max_doorbells_per_s = HGSMI_DOORBELLS_PER_S_DEFAULT;
-	if (!c->max_pending_per_pid)
-		c->max_pending_per_pid = HGSMI_PENDING_PER_PID_DEFAULT;
+	or_default(&c->socket_mode, HGSMI_SOCKET_MODE_DEFAULT);
+	or_default(&c->segment, HGSMI_SEGMENT_MEMFD);
+	or_default(&c->max_doorbells_per_s, HGSMI_DOORBELLS_PER_S_DEFAULT);
+	or_default(&c->max_pending_per_pid, HGSMI_PENDING_PER_PID_DEFAULT);
 	/* A quarter of the slots, so that one process leaves room for three
 	 * more; but never so few that a small host refuses an ordinary one. */
-	if (!c->max_guests_per_pid)
-		c->max_guests_per_pid = c->max_guests / 4 > 16 ? c->max_guests / 4 : 16;
+	or_default(&c->max_guests_per_pid, c->max_guests / 4 > 16 ? c->max_guests / 4 : 16);
 	if (c->segment != HGSMI_SEGMENT_MEMFD && c->segment != HGSMI_SEGMENT_POSIX)
 		return -EINVAL;
 	if (c->backend != HGSMI_BACKEND_EVENTFD && c->backend != HGSMI_BACKEND_SEMAPHORE)

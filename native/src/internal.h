@@ -10,6 +10,7 @@
 
 #include <semaphore.h>
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
 
@@ -18,6 +19,9 @@
 #define HGSMI_INT __attribute__((visibility("hidden")))
 #define likely(x) __builtin_expect(!!(x), 1)
 #define unlikely(x) __builtin_expect(!!(x), 0)
+/* The object that embeds member, from a pointer to that member. */
+#define hgsmi_container_of(p, type, member) \
+	((type *)(void *)((char *)(p) - offsetof(type, member)))
 
 /*
  * Shared-memory access.  The peer may change any of these words at any time,
@@ -351,6 +355,103 @@ HGSMI_INT void hgsmi_int_buffer_result(uint8_t *base, const struct hgsmi_msg *m)
 
 #define HGSMI_BATCH 64 /* buffers handled per internal batch */
 
+/* ---- endpoint.c: what the host and a guest do alike ---------------------- */
+/*
+ * One side of a segment, host or guest: the peer's buffers arrive on `in`
+ * and go back on `back`; ours come from `heap`.  Rings, region and heap are
+ * the side's own (set up once at attach); the endpoint only points at them.
+ * What differs between the sides (counters, cutting a peer off, waiting for
+ * room, queueing and waking) comes in through the hooks.
+ */
+enum hgsmi_ep_event { /* the peer's faults first, up to TOO_LARGE */
+	HGSMI_EP_BAD_CHECKSUM,   /* verification: -EBADMSG */
+	HGSMI_EP_BAD_HEADER,     /* verification: -EPROTO */
+	HGSMI_EP_BAD_OFFSET,     /* verification: any other error */
+	HGSMI_EP_TOO_LARGE,      /* above max_size: completed with -EMSGSIZE */
+	HGSMI_EP_NO_HANDLER,     /* an unregistered channel: -ENOENT */
+	HGSMI_EP_HANDLER_FAILED, /* a C handler's error status */
+};
+
+struct hgsmi_endpoint;
+struct hgsmi_ep_ops {
+	/* Count an event of recv's; false: the peer is cut off, take no more. */
+	bool (*note)(struct hgsmi_endpoint *ep, enum hgsmi_ep_event what);
+	/* Give back buffers recv served itself (hgsmi_int_ep_complete and the
+	 * side's wake-up); <0 ends the recv with that error. */
+	int (*complete)(struct hgsmi_endpoint *ep, const struct hgsmi_msg *msgs, unsigned n,
+			void *arg);
+	/* `back` is full with `chunk` of this push (and `left` of the whole
+	 * call) not queued: 0 push again, >0 drop the chunk's, <0 give up. */
+	int (*full)(struct hgsmi_endpoint *ep, unsigned chunk, unsigned left, void *arg);
+	/* The setup channel, served in C (NULL: an ordinary channel). */
+	void (*setup)(struct hgsmi_endpoint *ep, struct hgsmi_msg *m);
+};
+
+struct hgsmi_endpoint {
+	uint8_t *base;
+	struct hgsmi_ring *in, *back;
+	struct hgsmi_region peer; /* the peer's heap: where its buffers must lie */
+	struct hgsmi_heap *heap;  /* ours, which sends allocate from */
+	struct hgsmi_inflight *owed; /* sent buffers freed when they come back */
+	const struct hgsmi_channel *channels;
+	uint32_t max_size; /* larger buffers get -EMSGSIZE; 0: no limit */
+	uint32_t peer_id;  /* hgsmi_msg.guest of what recv returns */
+	uint64_t *msgs_in, *bytes_in, *bytes_out; /* the side's counters */
+	const struct hgsmi_ep_ops *ops;
+};
+
+/* Bounds of one recv. */
+struct hgsmi_ep_bound {
+	unsigned limit;  /* taken and not completed at most, held included */
+	unsigned held;   /* taken by earlier calls, not completed yet */
+	unsigned budget; /* ring entries taken this call at most */
+};
+/*
+ * Take up to max of the peer's buffers from ep->in: each slot read once, the
+ * batch verified at once (every header and tail read once), and what C
+ * serves (bad and too large buffers, the setup channel, no handler, C
+ * handlers) completed through ops->complete(arg); the rest go to out, their
+ * count to *got.  0, or -EPROTO (a hostile index on `in`), or complete's
+ * error; *got is set either way.
+ */
+HGSMI_INT int hgsmi_int_ep_recv(struct hgsmi_endpoint *ep, struct hgsmi_msg *out, unsigned max,
+				const struct hgsmi_ep_bound *b, void *arg, unsigned *got);
+/*
+ * Give n of the peer's buffers back on ep->back: status and reply length
+ * written into each header, which must lie in the peer's heap (else
+ * -EINVAL), the offsets pushed a batch at a time; a full ring asks
+ * ops->full(arg).  Returns n, -EINVAL, -EPROTO (a hostile index on `back`)
+ * or full's error.  Waking the peer is the caller's.
+ */
+HGSMI_INT int hgsmi_int_ep_complete(struct hgsmi_endpoint *ep, const struct hgsmi_msg *msgs,
+				    unsigned n, void *arg);
+
+/* How a side queues what hgsmi_int_ep_send fills. */
+struct hgsmi_ep_sender {
+	/* Take back what the peer returned, before each batch: 0, or <0 to stop. */
+	int (*reclaim)(struct hgsmi_endpoint *ep);
+	bool reclaim_when_full; /* and once more when the heap has no block */
+	/* Optional: a batch some cheaper way (offs, unsealed hdrs, data copied);
+	 * how many, 0 for none. */
+	unsigned (*batch)(struct hgsmi_endpoint *ep, uint8_t channel, uint16_t info,
+			  const void *const *datas, const uint32_t *lens, unsigned avail,
+			  uint32_t *offs, struct hgsmi_buffer_header *hdrs);
+	/* Queue k sealed buffers: how many went, or <0 (nothing went). */
+	int (*push)(struct hgsmi_endpoint *ep, const uint32_t *offs, unsigned k);
+	/* A buffer that was not queued: ours again. */
+	void (*unsent)(struct hgsmi_endpoint *ep, uint32_t off);
+};
+/*
+ * Copy n buffers out, a batch at a time: alloc (placed against 4K aliasing),
+ * copy, seal the batch together, push; each queued buffer goes in ep->owed.
+ * Returns how many were queued (a prefix), or, if none, -EINVAL (reserved
+ * channel), -EMSGSIZE, -ENOMEM, a hook's error, or -EAGAIN (no room).
+ * Waking the peer is the caller's.
+ */
+HGSMI_INT int hgsmi_int_ep_send(struct hgsmi_endpoint *ep, const struct hgsmi_ep_sender *s,
+				uint8_t channel, uint16_t info, const void *const *datas,
+				const uint32_t *lens, unsigned n);
+
 /* ---- the private structs behind the handles -------------------------------- */
 struct hgsmi_conn {
 	struct hgsmi_host *host;
@@ -358,6 +459,7 @@ struct hgsmi_conn {
 	struct hgsmi_heap *host_heap;
 	struct hgsmi_inflight posted; /* host buffers on the FIFO, not acked */
 	struct hgsmi_ring submit, gcomplete, hostfifo, hostack;
+	struct hgsmi_endpoint ep; /* submit in, gcomplete back, host heap out */
 	struct hgsmi_notify doorbell, irq;
 	bool own_doorbell; /* false when it is the host's shared semaphore */
 	int sock;
@@ -468,6 +570,9 @@ HGSMI_INT int hgsmi_int_conn_create(struct hgsmi_host *host, int sock,
 				    uint32_t features, struct hgsmi_conn **out,
 				    struct hgsmi_welcome *w, int *fds, int *nfds);
 HGSMI_INT void hgsmi_int_conn_destroy(struct hgsmi_conn *conn);
+/* The four rings and the endpoint over conn->seg, once host, id and host_heap
+ * are set (conn_create; the fuzzers build a conn over an image with it). */
+HGSMI_INT void hgsmi_int_conn_rings(struct hgsmi_conn *conn);
 HGSMI_INT bool hgsmi_int_conn_pending(const struct hgsmi_conn *conn);
 /* Is a doorbell of this guest within its rate?  Takes a token if so. */
 HGSMI_INT bool hgsmi_int_conn_doorbell_ok(struct hgsmi_conn *conn, uint64_t now_ns);
