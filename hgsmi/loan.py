@@ -134,11 +134,6 @@ class Loan:
         core.loan_settled(self)
         return True
 
-    def _abandon(self) -> bool:
-        """The guest is closing: revoke the views (False: one lives on)."""
-        self._sent = self._n
-        return self._revoke()
-
     def __enter__(self) -> Loan:
         return self
 

@@ -19,7 +19,7 @@ from .._call_error import call_error
 from .._native import ffi, lib
 from .._wire import CC_QUERY_CONF, CH_SETUP
 from ..core.guest import GuestCore, Handler
-from ..errors import HgsmiError, PeerGone, ProtocolError, Timeout, check, error
+from ..errors import HgsmiError, PeerGone, ProtocolError, Timeout, error
 from ..loan import Loan
 from ..message import Buffer, Message
 from .loop import LoopDriven, Waiter
@@ -405,13 +405,18 @@ class AsyncGuest(LoopDriven):
         g = core.handle
         if g is None or core.gone is not None:
             return
+        rc = lib.hgsmi_guest_disarm(g)
+        if rc >= 0:
+            rc = core.reap(self._done)
+        if rc < 0:
+            self._host_gone(error(rc, "host"))
+            return
         try:
-            check(lib.hgsmi_guest_disarm(g), "host")
-            check(core.reap(self._done), "host")
             # Deadline 0: the loop waits at most the C core's short grace
             # for room in the ack ring, never a blocking 2 s.
-            core.serve(0.0)
-            core.flush_acks(0.0)
+            core.serve(0)
+            if core.acks or core.held_acks:
+                core.flush_acks(0)
         except HgsmiError as e:
             self._host_gone(_ack_failure(e))
             return
@@ -513,7 +518,7 @@ class AsyncGuest(LoopDriven):
     def _flush_acks(self) -> None:
         self._ack_pending = False
         try:
-            self._core.flush_acks(0.0)
+            self._core.flush_acks(0)
         except HgsmiError as e:
             self._host_gone(_ack_failure(e))
 

@@ -58,9 +58,14 @@ NO_ROOM = (-errno.ENOMEM, -errno.EAGAIN)
 
 
 def left_ms(deadline: float | None) -> int:
-    """Milliseconds until ``deadline`` (monotonic), 0 once past, -1 for None."""
+    """Milliseconds until ``deadline`` (monotonic), 0 once past, -1 for None.
+
+    0 is always past: the asyncio face's "only the C core's short grace".
+    """
     if deadline is None:
         return -1
+    if deadline == 0:
+        return 0
     return max(0, timeout_ms(max(0.0, deadline - time.monotonic())))
 
 
@@ -170,11 +175,14 @@ class GuestCore:
     def alloc_copy(self, channel: int, info: int, src: Any, reply_size: int) -> int | None:
         """A buffer holding a copy of ``src`` (checked by call_args): its offset, None
         while the heap is full.  Its completion is the caller's to free (free_offset)."""
-        m = self._one
-        rc = lib.hgsmi_guest_alloc(self.check_open(), len(src), reply_size, channel, info, m)
-        if rc == -errno.ENOMEM:
-            return None
-        check(rc, f"call on channel {channel}")
+        m, g = self._one, self.handle
+        if g is None or self.gone is not None:
+            g = self.check_open()  # raises
+        rc = lib.hgsmi_guest_alloc(g, len(src), reply_size, channel, info, m)
+        if rc < 0:
+            if rc == -errno.ENOMEM:
+                return None
+            raise error(rc, f"call on channel {channel}")
         ffi.memmove(self.base + m.data, src, len(src))
         return int(m.offset)
 
@@ -285,7 +293,10 @@ class GuestCore:
         Each that went is in flight: :meth:`reap` hands back its ticket.
         Returns how many went (0: the ring is full) or -errno.
         """
-        rc: int = lib.hgsmi_guest_submit(self.check_open(), offs + start, len(tickets) - start)
+        g = self.handle
+        if g is None or self.gone is not None:
+            g = self.check_open()  # raises
+        rc: int = lib.hgsmi_guest_submit(g, offs + start, len(tickets) - start)
         if rc > 0:
             inflight = self.inflight
             for i in range(start, start + rc):
@@ -300,7 +311,9 @@ class GuestCore:
         """
         if self._held:
             self.retry_held()
-        msgs, g, inflight = self._msgs, self.check_open(), self.inflight
+        msgs, g, inflight = self._msgs, self.handle, self.inflight
+        if g is None or self.gone is not None:
+            g = self.check_open()  # raises
         cap = len(msgs)
         while True:
             n: int = lib.hgsmi_guest_reap(g, msgs, cap)
@@ -424,11 +437,14 @@ class GuestCore:
         :class:`PeerGone`, :class:`ProtocolError`, :class:`Timeout` (the
         host kept its ack ring full).
         """
-        msgs, g = self._msgs, self.check_open()
+        msgs, g = self._msgs, self.handle
+        if g is None or self.gone is not None:
+            g = self.check_open()  # raises
         cap = len(msgs)
         served = 0
         while True:
-            n = lib.hgsmi_guest_recv_timeout(g, msgs, cap, left_ms(deadline))
+            n = lib.hgsmi_guest_recv_timeout(g, msgs, cap,
+                                             0 if deadline == 0 else left_ms(deadline))
             if n < 0:
                 raise error(n, "poll")
             if n == 0:
@@ -507,8 +523,8 @@ class GuestCore:
             left += [msg._release for msg in self._live.values() if not msg._release()]
             self._live.clear()
             for ln in self._loans | self._held_loans:
-                if not ln._abandon():
-                    left.append(ln._revoke)
+                if not ln.cancel():  # with the handle gone it only revokes the views
+                    left.append(ln.cancel)
             self._loans.clear()
             self._held_loans.clear()
             for buf in self._bufs.values():
