@@ -62,6 +62,7 @@ class Guest:
         self.name = name
         # The hot paths' copy of the core's handle (None once closed) and
         # their scratch arrays, made once: looked up per call, never rebuilt.
+        # (_g and _base are also how tests and peers reach the C API and the mapping.)
         self._g: Any = handle
         self._base = core.base
         self._one = ffi.new("struct hgsmi_msg *")
