@@ -405,7 +405,8 @@ class GuestCore:
     def loan_settled(self, ln: Loan) -> None:
         """``ln`` is all published or given back: forget it."""
         self._loans.discard(ln)
-        self._held_loans.discard(ln)
+        if self._held_loans:  # (a publish's common case: none)
+            self._held_loans.discard(ln)
 
     def loan_held(self, ln: Loan) -> None:
         """``ln`` was cancelled while a view of it lives: cancel it again later."""
