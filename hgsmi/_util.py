@@ -140,3 +140,11 @@ def struct_dict(cdata: Any) -> dict[str, Any]:
         value = getattr(cdata, name)
         out[name] = struct_dict(value) if field.type.kind == "struct" else value
     return out
+
+
+def as_array(view: memoryview, dtype: Any, shape: Any) -> Any:
+    """``view`` as a numpy array, no copy (numpy is optional: only this imports it)."""
+    import numpy
+
+    arr = numpy.frombuffer(view, dtype=dtype)
+    return arr if shape is None else arr.reshape(shape)

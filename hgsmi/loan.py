@@ -1,4 +1,4 @@
-"""Loaned buffers: zero copy as a stream (:meth:`Guest.loan`).
+"""Loaned buffers: zero copy as a stream (:meth:`Guest.loan`), made and owned by the guest's core.
 
 A loan is a batch of buffers in the guest heap, filled in place and then
 published with one crossing into C and one doorbell.  Published buffers are
@@ -17,15 +17,17 @@ from __future__ import annotations
 import errno
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from ._native import ffi, lib
-from ._util import check_channel, check_int, timeout_ms
 from .errors import Timeout, error
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .guest import Guest
+    from .core.guest import GuestCore
+
+#: how a face waits for room: ``wait(seconds or None)`` (see Guest.wait)
+Wait = Callable[[float | None], bool]
 
 
 class Loan:
@@ -36,23 +38,23 @@ class Loan:
     leaving its ``with`` block) gives back what was not published.
     """
 
-    __slots__ = ("_guest", "_offs", "_n", "_sent", "_exporter", "_whole", "views",
+    __slots__ = ("_core", "_wait", "_offs", "_n", "_sent", "_exporter", "_whole", "views",
                  "size", "channel", "info", "__weakref__")
 
-    def __init__(self, guest: Guest, offs: Any, n: int, size: int,
+    def __init__(self, core: GuestCore, wait: Wait | None, offs: Any, n: int, size: int,
                  channel: int, info: int) -> None:
-        self._guest = guest
+        self._core = core
+        self._wait = wait  # None: publish never waits (an event loop's guest)
         self._offs = offs
         self._n = n
         self._sent = 0
         self.size, self.channel, self.info = size, channel, info
         # One exporter for the whole loan: a view is a slice of it.
-        self._exporter = ffi.buffer(guest._base, guest._size)
+        self._exporter = ffi.buffer(core.base, core.size)
         whole = self._whole = memoryview(self._exporter)
         #: the buffers' views, in order; revoked by publish and cancel
         self.views: list[memoryview] = [whole[o + 16:o + 16 + size]
                                         for o in ffi.unpack(offs, n)]
-        guest._loans.add(self)
 
     def __len__(self) -> int:
         return self._n
@@ -91,7 +93,7 @@ class Loan:
         :class:`RingFull` (``timeout=0``) or :class:`Timeout` with the rest
         still loaned (publish again, or cancel); :class:`PeerGone`.
         """
-        g = self._guest
+        core = self._core
         if self._sent == self._n:
             return 0
         if not self._revoke():
@@ -100,19 +102,19 @@ class Loan:
         deadline = None if timeout is None else time.monotonic() + timeout
         first = self._sent
         while self._sent < self._n:
-            g._check_open()
-            rc = lib.hgsmi_guest_publish(g._g, self._offs + self._sent, self._n - self._sent)
+            rc = lib.hgsmi_guest_publish(core.check_open(), self._offs + self._sent,
+                                         self._n - self._sent)
             if rc > 0:
                 self._sent += rc
                 continue
-            if rc != -errno.EAGAIN or timeout == 0 or not g._may_block:
+            if rc != -errno.EAGAIN or timeout == 0 or self._wait is None:
                 raise error(rc, "publish")
             left = None if deadline is None else deadline - time.monotonic()
             if left is not None and left <= 0:
                 raise Timeout(errno.ETIMEDOUT, f"publish: {self._sent} of {self._n} "
                               "published, the ring is full")
-            g._wait(left)
-        g._loans.discard(self)
+            self._wait(left)
+        core.loan_settled(self)
         return self._sent - first
 
     def cancel(self) -> bool:
@@ -121,23 +123,16 @@ class Loan:
         Returns False if a view is still in use: the memory is then held
         back (never reused under the view) until the guest sees it go.
         """
-        g = self._guest
+        core = self._core
         if self._sent == self._n:
             return True
         if not self._revoke():
-            g._held_loans.add(self)
+            core.loan_held(self)
             return False
-        if g._g is not None:
-            lib.hgsmi_guest_unloan(g._g, self._offs + self._sent, self._n - self._sent)
+        core.unloan(self._offs + self._sent, self._n - self._sent)
         self._sent = self._n
-        g._loans.discard(self)
-        g._held_loans.discard(self)
+        core.loan_settled(self)
         return True
-
-    def _abandon(self) -> bool:
-        """The guest is closing: revoke the views (False: one lives on)."""
-        self._sent = self._n
-        return self._revoke()
 
     def __enter__(self) -> Loan:
         return self
@@ -148,29 +143,4 @@ class Loan:
     def __repr__(self) -> str:
         return (f"<hgsmi.Loan channel={self.channel} {self._n} x {self.size} bytes, "
                 f"{self._sent} published>")
-
-
-def loan(g: Guest, channel: int, info: int, size: int, n: int,
-         timeout: float | None) -> Loan:
-    """:meth:`Guest.loan`'s slow path: checks, waits for room, raises."""
-    check_channel(channel, info)
-    check_int("size", size, 0, 0xFFFFFFFF)
-    check_int("n", n, 1, 1 << 20)
-    timeout_ms(timeout)  # None or >= 0, else ValueError
-    deadline = None if timeout is None else time.monotonic() + timeout
-    offs = ffi.new("uint32_t[]", n)
-    while True:
-        g._check_open()
-        rc = lib.hgsmi_guest_loan(g._g, channel, info, size, n, offs)
-        if rc > 0:
-            break
-        # Room comes only from completions: with none in flight, waiting
-        # would be forever (the heap is full of unpublished loans).
-        if rc != -errno.ENOMEM or timeout == 0 or not g._may_block or not g._in_flight():
-            raise error(rc, f"loan of {n} x {size} bytes")
-        left = None if deadline is None else deadline - time.monotonic()
-        if left is not None and left <= 0:
-            raise Timeout(errno.ETIMEDOUT, f"loan of {n} x {size} bytes: no room")
-        g._wait(left)
-    return Loan(g, offs, rc, size, channel, info)
 

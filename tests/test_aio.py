@@ -340,11 +340,10 @@ def test_use_after_completion_raises(name, runtime_dir, no_leaks):
                     m.data
                 with pytest.raises(ValueError):
                     v[0]
-                # The blocking Guest/Host methods are refused on the loop.
-                with pytest.raises(TypeError):
-                    g.poll(0)
-                with pytest.raises(TypeError):
-                    g.completions()
+                # The blocking methods are not there on the loop: AsyncGuest is
+                # no Guest (issue #12); AsyncHost still refuses Host.poll.
+                for blocking in ("poll", "completions", "wait"):
+                    assert not hasattr(g, blocking)
                 with pytest.raises(TypeError):
                     host.poll(0)
                 assert await g.query_conf(3) == 1024
@@ -581,3 +580,29 @@ def test_async_host_post_many_waits_for_room(name, runtime_dir, no_leaks):
 
     asyncio.run(asyncio.wait_for(main(), 30))
     assert got == [b"%d" % i for i in range(500)] * 10
+
+
+def test_both_faces_share_the_call_checks(name, runtime_dir, no_leaks):
+    """AsyncGuest is no Guest: both faces compose one GuestCore, so their calls refuse
+    the same arguments with the same errors, before anything reaches the host."""
+    assert not issubclass(AsyncGuest, hgsmi.Guest)
+
+    async def main():
+        async with AsyncHost(name, size=1 << 20) as host:
+            host.register(CH_REV, lambda m: bytes(m.data)[::-1])
+            async with AsyncGuest.connect(name) as ag:
+                loop = asyncio.get_running_loop()
+                with await loop.run_in_executor(None, hgsmi.Guest, name) as g:
+                    segment = hgsmi._native.lib.hgsmi_guest_size(ag._g)
+                    for args, exc in [((CH_REV, 0, b"x", segment + 1), hgsmi.MessageTooLarge),
+                                      ((0, 0, b"x"), ValueError),
+                                      ((CH_REV, 0, b"x", "8"), TypeError),
+                                      ((CH_REV, 0, "text"), TypeError)]:
+                        with pytest.raises(exc) as sync_err:
+                            g.call(*args)
+                        with pytest.raises(exc) as async_err:
+                            await ag.call(*args)
+                        assert str(async_err.value) == str(sync_err.value)
+                    assert await ag.call(CH_REV, 0, b"abc") == b"cba"
+
+    asyncio.run(asyncio.wait_for(main(), 30))

@@ -1,25 +1,27 @@
-"""asyncio guest: :class:`AsyncGuest` (imported from :mod:`hgsmi.aio`, which describes the
-scheme)."""
+"""asyncio guest: :class:`AsyncGuest`, a :class:`~hgsmi.core.guest.GuestCore` awaiting the loop.
+
+(Imported from :mod:`hgsmi.aio`, which describes the scheme.)
+"""
 from __future__ import annotations
 
 import asyncio
 import collections
 import errno
+import functools
 import os
 import select
 import socket
 from collections.abc import Generator, Iterable, Mapping
 from typing import Any
 
+from .._attach import attach
 from .._call_error import call_error
 from .._native import ffi, lib
-from .._util import as_buffer, check_channel, check_int
 from .._wire import CC_QUERY_CONF, CH_SETUP
-from ..errors import MessageTooLarge, PeerGone, ProtocolError, Timeout, error
-from ..guest import Guest, Handler
+from ..core.guest import GuestCore, Handler
+from ..errors import HgsmiError, PeerGone, ProtocolError, Timeout, error
 from ..loan import Loan
 from ..message import Buffer, Message
-from ..reply import fill_reply, msg_array, serve_batch
 from .loop import LoopDriven, Waiter
 
 #: how long stray bytes on the control socket wait for the EOF behind them
@@ -36,35 +38,31 @@ class _Entry:
         self.fut, self.offset, self.buf, self.channel = fut, offset, buf, channel
 
 
-class AsyncGuest(LoopDriven, Guest):
-    """A :class:`~hgsmi.Guest` driven by the running asyncio loop.
+class AsyncGuest(LoopDriven):
+    """A guest driven by the running asyncio loop (the asyncio face of :class:`~hgsmi.Guest`).
 
     Create it inside a coroutine (``async with AsyncGuest(name) as g``).
     ``await g.call(...)``, ``await g.submit(buf)``, ``await g.call_buffer(buf)``,
     ``await g.send(...)`` and async (or plain) handlers via ``g.register``.
-    The blocking methods of :class:`Guest` (``poll``, ``wait``,
-    ``completions``) raise ``TypeError``: the loop does their work.
-    Host commands are served from the moment it attaches, and one for a
-    channel with no handler fails: pass ``handlers={channel: fn}`` to have
-    them registered first.  ``wait`` (seconds) waits for a host that is not
-    there yet, as :class:`~hgsmi.Guest`'s does; it blocks the loop meanwhile,
-    so within a loop use ``await AsyncGuest.connect(name, wait=...)``.
+    There is no ``poll``, ``wait`` or ``completions``: the loop does their
+    work.  ``alloc``, ``loan`` and ``loan.publish()`` never wait (they raise
+    when the heap or ring is full): await ``alloc_wait``, ``loan_wait`` and
+    ``publish_wait`` instead.  Host commands are served from the moment it
+    attaches, and one for a channel with no handler fails: pass
+    ``handlers={channel: fn}`` to have them registered first.  ``wait``
+    (seconds) waits for a host that is not there yet, as
+    :class:`~hgsmi.Guest`'s does; it blocks the loop meanwhile, so within a
+    loop use ``await AsyncGuest.connect(name, wait=...)``.
     """
-
-    #: async handlers finish later: a Lease per view, not a Window's slice
-    _windowed = False
-    #: the loop must not sleep: alloc, submit, loan and publish raise when
-    #: full (await alloc_wait, loan_wait, publish_wait instead)
-    _may_block = False
 
     def __init__(self, name: str, *, runtime_dir: str | os.PathLike[str] | None = None,
                  connect_timeout: float = 2.0, batch: int = 64,
                  handlers: Mapping[int, Handler] | None = None,
                  loop: asyncio.AbstractEventLoop | None = None, wait: float = 0.0) -> None:
-        self._prepare(loop or asyncio.get_running_loop())
-        super().__init__(name, runtime_dir=runtime_dir, connect_timeout=connect_timeout,
-                         batch=batch, handlers=handlers, wait=wait)
-        self._start()
+        loop = loop or asyncio.get_running_loop()
+        handle = attach(name, runtime_dir=runtime_dir, connect_timeout=connect_timeout,
+                        wait=wait)
+        self._setup(handle, name, batch, handlers, loop)
 
     @classmethod
     def connect(cls, name: str, **kwargs: Any) -> _Connect:
@@ -76,67 +74,70 @@ class AsyncGuest(LoopDriven, Guest):
         """
         return _Connect(cls, name, kwargs)
 
-    def _prepare(self, loop: asyncio.AbstractEventLoop) -> None:
+    @classmethod
+    def _attached(cls, handle: Any, name: str, batch: int,
+                  handlers: Mapping[int, Handler] | None,
+                  loop: asyncio.AbstractEventLoop) -> AsyncGuest:
+        """An AsyncGuest over a handle that :func:`~hgsmi._attach.attach` made (connect's)."""
+        self = cls.__new__(cls)
+        self._setup(handle, name, batch, handlers, loop)
+        return self
+
+    def _setup(self, handle: Any, name: str, batch: int,
+               handlers: Mapping[int, Handler] | None,
+               loop: asyncio.AbstractEventLoop) -> None:
+        """Make the core over ``handle``, register ``handlers``, start serving on ``loop``."""
         self._init_rounds(loop)
+        self.name = name
+        # Async handlers finish later: a Lease per view, not a Window's slice.
+        self._core = core = GuestCore(handle, name, self, batch=batch, windowed=False,
+                                      start_async=self._start_async, on_held=self._watch_held)
         self._fd = self._sockfd = -1
         self._waiter: Waiter | None = None
         self._sock: socket.socket | None = None
-        self._queue: collections.deque[_Entry] = collections.deque()
-        self._entries: dict[int, _Entry] = {}  # offset -> in flight on the ring
+        self._queue: collections.deque[_Entry] = collections.deque()  # not yet on the ring
         self._tasks: set[asyncio.Task[Any]] = set()  # async handlers of host commands
-        self._live: dict[int, Message] = {}  # host commands being served, by offset
-        self._acks: list[Any] = []  # host commands served later (async, held), to ack together
-        self._reap_msgs = ffi.new("struct hgsmi_msg[]", 256)
         self._sub_offs = ffi.new("uint32_t[]", 1024)
         self._flush_pending = self._ack_pending = False
-        self._gone: BaseException | None = None
+        try:
+            for channel, handler in (handlers or {}).items():
+                core.register(channel, handler)
+        except BaseException:
+            core.close()
+            raise
+        self._start()
 
     def _start(self) -> None:
-        fd = lib.hgsmi_guest_fileno(self._g)
+        g = self._core.handle
+        fd = lib.hgsmi_guest_fileno(g)
         if fd >= 0:
             self._fd = fd
             self._loop.add_reader(fd, self._round)
             # EOF on the control socket is how a dead host shows.
-            self._sockfd = lib.hgsmi_guest_sockfd(self._g)
+            self._sockfd = lib.hgsmi_guest_sockfd(g)
             self._sock = socket.socket(fileno=os.dup(self._sockfd))
             self._loop.add_reader(self._sockfd, self._on_sock)
         else:
-            g = self._g
             self._waiter = Waiter(lambda ms: lib.hgsmi_guest_irq_wait(g, ms), self._loop,
                                   self._on_wake, f"hgsmi-irq-{self.name}")
             self._waiter.start()
         self._round()
 
     # -- calls ----------------------------------------------------------------
-    # The asyncio face overrides the blocking one with coroutines (hence the
-    # ignored [override] errors here and below); issue #12's core/face split
-    # ends the inheritance.
-    async def call(self, channel: int, info: int,  # type: ignore[override]
-                   data: Any, reply_size: int = 0, timeout: float | None = None) -> bytes:
+    async def call(self, channel: int, info: int, data: Any, reply_size: int = 0,
+                   timeout: float | None = None) -> bytes:
         """Copy mode: send ``data``, return the reply (up to ``max(len(data), reply_size)``).
 
         Waits for heap room if the heap is full of buffers in flight.
-        Raises as :meth:`Guest.call`; a timeout raises :class:`Timeout` and
-        the buffer is freed when its late completion arrives.
+        Raises as :meth:`hgsmi.Guest.call`; a timeout raises :class:`Timeout`
+        and the buffer is freed when its late completion arrives.
         """
-        check_channel(channel, info)
-        src = as_buffer(data)
-        check_int("reply_size", reply_size, 0, 1 << 63)
-        if max(len(src), reply_size) > 0xFFFFFFFF:
-            raise MessageTooLarge(errno.EMSGSIZE, f"call on channel {channel}: "
-                                  f"{max(len(src), reply_size)} bytes never fit")
-        m = self._one
-        while True:
-            self._check_open()
-            rc = lib.hgsmi_guest_alloc(self._g, len(src), reply_size, channel, info, m)
-            if rc == 0:
-                break
-            if rc != -errno.ENOMEM:
-                raise error(rc, f"call on channel {channel}")
-            await self._wait_room(rc, f"call on channel {channel}")
-        ffi.memmove(self._base + m.data, src, len(src))
+        core = self._core
+        src, _ = core.call_args(channel, info, data, reply_size)
+        while (off := core.alloc_copy(channel, info, src, reply_size)) is None:
+            await self._wait_room(-errno.ENOMEM, f"call on channel {channel}")
         fut: asyncio.Future[bytes] = self._loop.create_future()
-        self._enqueue(_Entry(fut, m.offset, None, channel))
+        self._enqueue(_Entry(fut, off, None, channel))
         if timeout is None:
             return await fut
         try:
@@ -144,27 +145,39 @@ class AsyncGuest(LoopDriven, Guest):
         except TimeoutError:
             raise Timeout(errno.ETIMEDOUT, f"call on channel {channel}") from None
 
+    def alloc(self, channel: int, info: int, size: int, reply_size: int = 0) -> Buffer:
+        """A buffer of ``size`` bytes to fill in place; never waits.
+
+        Raises :class:`HeapExhausted` while the heap is full (await
+        :meth:`alloc_wait` instead), :class:`MessageTooLarge`, :class:`PeerGone`.
+        """
+        buf = self._core.alloc(channel, info, size, reply_size)
+        if buf is None:
+            raise error(-errno.ENOMEM, "alloc")
+        return buf
+
     async def alloc_wait(self, channel: int, info: int, size: int,
                          reply_size: int = 0) -> Buffer:
         """:meth:`alloc`, waiting for heap room while buffers are in flight."""
-        while True:
-            self._check_open()
-            try:
-                return self.alloc(channel, info, size, reply_size)
-            except MemoryError as e:  # HeapExhausted
-                await self._wait_room(-errno.ENOMEM, "alloc", e)
+        core = self._core
+        while (buf := core.alloc(channel, info, size, reply_size)) is None:
+            await self._wait_room(-errno.ENOMEM, "alloc")
+        return buf
+
+    def loan(self, channel: int, info: int, size: int, n: int = 1) -> Loan:
+        """:meth:`hgsmi.Guest.loan`, but it never waits: :class:`HeapExhausted` while
+        the heap is full (await :meth:`loan_wait` instead)."""
+        ln = self._core.loan(channel, info, size, n, None)
+        if ln is None:
+            raise error(-errno.ENOMEM, f"loan of {n} x {size} bytes")
+        return ln
 
     async def loan_wait(self, channel: int, info: int, size: int, n: int = 1) -> Loan:
-        """:meth:`~hgsmi.Guest.loan`, awaiting heap room while buffers are in flight.
-
-        (``loan`` itself never waits here: it raises :class:`HeapExhausted`.)
-        """
-        while True:
-            self._check_open()
-            try:
-                return self.loan(channel, info, size, n, timeout=0)
-            except MemoryError as e:  # HeapExhausted
-                await self._wait_room(-errno.ENOMEM, "loan", e)
+        """:meth:`loan`, awaiting heap room while buffers are in flight."""
+        core = self._core
+        while (ln := core.loan(channel, info, size, n, None)) is None:
+            await self._wait_room(-errno.ENOMEM, f"loan of {n} x {size} bytes")
+        return ln
 
     async def publish_wait(self, loan: Loan) -> int:
         """``loan.publish()``, awaiting ring room; returns how many went.
@@ -173,33 +186,32 @@ class AsyncGuest(LoopDriven, Guest):
         """
         first = loan.published
         while True:
-            self._check_open()
+            self._core.check_open()
             try:
                 loan.publish(timeout=0)
                 return loan.published - first
             except BlockingIOError as e:  # RingFull: what fitted went
                 await self._wait_room(-errno.EAGAIN, "publish", e)
 
-    def submit(self, buf: Buffer) -> asyncio.Future[Buffer]:  # type: ignore[override]
+    def submit(self, buf: Buffer) -> asyncio.Future[Buffer]:
         """Hand ``buf`` to the host; returns a future of the completed buffer.
 
         The future's result is ``buf`` with ``status`` and ``reply`` (free it,
         or leave its ``with`` block, when done).  Cancelling the future gives
         the buffer up: the library frees it when it is back.
         """
-        self._check_open()
-        self._hand_over(buf)
+        core = self._core
+        core.check_open()
+        core.hand_over(buf)
         fut: asyncio.Future[Buffer] = self._loop.create_future()
         self._enqueue(_Entry(fut, buf.offset, buf, buf.channel))
         return fut
 
-    def submit_many(  # type: ignore[override]
-            self, bufs: Iterable[Buffer]) -> list[asyncio.Future[Buffer]]:
+    def submit_many(self, bufs: Iterable[Buffer]) -> list[asyncio.Future[Buffer]]:
         """:meth:`submit` for each buffer (they share one doorbell)."""
         return [self.submit(b) for b in bufs]
 
-    async def call_buffer(self, buf: Buffer,  # type: ignore[override]
-                          timeout: float | None = None) -> memoryview:
+    async def call_buffer(self, buf: Buffer, timeout: float | None = None) -> memoryview:
         """Submit ``buf``, await its completion, return the reply in place.
 
         Raises :class:`RemoteError` and friends for a failed buffer.
@@ -216,28 +228,28 @@ class AsyncGuest(LoopDriven, Guest):
             raise call_error(buf.status, buf.channel, b"")
         return buf.reply
 
-    async def send(self, channel: int, info: int, data: Any) -> None:  # type: ignore[override]
+    async def send(self, channel: int, info: int, data: Any) -> None:
         """Fire and forget (copy mode), waiting for room if the heap or ring is full."""
         await self.send_many(channel, info, [data])
 
-    async def send_many(self, channel: int, info: int,  # type: ignore[override]
-                        datas: Iterable[Any], timeout: float | None = None) -> int:
+    async def send_many(self, channel: int, info: int, datas: Iterable[Any],
+                        timeout: float | None = None) -> int:
         """:meth:`send` for many messages with one doorbell per batch.
 
         Waits for room (completions) while the heap or ring is full, up to
         ``timeout``.  Returns how many were sent.  Raises :class:`Timeout`,
         :class:`PeerGone`, :class:`MessageTooLarge`.
         """
-        steps = self._send_steps(channel, info, datas, timeout)
+        steps = self._core.send_steps(channel, info, datas, timeout)
         try:
             while True:
                 rc, left = next(steps)
                 await self._wait_room(rc, "send", timeout=left)
         except StopIteration as done:
-            sent: int = done.value  # _send_steps returns the count
+            sent: int = done.value  # send_steps returns the count
             return sent
 
-    async def query_conf(self, index: int) -> int:  # type: ignore[override]
+    async def query_conf(self, index: int) -> int:
         """Ask the setup channel (QUERY_CONF) for a value."""
         q = ffi.new("struct hgsmi_conf32 *", {"index": index})
         size = ffi.sizeof("struct hgsmi_conf32")
@@ -248,34 +260,33 @@ class AsyncGuest(LoopDriven, Guest):
         ffi.memmove(q, reply, size)
         return int(q.value)
 
-    def completions(self, timeout: float | None = 0) -> list[Buffer]:
-        raise TypeError("AsyncGuest: await the futures of submit() instead")
+    def register(self, channel: int, handler: Handler) -> None:
+        """Serve host commands on ``channel`` with ``handler(msg)``, plain or async."""
+        self._core.register(channel, handler)
 
-    def poll(self, timeout: float | None = None) -> int:
-        raise TypeError("AsyncGuest: host commands are served by the event loop")
+    def fileno(self) -> int:
+        """The IRQ eventfd (already in the loop).  ``OSError`` for semaphores."""
+        return self._core.fileno()
 
-    def wait(self, timeout: float | None = None) -> bool:
-        raise TypeError("AsyncGuest: the event loop waits for the IRQ")
+    def stats(self) -> dict[str, Any]:
+        """Counters, in-flight buffers and guest-heap figures."""
+        return self._core.stats()
+
+    @property
+    def _g(self) -> Any:
+        """The C guest handle, as :class:`~hgsmi.Guest` has it (for tests and the C API)."""
+        return self._core.handle
 
     @property
     def pending(self) -> int:
         """Submissions queued or on the ring, not yet completed."""
-        return len(self._queue) + len(self._entries)
+        return len(self._queue) + len(self._core.inflight)
 
     # -- lifetime ---------------------------------------------------------------
-    async def aclose(self) -> None:
-        """Cancel the async handlers (and wait for them), fail what is pending, detach."""
-        tasks = [t for t in self._tasks if not t.done()]
-        for t in tasks:
-            t.cancel()
-        if tasks:
-            await asyncio.gather(*tasks, return_exceptions=True)
-        self._flush_acks()
-        self.close()
-
     def close(self) -> None:
         """Detach now (what is pending fails with :class:`PeerGone`).  Idempotent."""
-        if getattr(self, "_g", None) is None:
+        core = self._core
+        if core.handle is None:
             return
         if self._waiter is not None:
             self._waiter.stop()
@@ -291,34 +302,25 @@ class AsyncGuest(LoopDriven, Guest):
             self._sock.close()
             self._sock = None
         self._stop_rounds()
-        # The segment is unmapped below: views that live on keep it (_kept).
-        self._orphans += [msg._release for msg in self._live.values() if not msg._release()]
-        self._live.clear()
-        if self._gone is None:
-            self._gone = PeerGone(errno.EPIPE, "guest is closed")
+        core.fail(PeerGone(errno.EPIPE, "guest is closed"))
         try:
             for t in self._tasks:
                 t.cancel()
-            self._fail_pending(self._gone)
+            self._fail_pending(core.gone or PeerGone(errno.EPIPE, "guest is closed"))
         except RuntimeError:  # the loop is closed: nobody awaits these any more
             pass
-        super().close()
+        core.close()
 
-    async def __aenter__(self) -> AsyncGuest:
-        return self
+    def _handler_tasks(self) -> Iterable[asyncio.Task[Any]]:
+        return self._tasks
 
-    async def __aexit__(self, *exc: object) -> None:
-        await self.aclose()
+    def _hand_back(self) -> None:
+        """aclose: ack the host commands the cancelled handlers finished."""
+        self._flush_acks()
 
     # -- the engine -----------------------------------------------------------------
     def _open(self) -> bool:
-        return self._g is not None
-
-    def _check_open(self) -> None:
-        if self._gone is not None:
-            raise self._gone
-        if self._g is None:
-            raise PeerGone(errno.EPIPE, "guest is closed")
+        return self._core.handle is not None
 
     def _enqueue(self, e: _Entry) -> None:
         self._queue.append(e)
@@ -329,8 +331,8 @@ class AsyncGuest(LoopDriven, Guest):
     def _flush(self) -> None:
         """Push the queue onto the ring: one hgsmi_guest_submit, one doorbell."""
         self._flush_pending = False
-        q, g = self._queue, self._g
-        if g is None or self._gone is not None:
+        q, core = self._queue, self._core
+        if core.handle is None or core.gone is not None:
             return
         offs = self._sub_offs
         while q:
@@ -346,7 +348,7 @@ class AsyncGuest(LoopDriven, Guest):
                 batch.append(e)
             if not batch:
                 continue
-            rc = lib.hgsmi_guest_submit(g, offs, len(batch))
+            rc = core.submit(batch, offs)
             if rc < 0:
                 exc = error(rc, "submit")
                 for e in batch:
@@ -354,9 +356,6 @@ class AsyncGuest(LoopDriven, Guest):
                 if rc == -errno.EPIPE:
                     self._host_gone(exc)
                 return
-            entries = self._entries
-            for e in batch[:rc]:
-                entries[e.offset] = e
             if rc < len(batch):  # the ring is full: completions make room
                 q.extendleft(reversed(batch[rc:]))
                 return
@@ -400,25 +399,27 @@ class AsyncGuest(LoopDriven, Guest):
                                           "control socket after the welcome"))
 
     def _round(self) -> None:
-        """Disarm, reap completions, serve host commands, flush, arm."""
+        """Disarm, reap completions, serve host commands, ack, flush, arm."""
         self._round_pending = False
-        g = self._g
-        if g is None or self._gone is not None:
+        core = self._core
+        g = core.handle
+        if g is None or core.gone is not None:
             return
         rc = lib.hgsmi_guest_disarm(g)
         if rc >= 0:
-            rc = self._reap()
-        if rc >= 0:
-            rc = self._recv()
+            rc = core.reap(self._done)
         if rc < 0:
             self._host_gone(error(rc, "host"))
             return
-        if self._held_acks:
-            self._acks.extend(self._held_acks.ready())
-        if self._held:
-            self._retry_held()
-        if self._acks:
-            self._flush_acks()
+        try:
+            # Deadline 0: the loop waits at most the C core's short grace
+            # for room in the ack ring, never a blocking 2 s.
+            core.serve(0)
+            if core.acks or core.held_acks:
+                core.flush_acks(0)
+        except HgsmiError as e:
+            self._host_gone(_ack_failure(e))
+            return
         if self._queue:
             self._flush()
         self._wake_room()
@@ -427,58 +428,41 @@ class AsyncGuest(LoopDriven, Guest):
             self._host_gone(error(rc, "host"))
         elif rc > 0:
             self._schedule_round()
-        elif self._held_acks or self._held:
+        elif core.holding():
             self._watch_held()
 
-    def _free_buffer(self, buf: Buffer) -> None:
-        super()._free_buffer(buf)
-        if buf.state == "held":
-            self._watch_held()
-
-    def _reap(self) -> int:
-        msgs, cap, g = self._reap_msgs, len(self._reap_msgs), self._g
-        entries, base = self._entries, self._base
-        while True:
-            n: int = lib.hgsmi_guest_reap(g, msgs, cap)
-            if n < 0:
-                return n
-            for i in range(n):
-                m = msgs[i]
-                e = entries.pop(m.offset, None)
-                if e is None:
-                    continue
-                fut = e.fut
-                if e.buf is None:  # copy mode: the reply is copied out, the buffer freed
-                    if not fut.done():
-                        if m.status < 0:
-                            fut.set_exception(call_error(m.status, e.channel,
-                                                         ffi.buffer(base + m.data, m.size)))
-                        else:
-                            fut.set_result(ffi.buffer(base + m.data, m.size)[:])
-                    lib.hgsmi_guest_free(g, e.offset)
+    def _done(self, e: _Entry, m: Any) -> None:
+        """A completion reaped: the future of its submission gets the reply or the buffer."""
+        fut, core = e.fut, self._core
+        if e.buf is None:  # copy mode: the reply is copied out, the buffer freed
+            if not fut.done():
+                reply = ffi.buffer(core.base + m.data, m.size)
+                if m.status < 0:
+                    fut.set_exception(call_error(m.status, e.channel, reply))
                 else:
-                    self._complete(e.buf, m)
-                    if fut.done():  # cancelled: nobody wants it, reclaim
-                        e.buf.free()
-                    else:
-                        fut.set_result(e.buf)
-            if n < cap:
-                return 0
+                    fut.set_result(reply[:])
+            core.free_offset(e.offset)
+        else:
+            core.complete(e.buf, m)
+            if fut.done():  # cancelled: nobody wants it, reclaim
+                e.buf.free()
+            else:
+                fut.set_result(e.buf)
 
     def _reclaim(self, e: _Entry) -> None:
         """A cancelled submission that never reached the ring: free its buffer."""
         if e.buf is None:
-            lib.hgsmi_guest_free(self._g, e.offset)
+            self._core.free_offset(e.offset)
         else:
-            self._take_back(e.buf)
+            self._core.take_back(e.buf)
             e.buf.free()
 
     def _reject(self, e: _Entry, exc: BaseException) -> None:
         """A submission the ring refused: the buffer is the caller's again (or freed)."""
         if e.buf is None:
-            lib.hgsmi_guest_free(self._g, e.offset)
+            self._core.free_offset(e.offset)
         else:
-            self._take_back(e.buf)
+            self._core.take_back(e.buf)
         if not e.fut.done():
             e.fut.set_exception(exc)
         elif e.buf is not None:
@@ -486,97 +470,71 @@ class AsyncGuest(LoopDriven, Guest):
 
     async def _wait_room(self, rc: int, what: str, exc: BaseException | None = None,
                          timeout: float | None = None) -> None:
-        """Wait for the next round: completions give heap and ring room back."""
-        if not (self._entries or self._queue or self._acks):
-            st = ffi.new("struct hgsmi_guest_stats *")
-            lib.hgsmi_guest_stats(self._g, st)
-            if st.inflight == 0:  # nothing in flight will ever give room back
-                raise exc if exc is not None else error(rc, what)
+        """Wait for the next round: completions give heap and ring room back.
+
+        Raises at once (``exc``, or the error of ``rc``) if nothing is in
+        flight that could give room back.
+        """
+        core = self._core
+        if not (core.inflight or self._queue or core.acks) and not core.in_flight():
+            raise exc if exc is not None else error(rc, what)
         # The timeout is only a safety net: rounds wake the waiters.
         await self._next_round(1.0 if timeout is None else min(timeout, 1.0))
-        self._check_open()
+        core.check_open()
 
     def _host_gone(self, exc: BaseException) -> None:
-        if self._gone is None:
-            self._gone = exc
-            if self._fd >= 0:
-                self._loop.remove_reader(self._fd)
-                self._loop.remove_reader(self._sockfd)
+        if self._core.fail(exc) and self._fd >= 0:
+            self._loop.remove_reader(self._fd)
+            self._loop.remove_reader(self._sockfd)
         self._fail_pending(exc)
 
     def _fail_pending(self, exc: BaseException) -> None:
         q, self._queue = self._queue, collections.deque()
         for e in q:
             self._reject(e, exc)
-        for e in self._entries.values():  # the host has them: detach reclaims
+        for e in self._core.drop_inflight():  # the host has them: detach reclaims
             if not e.fut.done():
                 e.fut.set_exception(exc)
-        self._entries.clear()
         room, self._room = self._room, []
         for f in room:
             if not f.done():
                 f.set_exception(exc)
 
     # -- host commands ------------------------------------------------------------
-    def _recv(self) -> int:
-        """Serve the host FIFO: ack what is done, keep the rest (async, held)."""
-        msgs, g = self._msgs, self._g
-        while True:
-            # Timeout 0: the loop waits at most the C core's short grace
-            # for room in the ack ring, never a blocking 2 s.
-            n = lib.hgsmi_guest_recv_timeout(g, msgs, len(msgs), 0)
-            if n <= 0:
-                return _ack_failure(n)
-            k = serve_batch(msgs, n, self._base, self, self._handlers, self._start_async,
-                            self._handler_failed, self._held_acks)
-            if k:
-                rc = lib.hgsmi_guest_ack_timeout(g, msgs, k, 0)
-                if rc < 0:
-                    return _ack_failure(rc)
-            if len(self._held_acks):
-                self._watch_held()
-            if n < len(msgs):
-                return 0
-
     def _start_async(self, msg: Message, m: Any, aw: Any) -> bool:
         """An async handler: run it as a task; its end acks the command."""
-        mc = ffi.new("struct hgsmi_msg *", m)
-        self._live[m.offset] = msg
+        mc = self._core.defer(msg, m)
         task = asyncio.ensure_future(aw, loop=self._loop)
         self._tasks.add(task)
-        task.add_done_callback(lambda t: self._cmd_done(t, mc, msg))
+        task.add_done_callback(functools.partial(self._cmd_done, mc))
         return False
 
-    def _cmd_done(self, task: asyncio.Task[Any], mc: Any, msg: Message) -> None:
+    def _cmd_done(self, mc: Any, task: asyncio.Task[Any]) -> None:
         self._tasks.discard(task)
-        if self._live.pop(mc.offset, None) is None:  # closed meanwhile
-            return
-        try:
-            fill_reply(self._base, mc, task.result())
-        except BaseException as e:  # noqa: B036 - CancelledError too
-            self._handler_failed(mc, e)
-        if self._held_acks.settle(mc, msg):
-            self._acks.append(mc)
-            if not self._ack_pending:
-                self._ack_pending = True
-                self._loop.call_soon(self._flush_acks)
-        else:  # a view outlived the handler: the host may not reuse it yet
-            self._watch_held()
+        if self._core.finish(mc, task.result) and not self._ack_pending:
+            self._ack_pending = True
+            self._loop.call_soon(self._flush_acks)
 
     def _flush_acks(self) -> None:
         self._ack_pending = False
-        acks, self._acks = self._acks, []
-        if not acks or self._g is None or self._gone is not None:
-            return
-        rc = lib.hgsmi_guest_ack_timeout(self._g, msg_array(acks), len(acks), 0)
-        if rc < 0:
-            self._host_gone(error(_ack_failure(rc), "ack"))
+        try:
+            self._core.flush_acks(0)
+        except HgsmiError as e:
+            self._host_gone(_ack_failure(e))
 
 
-def _ack_failure(rc: int) -> int:
+def _ack_failure(e: HgsmiError) -> HgsmiError:
     """An ack the host never made room for ends an AsyncGuest as a protocol
     error: no caller's timeout ran out, the host broke the protocol."""
-    return -errno.EPROTO if rc == -errno.ETIMEDOUT else rc
+    if isinstance(e, Timeout):
+        return ProtocolError(errno.EPROTO, f"{e.strerror}: the host kept its ack ring full")
+    return e
+
+
+def _detach(fut: asyncio.Future[Any]) -> None:
+    """A handle attached for a connect that was cancelled meanwhile: detach it."""
+    if not fut.cancelled() and fut.exception() is None:
+        lib.hgsmi_guest_detach(fut.result())
 
 
 class _Connect:
@@ -588,12 +546,16 @@ class _Connect:
 
     async def _attach(self) -> AsyncGuest:
         loop = asyncio.get_running_loop()
-        g = self._cls.__new__(self._cls)
-        g._prepare(loop)
-        kw = {k: v for k, v in self._kwargs.items() if k != "loop"}
-        await loop.run_in_executor(None, lambda: Guest.__init__(g, self._name, **kw))
-        g._start()
-        return g
+        kw = dict(self._kwargs)
+        kw.pop("loop", None)
+        batch, handlers = kw.pop("batch", 64), kw.pop("handlers", None)
+        fut = loop.run_in_executor(None, functools.partial(attach, self._name, **kw))
+        try:
+            handle = await asyncio.shield(fut)
+        except asyncio.CancelledError:
+            fut.add_done_callback(_detach)
+            raise
+        return self._cls._attached(handle, self._name, batch, handlers, loop)
 
     def __await__(self) -> Generator[Any, None, AsyncGuest]:
         return self._attach().__await__()

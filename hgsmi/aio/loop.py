@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any, Self
 
 #: how long a semaphore waiter thread sleeps between looks at its stop flag
 WAITER_SLICE_MS = 200
@@ -47,8 +48,9 @@ class LoopDriven:
 
     A round (``_round``, the subclass's) drains everything and re-arms.
     This mixin schedules rounds, wakes the coroutines waiting for room
-    after each, and re-runs rounds every :data:`HELD_RETRY` seconds while
-    a view holds something back.
+    after each, re-runs rounds every :data:`HELD_RETRY` seconds while
+    a view holds something back, and closes (``aclose``, ``async with``)
+    after cancelling the async handlers.
     """
 
     _loop: asyncio.AbstractEventLoop
@@ -61,6 +63,34 @@ class LoopDriven:
 
     def _round(self) -> None:  # pragma: no cover - abstract
         raise NotImplementedError
+
+    def _handler_tasks(self) -> Iterable[asyncio.Task[Any]]:  # pragma: no cover - abstract
+        """The tasks running async handlers (aclose cancels them)."""
+        raise NotImplementedError
+
+    def _hand_back(self) -> None:  # pragma: no cover - abstract
+        """Complete or ack what the handlers finished (aclose, before closing)."""
+        raise NotImplementedError
+
+    if TYPE_CHECKING:  # the side's own (a mixin must not shadow Host.close in the MRO)
+        def close(self) -> None:
+            """Close now: what is pending fails."""
+
+    async def aclose(self) -> None:
+        """Cancel the async handlers (and wait for them), hand back what they finished, close."""
+        tasks = [t for t in self._handler_tasks() if not t.done()]
+        for t in tasks:
+            t.cancel()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+        self._hand_back()
+        self.close()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
 
     def _open(self) -> bool:  # pragma: no cover - abstract
         raise NotImplementedError
