@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import os
 
-from .stat import socket_path
+from ._paths import socket_path
 
 
 def no_host_message(name: str, runtime_dir: str | os.PathLike[str] | None,
