@@ -230,7 +230,7 @@ def test_sdist_builds_from_source_without_a_partial_test_suite(source: Path,
         names = [n.split("/", 1)[1] for n in t.getnames() if "/" in n]
     for needed in ("LICENSE", "README.md", "setup.py", "pyproject.toml", "hgsmi/py.typed",
                    "native/ffi_build.py", "native/hgsmi.cdef", "native/src/guest.c",
-                   "native/include/hgsmi.h"):
+                   "native/include/hgsmi.h", "hgsmi/bench/c/ceiling_ring.c"):
         assert needed in names, needed
     # Either the whole suite or none of it: the sdist leaves the tests to a clone.
     assert not [n for n in names if n.startswith(("tests/", "native/tests/"))], names

@@ -87,16 +87,13 @@ def libhgsmi() -> tuple[list[str], list[str], bytes]:
             return ([f"-I{native / 'include'}"],
                     [f"-L{lib.parent}", f"-Wl,-rpath,{lib.parent}", "-lhgsmi"], print_)
     if shutil.which("pkg-config"):
-        pc = subprocess.run(["pkg-config", "--cflags", "--libs", "--modversion", "hgsmi"],
-                            capture_output=True, text=True, timeout=30)
-        if pc.returncode == 0:
-            lines = pc.stdout.splitlines()
-            flags = shlex.split(" ".join(lines[:-1]))
-            cflags = [f for f in flags if f.startswith(("-I", "-D"))]
-            ldflags = [f for f in flags if f not in cflags]
+        pc = [subprocess.run(["pkg-config", what, "hgsmi"], capture_output=True, text=True,
+                             timeout=30) for what in ("--cflags", "--libs", "--modversion")]
+        if all(p.returncode == 0 for p in pc):
+            cflags, ldflags = shlex.split(pc[0].stdout), shlex.split(pc[1].stdout)
             # An rpath for each -L: a PREFIX outside the loader's path still runs.
             ldflags += [f"-Wl,-rpath,{f[2:]}" for f in ldflags if f.startswith("-L")]
-            return cflags, ldflags, pc.stdout.encode()
+            return cflags, ldflags, "\0".join(p.stdout for p in pc).encode()
     raise Unavailable("needs libhgsmi: not run from a source checkout, and `pkg-config "
                       "hgsmi` finds none (make install from a clone provides it)")
 
