@@ -10,9 +10,9 @@ and ``hgsmi-c`` (the same workloads from C through libhgsmi,
 ``hgsmi/bench/c/hgsmi_c.c``) are compiled on first use into a per-user
 cache; where that cannot be done (no compiler; for hgsmi-c, no libhgsmi)
 their rows are reported as skipped, with the reason, and the run goes on.
-``hgsmi-async`` runs them with an asyncio
-guest (hgsmi.aio.AsyncGuest; its spin_us is the host's only), including
-``call-concurrent``: calls/s with ASYNC_INFLIGHT coroutines calling at once.
+``hgsmi-async`` runs the workloads with an asyncio guest (hgsmi.aio.AsyncGuest;
+its spin_us is the host's only), including ``call-concurrent``: calls/s with
+ASYNC_INFLIGHT coroutines calling at once.
 
 Every figure is the median of ``--runs`` runs (at least 3; the 64 B c-ceiling
 and hgsmi-c figures at least 5). Ratios (x hgcm, % of c-ceiling) are taken
