@@ -195,10 +195,11 @@ $(BENCH_STAMP): $(DEPS_STAMP)
 
 # pytest-benchmark over bench/test_*.py; the report (with MB/s, msgs/s and
 # latency percentiles in each entry's extra_info) goes to bench/report.json.
-# `hgsmi bench` is the side-by-side comparison with ratios.
+# `hgsmi bench` is the side-by-side comparison with ratios.  The C programs
+# (hgsmi/bench/c/) are compiled on first use into ~/.cache/hgsmi/bench-*/
+# (hgsmi/bench/transports/cbuild.py); `lib` is the libhgsmi hgsmi-c links.
 BENCH_REPORT ?= bench/report.json
 bench: $(BENCH_STAMP) ext lib
-	@$(MAKE) --no-print-directory -C bench/c
 	$(VPY) -m pytest bench -p no:cacheprovider -o testpaths=bench -o timeout=600 \
 		--benchmark-only --benchmark-json=$(BENCH_REPORT) -q $(PYTEST_ARGS)
 

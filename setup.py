@@ -51,7 +51,9 @@ setup(
     license_files=["LICENSE"],
     python_requires=">={}.{}".format(*PYTHON_MIN),
     packages=find_packages(include=["hgsmi", "hgsmi.*"]),
-    package_data={"hgsmi": ["py.typed", "*.pyi"]},
+    # hgsmi bench compiles its C programs from these on first use (into a
+    # per-user cache: hgsmi/bench/transports/cbuild.py).
+    package_data={"hgsmi": ["py.typed", "*.pyi"], "hgsmi.bench": ["c/*.c", "c/*.h"]},
     cffi_modules=["native/ffi_build.py:ffibuilder"],
     install_requires=[
         "cffi>=1.16",

@@ -16,21 +16,17 @@ noisy: compare within one run, never across runs, and only under the same
 one CPU, "split" pins host and guest to two different CPUs. On this VM a
 blocking wake-up across vCPUs costs tens of microseconds, so the placement
 changes rtt and synchronous transports several-fold (see
-transports/base.py, ``Cpus``).
+hgsmi/bench/transports/base.py, ``Cpus``).
 """
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from collections.abc import Sequence
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-
-from transports import DIRECTIONS, Transport, baselines  # noqa: E402
-
-from hgsmi.bench import SIZES, human_size, percentile, placement  # noqa: E402
+from hgsmi.bench.runner import SIZES, human_size, percentile, placement
+from hgsmi.bench.transports import DIRECTIONS, Transport, baselines
 
 
 def measure(t: Transport, args: argparse.Namespace) -> dict[str, object]:

@@ -28,11 +28,8 @@ import sys
 import time
 from collections.abc import Iterator
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-
-from transports.hgsmi_transports import HgsmiCopy  # noqa: E402
-
-from hgsmi._native import lib  # noqa: E402
+from hgsmi._native import lib
+from hgsmi.bench.transports.hgsmi_transports import HgsmiCopy
 
 DEFAULT = int(lib.HGSMI_SPIN_US_DEFAULT)
 

@@ -6,10 +6,10 @@ import os
 from typing import Any
 
 from ._native import ffi, lib
+from ._paths import socket_path
 from ._util import check_name, socket_too_long, timeout_ms
 from ._wire import SPIN_US_DEFAULT
 from .errors import HostNotFound, check
-from .stat import socket_path
 
 
 def attach(name: str, *, runtime_dir: str | os.PathLike[str] | None = None,

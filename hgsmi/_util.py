@@ -8,8 +8,8 @@ from collections.abc import Iterable
 from typing import Any
 
 from ._native import ffi, lib
+from ._paths import socket_path
 from ._wire import BACKENDS, NUMBER_OF_CHANNELS, SEGMENTS
-from .stat import socket_path
 
 
 def timeout_ms(timeout: float | None) -> int:

@@ -8,16 +8,13 @@ run is a few thousand messages, so the file takes a few seconds.
 from __future__ import annotations
 
 import os
-import sys
 
 import pytest
 
-from hgsmi import bench
-
-sys.path.insert(0, bench.bench_dir())
-
-from transports.hgsmi_async import HgsmiAsync  # noqa: E402
-from transports.hgsmi_c import HgsmiC  # noqa: E402
+from hgsmi.bench import runner as bench
+from hgsmi.bench.transports import thirdparty
+from hgsmi.bench.transports.hgsmi_async import HgsmiAsync
+from hgsmi.bench.transports.hgsmi_c import HgsmiC
 
 pytestmark = pytest.mark.multiprocess
 CPUS = sorted(os.sched_getaffinity(0))
@@ -81,9 +78,7 @@ def test_ratios_and_table_cover_the_new_rows():
     assert "hgsmi-c" in text and "call-concurrent" in text
 
 
-# -- the peers written by others (bench/transports/thirdparty.py) -------------
-from transports import thirdparty  # noqa: E402
-
+# -- the peers written by others (hgsmi/bench/transports/thirdparty.py) -------
 PEERS = {t.name: t for t in (thirdparty.Iceoryx2(), thirdparty.Iceoryx2Event(),
                              thirdparty.FasterFifo(), thirdparty.Pyzmq())}
 

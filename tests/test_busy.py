@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from hgsmi import busy
+from hgsmi.bench import busy
 
 
 @pytest.mark.timeout(30)

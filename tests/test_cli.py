@@ -17,7 +17,7 @@ import pytest
 
 import hgsmi
 from hgsmi._util import shm_prefix
-from hgsmi.client import BlobClient
+from hgsmi.services.clients import BlobClient
 
 pytestmark = pytest.mark.multiprocess
 
@@ -162,7 +162,7 @@ def test_echo_load_and_peer_gone(inst):
 GUEST_SCRIPT = textwrap.dedent("""
     import hashlib, io, os, sys
     import hgsmi
-    from hgsmi.client import BlobClient
+    from hgsmi.services.clients import BlobClient
     name, idx = sys.argv[1], sys.argv[2]
     with hgsmi.Guest(name) as g:
         print("attached", flush=True)
@@ -382,7 +382,7 @@ def test_blob_names_are_checked_by_the_host(inst):
     with HostProc("--name", name, "--size", "1M", "--store", "store") as h:
         with hgsmi.Guest(name) as g:
             BlobClient(g)
-            from hgsmi import blob
+            from hgsmi.services import blob_protocol as blob
             for bad in (b"../x", b"a/b", b"..", b"x\0y", b".hidden", b"\xff"):
                 rep = g.call(hgsmi.CH_BLOB, blob.BEGIN, blob.BEGIN_REQ.pack(1) + bad,
                              blob.REPLY_MAX)
@@ -397,7 +397,7 @@ def test_blob_names_are_checked_by_the_host(inst):
 @pytest.mark.timeout(60)
 def test_guest_vanishing_mid_transfer(inst, tmp_path):
     """Partial uploads are discarded and streams to a dead guest dropped; the host serves on."""
-    from hgsmi import blob
+    from hgsmi.services import blob_protocol as blob
 
     name, _ = inst
     store = tmp_path / "store"

@@ -7,8 +7,9 @@ import re
 
 import pytest
 
-from hgsmi import cli, config as config_mod
-from hgsmi.progress import Progress
+from hgsmi.cli import commands as cli
+from hgsmi.cli.progress import Progress
+from hgsmi.daemon import config as config_mod
 
 
 def parsers() -> list[tuple[str, argparse.ArgumentParser]]:

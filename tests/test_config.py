@@ -7,8 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from hgsmi import blob, cli, config, drivers
-from hgsmi.client import percentiles
+from hgsmi.cli import commands as cli
+from hgsmi.daemon import config, drivers
+from hgsmi.services import blob_protocol as blob
+from hgsmi.services.clients import percentiles
 
 ROOT = Path(__file__).resolve().parent.parent
 

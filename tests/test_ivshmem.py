@@ -18,7 +18,7 @@ import struct
 import pytest
 
 import hgsmi
-from hgsmi import config as config_mod
+from hgsmi.daemon import config as config_mod
 
 from support.waiting import serve_until
 
@@ -141,7 +141,7 @@ def test_config_key_and_cli_flag(tmp_path):
     assert cfg.ivshmem == str(tmp_path / "vm.sock")
     with pytest.raises(config_mod.ConfigError, match="ivshmem"):
         config_mod.from_dict({"ivshmem": 3})
-    from hgsmi import cli
+    from hgsmi.cli import commands as cli
     args = cli.build_parser().parse_args(["host", "--ivshmem", "/x/vm.sock"])
     assert cli.host_config(args).ivshmem == "/x/vm.sock"
 

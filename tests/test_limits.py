@@ -25,7 +25,7 @@ import pytest
 
 import hgsmi
 from hgsmi._native import ffi, lib
-from hgsmi.stat import socket_path
+from hgsmi._paths import socket_path
 
 from support.footprint import fd_count
 from support.processes import readline, reap

@@ -90,7 +90,7 @@ def test_readme_cli_block_runs_as_pasted(tmp_path, runtime_dir):
 
 
 def test_readme_toml_example_is_a_valid_config_that_locks_nobody_out(tmp_path):
-    from hgsmi import config as config_mod
+    from hgsmi.daemon import config as config_mod
 
     (toml,) = re.findall(r"```toml\n(.*?)```", README.read_text(), re.S)
     data = tomllib.loads(toml)

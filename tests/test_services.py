@@ -28,9 +28,12 @@ from typing import Any
 import pytest
 
 import hgsmi
-from hgsmi import blob, config, stat
-from hgsmi.client import BlobClient, load, percentiles
-from hgsmi.services import CH_ECHO
+from hgsmi.cli import stat
+from hgsmi.daemon import config
+from hgsmi.services import blob_protocol as blob
+from hgsmi.services.builtin import CH_ECHO
+from hgsmi.services.clients import BlobClient, load, percentiles
+from hgsmi.services.quota import Quotas, ServiceLimits
 
 pytestmark = pytest.mark.multiprocess
 
@@ -313,8 +316,6 @@ def test_the_client_raises_busy_and_the_quota_comes_back(daemon, name, tmp_path)
 
 
 def test_quota_keys_in_limits():
-    from hgsmi.quota import ServiceLimits  # here: the other tests also run on a tree without it
-
     cfg = config.from_dict({"limits": {"max_fetches": 2, "max_open_files": 3, "max_streams": 0,
                                        "max_buffered": "1M", "max_guests": 4}})
     assert cfg.service_limits() == ServiceLimits(2, 3, 0, 1 << 20)
@@ -329,8 +330,6 @@ def test_quota_keys_in_limits():
 
 
 def test_a_refused_claim_takes_nothing_and_a_release_counts_once():
-    from hgsmi.quota import Quotas, ServiceLimits
-
     q = Quotas(ServiceLimits(max_fetches=1, max_open_files=2, max_streams=0, max_buffered=100))
     closed = []
     a = q.claim(7, "fetch", fetches=1, files=1, streams=5, buffered=60)  # streams: no limit

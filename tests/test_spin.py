@@ -27,7 +27,7 @@ import pytest
 import hgsmi
 from hgsmi._native import lib
 from hgsmi._wire import SPIN_US_DEFAULT as DEFAULT_SPIN_US
-from hgsmi.config import HostConfig
+from hgsmi.daemon.config import HostConfig
 
 from support.processes import readline, reap
 

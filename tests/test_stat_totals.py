@@ -20,7 +20,8 @@ from pathlib import Path
 import pytest
 
 import hgsmi
-from hgsmi import stat
+from hgsmi._paths import socket_path
+from hgsmi.cli import stat
 
 PEERS = Path(__file__).parent / "peers"
 ROOT = Path(__file__).parent.parent
@@ -72,7 +73,7 @@ def test_stat_keeps_what_departed_guests_did(name, runtime_dir, tmp_path):
             with hgsmi.Guest(name) as g:
                 for i in range(100):
                     assert g.call(hgsmi.CH_ECHO, 0, b"x" * i, timeout=10) == b"x" * i
-            bad_hello(stat.socket_path(name))
+            bad_hello(socket_path(name))
             out = flood.communicate(timeout=60)[0].split()
             assert scribbler.wait(60) == 0
         finally:

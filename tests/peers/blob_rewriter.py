@@ -21,9 +21,9 @@ import threading
 import time
 
 import hgsmi
-from hgsmi import blob
 from hgsmi._native import ffi
-from hgsmi.services import CH_BLOB
+from hgsmi.services import blob_protocol as blob
+from hgsmi.services.builtin import CH_BLOB
 
 BODY = 4 << 20  # long enough that hashing it leaves a wide window before the write
 

@@ -18,8 +18,8 @@ import struct
 import sys
 
 import hgsmi
-from hgsmi import blob
-from hgsmi.services import CH_BLOB, CH_SINK, SINK_SOURCE, SOURCE_REQ
+from hgsmi.services import blob_protocol as blob
+from hgsmi.services.builtin import CH_BLOB, CH_SINK, SINK_SOURCE, SOURCE_REQ
 
 STATUS = struct.Struct("<i")
 

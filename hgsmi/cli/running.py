@@ -5,8 +5,9 @@ import errno
 import os
 from typing import Any
 
-from .errors import HgsmiError, HostNotFound
-from .stat import query, runtime_dir
+from .._paths import runtime_dir
+from ..errors import HgsmiError, HostNotFound
+from .stat import query
 
 
 def running_hosts(rundir: str | None = None, timeout: float = 1.0) -> list[dict[str, Any]]:

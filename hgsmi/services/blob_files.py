@@ -11,7 +11,7 @@ import os
 import re
 from typing import Any
 
-from . import blob
+from . import blob_protocol as blob
 
 _PART = re.compile(r"^\.upload-(\d+)-\d+\.part$")
 

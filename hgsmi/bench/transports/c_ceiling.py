@@ -2,13 +2,15 @@
 """
 "c-ceiling": what plain C gets on this machine, as an upper bound.
 
-``stream`` runs ``bench/c/build/ceiling_ring``: an SPSC ring of slots in
-POSIX shm between two forked processes, busy-polling, where the producer
-memcpy()s each payload in and the consumer checks the first and last byte.
-``rtt`` runs ``bench/c/build/ceiling_eventfd``: blocking eventfd ping-pong
-between two forked processes with the payload in shm. The programs are
-built with ``make -C bench/c`` when needed, and each run is one process
-group that is killed as a whole on timeout or error.
+``stream`` runs ``ceiling_ring`` (``hgsmi/bench/c/ceiling_ring.c``): an
+SPSC ring of slots in POSIX shm between two forked processes, busy-polling,
+where the producer memcpy()s each payload in and the consumer checks the
+first and last byte. ``rtt`` runs ``ceiling_eventfd``: blocking eventfd
+ping-pong between two forked processes with the payload in shm. The
+programs are compiled on first use into a per-user cache (:mod:`.cbuild`);
+without a compiler :meth:`CCeiling.unavailable` says so and ``hgsmi bench``
+skips its rows. Each run is one process group that is killed as a whole on
+timeout or error.
 
 The ring is symmetric (both peers are the same code), so ``direction`` only
 labels the run.
@@ -21,31 +23,17 @@ import signal
 import subprocess
 from typing import Any, Literal
 
+from . import cbuild
 from .base import DEFAULT_TIMEOUT, DEFAULT_WARMUP, Cpus, Direction, Job, StreamResult, Transport
-
-C_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "c")
-_built = False
-
-
-def build() -> None:
-    """``make -C bench/c`` once per process (make skips what is fresh); it
-    builds the ceiling programs and hgsmi_c (which needs libhgsmi)."""
-    global _built
-    if _built:
-        return
-    proc = subprocess.run(["make", "--no-print-directory", "-s", "-C", C_DIR],
-                          capture_output=True, text=True, timeout=120)
-    if proc.returncode != 0:
-        raise RuntimeError(f"building bench/c failed:\n{proc.stdout}{proc.stderr}")
-    _built = True
 
 
 def run_program(name: str, args: list[str], timeout: float) -> dict[str, Any]:
-    """Run one bench/c program and parse the JSON line it prints; the
-    whole process group is killed if it fails or overruns."""
-    build()
-    exe = os.path.join(C_DIR, "build", name)
-    proc = subprocess.Popen([exe, *args, "-T", str(int(timeout) + 1)],
+    """Run one of the bench's C programs (compiled first if need be) and
+    parse the JSON line it prints; the whole process group is killed if it
+    fails or overruns.  Raises :class:`~.cbuild.Unavailable` if the program
+    cannot be built here, RuntimeError if it fails."""
+    exe = cbuild.program(name)
+    proc = subprocess.Popen([str(exe), *args, "-T", str(int(timeout) + 1)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, start_new_session=True)
     try:
@@ -73,13 +61,17 @@ class CCeiling(Transport):
 
     name = "c-ceiling"
 
+    def unavailable(self) -> str | None:
+        """Why the ceiling programs cannot be built here (no compiler), or None."""
+        return cbuild.unbuildable("ceiling_ring", "ceiling_eventfd")
+
     def stream(self, direction: Direction, size: int, *,
                seconds: float | None = 0.5, count: int | None = None,
                timeout: float = DEFAULT_TIMEOUT, cpus: Cpus = None) -> StreamResult:
         job = Job("stream", direction, size, seconds, count, timeout=timeout, cpus=cpus)
         # The producer (parent) is the sender, the consumer (child) the receiver.
-        sender, receiver = ("guest", "host") if direction == "g2h" else ("host", "guest")
-        pin = pin_args(job, sender, receiver)
+        pin = pin_args(job, "guest", "host") if direction == "g2h" else \
+            pin_args(job, "host", "guest")
         out = run_program("ceiling_ring", ["-s", str(size), "-n", str(count or 0),
                                            "-t", repr(seconds or 0.0), *pin], timeout)
         return {"msgs": out["msgs"], "bytes": out["bytes"], "seconds": out["seconds"]}

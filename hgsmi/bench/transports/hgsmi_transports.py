@@ -38,7 +38,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from .base import DEFAULT_TIMEOUT, Cpus, Job, StreamResult, markers, pattern_buffer
-from .peers import Loop, PeerTransport, temp_dir
+from .peers import Loop, Opened, PeerTransport, temp_dir
 
 DATA_CH, END_CH, GO_CH = 16, 17, 18
 #: bytes per guest segment: room for several 1 MiB messages in flight
@@ -60,13 +60,15 @@ class _Peer:
         self.obj.close()
 
 
-def _open_host(end: tuple[str, str, int, int], job: Job) -> _Peer:
+# Both return Opened, not _Peer: a subclass's opener may return another end
+# (hgsmi-async's guest), and every loop here takes what its opener gave.
+def _open_host(end: tuple[str, str, int, int], job: Job) -> Opened:
     from hgsmi import Host
     name, rundir, spin, segment = end
     return _Peer(Host(name, size=segment, runtime_dir=rundir, spin_us=spin))
 
 
-def _open_guest(end: tuple[str, str, int, int], job: Job) -> _Peer:
+def _open_guest(end: tuple[str, str, int, int], job: Job) -> Opened:
     from hgsmi import Guest
     from hgsmi.errors import HostNotFound
     name, rundir, spin, _ = end
@@ -382,10 +384,6 @@ class HgsmiTransport(PeerTransport):
         if job.direction == "g2h":
             return host_recv, functools.partial(guest_send, self.mode)
         return functools.partial(host_post, mode=self.mode), guest_recv
-
-    def supports(self, workload: str) -> bool:
-        """Whether a workload ("g2h", "h2g", "rtt") uses this mode's API."""
-        return True
 
     def idle_cpu(self, seconds: float = 5.0, cpus: Cpus = None) -> dict[str, float]:
         """CPU seconds (user+sys) the host and an attached guest use while

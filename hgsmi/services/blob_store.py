@@ -1,9 +1,9 @@
-"""The host side of the blob protocol (:mod:`hgsmi.blob`): a directory of verified files.
+"""The host side of the blob protocol (:mod:`.blob_protocol`): a directory of verified files.
 
 Each upload chunk is copied out of shared memory once and hashed and written
 from that copy, so what is stored is what was hashed, however the guest
 rewrites its buffer meanwhile.  Uploads and fetches count against the
-guest's quotas (:mod:`hgsmi.quota`): an open file each, and a fetch also a
+guest's quotas (:mod:`hgsmi.services.quota`): an open file each, and a fetch also a
 fetch, a stream and its read buffer.
 """
 from __future__ import annotations
@@ -17,11 +17,11 @@ import stat
 from collections.abc import Iterator
 from typing import Any, BinaryIO, Protocol
 
-from . import blob
-from ._ratelog import RateLog
-from .errors import Busy, HgsmiError
+from .._ratelog import RateLog
+from ..errors import Busy, HgsmiError
+from . import blob_protocol as blob
+from .builtin import CH_BLOB, Streams
 from .quota import Claim, Quotas
-from .services import CH_BLOB, Streams
 
 log = logging.getLogger("hgsmi.blob")
 

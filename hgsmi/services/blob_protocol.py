@@ -27,7 +27,7 @@ All integers are little-endian.  ``status`` is 0 or a positive errno value
 (``EINVAL`` bad name or request, ``ENOENT`` no such blob, ``ESRCH`` unknown
 transfer id, ``EBADMSG`` digest mismatch, ``EIO``/``ENOSPC`` storage
 failures, ``EBUSY`` the guest holds its quota of transfers, files, streams
-or host buffers: see :mod:`hgsmi.quota`); ``message`` is UTF-8 text saying why.
+or host buffers: see :mod:`hgsmi.services.quota`); ``message`` is UTF-8 text saying why.
 
 An upload is written to a hidden temporary file in the store and renamed to
 its name only when END's size and digest match what the host received, so a
@@ -44,7 +44,7 @@ import errno
 import struct
 from typing import Any
 
-from .errors import Busy, HgsmiError
+from ..errors import Busy, HgsmiError
 
 BEGIN, CHUNK, END, FETCH, ABORT = 1, 2, 3, 4, 5
 FCHUNK, FEND = 16, 17

@@ -28,15 +28,26 @@ from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from multiprocessing import reduction
 from multiprocessing.connection import Connection, wait
-from typing import Any, Literal, TypeVar, cast
+from typing import Any, Literal, Protocol, TypeVar, cast
 
 from .base import DEFAULT_TIMEOUT, DEFAULT_WARMUP, Cpus, Direction, Job, StreamResult, Transport
 from .channel import Channel, rtt_client, rtt_server, stream_recv, stream_send
 
-#: Opens one peer's channel from its endpoint (runs in the child).
-Opener = Callable[[Any, Job], Channel]
-#: One of the loops in :mod:`.channel`.
-Loop = Callable[[Channel, Job], Any]
+
+class Opened(Protocol):
+    """What a child's opener returns and its loop runs on: a :class:`Channel`,
+    or a transport's own end (hgsmi's peers hold a Host or a Guest)."""
+
+    def close(self) -> None:
+        """Release it, once the loop has returned."""
+
+
+#: Opens one peer's end from its endpoint (runs in the child).
+Opener = Callable[[Any, Job], Opened]
+#: Runs one peer on what its opener returned: one of the loops in
+#: :mod:`.channel`, or a transport's own.  Its first parameter is Any because
+#: each loop takes the type its own transport's opener returns.
+Loop = Callable[[Any, Job], Any]
 Role = Literal["host", "guest"]
 
 _CTX = mp.get_context("spawn")
@@ -128,12 +139,12 @@ class PeerTransport(Transport):
 
     @staticmethod
     @abstractmethod
-    def open_host(end: Any, job: Job) -> Channel:
+    def open_host(end: Any, job: Job) -> Opened:
         """Open the host's channel from its end (in the host child)."""
 
     @staticmethod
     @abstractmethod
-    def open_guest(end: Any, job: Job) -> Channel:
+    def open_guest(end: Any, job: Job) -> Opened:
         """Open the guest's channel from its end (in the guest child)."""
 
     @abstractmethod

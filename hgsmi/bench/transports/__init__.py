@@ -2,10 +2,11 @@
 """
 Benchmark transports: the baselines hgsmi is compared with, behind one
 interface (:class:`~.base.Transport`) so that the hgsmi transports can be
-run by the same runner.
+run by the same runner (:mod:`hgsmi.bench.runner`).
 
-This package lives in ``bench/``, which is deliberately not a package: put
-``bench/`` on ``sys.path`` and import ``transports``.
+The Python transports run each peer in a spawned interpreter that imports
+this package like any other; the C ones (:mod:`.c_ceiling`, :mod:`.hgsmi_c`)
+compile their programs on first use (:mod:`.cbuild`).
 """
 from __future__ import annotations
 

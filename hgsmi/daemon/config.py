@@ -47,9 +47,9 @@ import re
 import tomllib
 from typing import Any
 
-from . import _wire
-from ._util import check_name as _check_name
-from .quota import ServiceLimits
+from .. import _wire
+from .._util import check_name as _check_name
+from ..services.quota import ServiceLimits
 
 DEFAULT_NAME = "hgsmi"
 DEFAULT_SIZE = _wire.SEGMENT_SIZE_DEFAULT
@@ -101,7 +101,7 @@ class HostConfig:
         return {k: getattr(self, k) for k in _LIMITS}
 
     def service_limits(self) -> ServiceLimits:
-        """The per-guest quotas of the built-in services (:mod:`hgsmi.quota`)."""
+        """The per-guest quotas of the built-in services (:mod:`hgsmi.services.quota`)."""
         return ServiceLimits(**{k: getattr(self, k) for k in _SERVICE_LIMITS})
 
 

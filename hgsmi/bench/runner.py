@@ -2,15 +2,17 @@
 machine's own C ceiling, side by side in one run (README: Benchmarks).
 
     hgsmi bench [--quick] [--json] [--plot FILE.png] [--pin split|same|none]
+                [--only NAME ...]
 
-The transports live in the source tree's ``bench/`` directory (not part of
-the installed package); this module finds it next to the package (flat,
-editable layout) and says so in one line if it is absent.
-
-Besides the Python transports, ``hgsmi-c`` runs the same workloads from C
-through libhgsmi (bench/c/hgsmi_c.c), and ``hgsmi-async`` with an asyncio
-guest (hgsmi.aio.AsyncGuest; its spin_us is the host's only), including
-``call-concurrent``: calls/s with ASYNC_INFLIGHT coroutines calling at once.
+The transports are :mod:`hgsmi.bench.transports`, installed with the
+package.  Besides the Python transports, ``c-ceiling`` (plain C over shm)
+and ``hgsmi-c`` (the same workloads from C through libhgsmi,
+``hgsmi/bench/c/hgsmi_c.c``) are compiled on first use into a per-user
+cache; where that cannot be done (no compiler; for hgsmi-c, no libhgsmi)
+their rows are reported as skipped, with the reason, and the run goes on.
+``hgsmi-async`` runs the workloads with an asyncio guest (hgsmi.aio.AsyncGuest;
+its spin_us is the host's only), including ``call-concurrent``: calls/s with
+ASYNC_INFLIGHT coroutines calling at once.
 
 Every figure is the median of ``--runs`` runs (at least 3; the 64 B c-ceiling
 and hgsmi-c figures at least 5). Ratios (x hgcm, % of c-ceiling) are taken
@@ -29,9 +31,14 @@ import statistics
 import sys
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any
 
 from . import busy
+
+if TYPE_CHECKING:  # the transports are imported when a run starts, not with the CLI
+    from .transports import Transport
+    from .transports.hgsmi_transports import HgsmiTransport
 
 SIZES = (64, 4096, 65536, 1 << 20)
 STREAMS = ("g2h-stream", "h2g-stream")
@@ -51,32 +58,6 @@ QUICK_TWO_SIZES = ("iceoryx2-event", "faster-fifo", "pyzmq")
 
 class BenchError(Exception):
     """A one-line failure of the benchmark front end."""
-
-
-def bench_dir() -> str:
-    """The source tree's bench/ directory, or BenchError."""
-    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    path = os.path.join(here, "bench")
-    if not os.path.isfile(os.path.join(path, "transports", "base.py")):
-        raise BenchError(f"the benchmark suite is not installed: no {path}/transports "
-                         "(run from a source checkout: pip install -e . in the repository)")
-    return path
-
-
-def _import_transports() -> Any:
-    path = bench_dir()
-    if path not in sys.path:
-        sys.path.insert(0, path)
-    import transports  # noqa: F401
-    from transports import hgsmi_transports
-    return transports, hgsmi_transports
-
-
-def _extra_transports() -> tuple[Any, Any]:
-    """The hgsmi-c and hgsmi-async transport classes (after _import_transports)."""
-    from transports.hgsmi_async import HgsmiAsync
-    from transports.hgsmi_c import HgsmiC
-    return HgsmiC, HgsmiAsync
 
 
 def human_size(n: int) -> str:
@@ -185,92 +166,136 @@ def concurrent_row(t: Any, args: argparse.Namespace) -> dict[str, Any] | None:
     return rate_row(res, t.name, "call-concurrent", 64, inflight=ASYNC_INFLIGHT)
 
 
+def transport_names() -> set[str]:
+    """Every transport's name, the peers' that are not installed included."""
+    from .transports import baselines, thirdparty
+    from .transports.hgsmi_async import HgsmiAsync
+    from .transports.hgsmi_c import HgsmiC
+    from .transports.hgsmi_transports import hgsmi_transports
+
+    ts = [*baselines(), *hgsmi_transports(), HgsmiC(), HgsmiAsync()]
+    return {t.name for t in ts} | set(thirdparty.available())
+
+
+def selected(only: Sequence[str] | None) -> set[str]:
+    """The transport names ``--only`` picks (every one without it).
+    Raises BenchError for a name no transport has."""
+    known = transport_names()
+    if not only:
+        return known
+    picked = {n for arg in only for n in arg.split(",") if n}
+    unknown = picked - known
+    if unknown:
+        raise BenchError(f"--only: no transport {', '.join(sorted(unknown))} (there are: "
+                         f"{', '.join(sorted(known))})")
+    return picked
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    transports, ht = _import_transports()
+    """Every selected transport on every workload; the machine and the rows.
+    Raises BenchError (a bad --only)."""
+    from .transports import baselines, thirdparty
+    from .transports.hgsmi_async import HgsmiAsync
+    from .transports.hgsmi_c import HgsmiC
+    from .transports.hgsmi_transports import hgsmi_transports
+
+    t_start = args.t_start = time.monotonic()
     args.cpus = placement(args.pin)
     info = machine(args)
-    base = transports.baselines()
-    info["peers_missing"] = transports.thirdparty.available()
-    for name, why in info["peers_missing"].items():
-        _log(args, f"{name}: left out: {why}")
+    base = baselines()
     names = {t.name: t for t in base}
-    hg = {spin: {t.name: t for t in ht.hgsmi_transports(spin)}
+    hg = {spin: {t.name: t for t in hgsmi_transports(spin)}
           for spin in (0, args.spin_us)}
-    HgsmiC, HgsmiAsync = _extra_transports()
     # hgsmi streams with the adaptive spin, from C and from Python: the C
     # ceiling they are compared with busy-polls, and a user streaming would
     # configure the spin (it costs nothing idle: see idle-cpu).
     hgc = HgsmiC(args.spin_us)
     hga = HgsmiAsync(args.spin_us)
+    missing = thirdparty.available()
+    only = selected(args.only)
+    info["peers_missing"] = {n: why for n, why in missing.items() if n in only}
+    for name, why in info["peers_missing"].items():
+        _log(args, f"{name}: left out: {why}")
+    # A transport that cannot run here (no C compiler, no libhgsmi) keeps its
+    # rows, marked skipped with the reason, so that a table or a JSON reader
+    # sees it was left out and why.
+    info["skipped"] = {}
+    for t in (names["c-ceiling"], hgc):
+        why = t.unavailable() if t.name in only else None
+        if why:
+            info["skipped"][t.name] = why
+            _log(args, f"{t.name}: skipped: {why}")
     rows: list[dict[str, Any]] = []
-    t_start = args.t_start = time.monotonic()
 
     def add(row: dict[str, Any] | None, **extra: Any) -> None:
         if row is not None:
             row.update(extra)
             rows.append(row)
 
-    spinning = [hgc, hga] + list(hg[args.spin_us].values())
+    def runs(t: Transport, workload: str) -> bool:
+        """Whether ``t`` is measured on ``workload``; a row says so if it is skipped."""
+        if t.name not in only or not t.supports(workload):
+            return False
+        return t.name not in info["skipped"]
+
+    def skip(t: Transport, workload: str, size: int) -> None:
+        if t.name in only and t.name in info["skipped"]:
+            rows.append({"transport": t.name, "workload": workload, "size": size,
+                         "skipped": info["skipped"][t.name]})
+
+    # the rows of the transports that spin say how much
+    spinning: dict[Transport, int] = {hgc: hgc.spin_us}
+    spinning.update((t, t.spin_us) for t in [hga, *hg[args.spin_us].values()])
     stream_ts = [names["c-ceiling"], hgc] + list(hg[args.spin_us].values()) + [hga] + \
         [t for t in base if t.name != "c-ceiling"]
     for workload in STREAMS:
         for t in stream_ts:
-            if hasattr(t, "supports") and not t.supports(workload[:3]):
-                continue
-            _log(args, f"{workload}: {t.name}")
             # --quick: the async guest and most peers only at the two regimes
             # (per-message cost, bulk copy), to keep the run short.
             two = t is hga or t.name in QUICK_TWO_SIZES
             sizes = [z for z in args.sizes if z in QUICK_ASYNC_SIZES] \
                 if two and args.quick else args.sizes
+            if not runs(t, workload[:3]):
+                for size in sizes or args.sizes:
+                    skip(t, workload, size)
+                continue
+            _log(args, f"{workload}: {t.name}")
             for size in sizes or args.sizes:
                 small_c = size == 64 and t.name in ("c-ceiling", "hgsmi-c")
                 add(stream_row(t, workload, size, args,
                                max(args.runs, 5) if small_c else args.runs),
-                    **({"spin_us": t.spin_us} if t in spinning else {}))
+                    **({"spin_us": spinning[t]} if t in spinning else {}))
     # call-rtt: baselines once (they never spin); hgsmi with spin, and without.
     for t in base:
-        if hasattr(t, "supports") and not t.supports("rtt"):
+        if not runs(t, "rtt"):
+            skip(t, "call-rtt", 64)
             continue
         _log(args, f"call-rtt: {t.name}")
         add(rtt_row(t, "call-rtt", args,
                     max(args.runs, 5) if t.name == "c-ceiling" else args.runs))
     for spin, wl in ((args.spin_us, "call-rtt"), (0, "call-rtt-nospin")):
-        ts = [HgsmiC(spin)] + [t for t in hg[spin].values() if t.supports("rtt")] + \
-            [HgsmiAsync(spin)]
+        ts: list[Transport] = [HgsmiC(spin), *hg[spin].values(), HgsmiAsync(spin)]
         for t in ts:
+            if not runs(t, "rtt"):
+                skip(t, wl, 64)
+                continue
             _log(args, f"{wl}: {t.name} (spin_us={spin})")
             add(rtt_row(t, wl, args, args.runs), spin_us=spin)
     # Many calls in flight from one asyncio guest (issue 6): calls/s.
-    _log(args, f"call-concurrent: hgsmi-async ({ASYNC_INFLIGHT} in flight)")
-    add(concurrent_row(hga, args))
+    if runs(hga, "rtt"):
+        _log(args, f"call-concurrent: hgsmi-async ({ASYNC_INFLIGHT} in flight)")
+        add(concurrent_row(hga, args))
     # idle-cpu: the adaptive-spin configuration, attached and idle.
-    _log(args, f"idle-cpu: hgsmi ({args.idle_seconds:g} s x {args.runs})")
-    t = hg[args.spin_us]["hgsmi-copy"]
-    # the runs are idle, so they run side by side (each pair is measured alone
-    # by getrusage in its own processes)
-    from concurrent.futures import ThreadPoolExecutor
-    with ThreadPoolExecutor(args.runs) as ex:
-        futs = [ex.submit(t.idle_cpu, args.idle_seconds, args.cpus) for _ in range(args.runs)]
-        idles = []
-        for fut in futs:
-            try:
-                idles.append(fut.result())
-            except Exception as e:
-                _log(args, f"  idle-cpu: run failed: {e}")
-    if idles:
-        for role in ("host", "guest"):
-            cpu = statistics.median(r[role] for r in idles)
-            rows.append({"transport": f"hgsmi-{role}", "workload": "idle-cpu",
-                         "seconds": args.idle_seconds, "cpu_s": round(cpu, 4),
-                         "cpu_percent": round(100 * cpu / args.idle_seconds, 3),
-                         "spin_us": args.spin_us, "runs": len(idles)})
+    if "hgsmi-copy" in only:
+        rows += idle_rows(hg[args.spin_us]["hgsmi-copy"], args)
     # guests-8: aggregate g2h at 64 KiB.
-    _log(args, "guests-8: hgsmi-copy and hgsmi-batch, 64 KiB")
     for name in ("hgsmi-copy", "hgsmi-batch"):
-        t = ht.hgsmi_transports(0)[["hgsmi-copy", "hgsmi-zerocopy", "hgsmi-batch"].index(name)]
-        t.segment = 8 << 20
-        res = _repeat(args.runs, functools.partial(t.guests_n, 8, 65536, seconds=args.seconds),
+        if name not in only:
+            continue
+        _log(args, f"guests-8: {name}, 64 KiB")
+        g8 = {t.name: t for t in hgsmi_transports(0)}[name]
+        g8.segment = 8 << 20
+        res = _repeat(args.runs, functools.partial(g8.guests_n, 8, 65536, seconds=args.seconds),
                       f"guests-8 {name}", args)
         add(rate_row(res, name, "guests-8", 65536, spin_us=0))
     add_ratios(rows)
@@ -280,6 +305,29 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     except OSError:
         pass
     return {"machine": info, "results": rows}
+
+
+def idle_rows(t: HgsmiTransport, args: argparse.Namespace) -> list[dict[str, Any]]:
+    """idle-cpu: the CPU a host and an attached guest use while idle, one row each."""
+    _log(args, f"idle-cpu: hgsmi ({args.idle_seconds:g} s x {args.runs})")
+    # the runs are idle, so they run side by side (each pair is measured alone
+    # by getrusage in its own processes)
+    with ThreadPoolExecutor(args.runs) as ex:
+        futs = [ex.submit(t.idle_cpu, args.idle_seconds, args.cpus) for _ in range(args.runs)]
+        idles = []
+        for fut in futs:
+            try:
+                idles.append(fut.result())
+            except Exception as e:
+                _log(args, f"  idle-cpu: run failed: {e}")
+    rows = []
+    for role in ("host", "guest") if idles else ():
+        cpu = statistics.median(r[role] for r in idles)
+        rows.append({"transport": f"hgsmi-{role}", "workload": "idle-cpu",
+                     "seconds": args.idle_seconds, "cpu_s": round(cpu, 4),
+                     "cpu_percent": round(100 * cpu / args.idle_seconds, 3),
+                     "spin_us": args.spin_us, "runs": len(idles)})
+    return rows
 
 
 def add_ratios(rows: list[dict[str, Any]]) -> None:
@@ -318,7 +366,8 @@ def format_table(result: dict[str, Any]) -> str:
         lines.append("| " + " | ".join([
             r["transport"] + (f" (spin {r['spin_us']})" if r.get("spin_us") else ""),
             r["workload"], human_size(size) if size else f"{r.get('seconds', '')} s",
-            f(r.get("msgs_per_s"), ",.0f"), f(r.get("mb_per_s"), ",.1f"),
+            "skipped" if "skipped" in r else f(r.get("msgs_per_s"), ",.0f"),
+            f(r.get("mb_per_s"), ",.1f"),
             f(r.get("p50_us"), ".1f"), f(r.get("p99_us"), ".1f"),
             f(r.get("cpu_s"), ".3f"),
             f(r.get("x_hgcm"), ".2f") + ("x" if "x_hgcm" in r else ""),
@@ -345,7 +394,7 @@ def format_matrix(result: dict[str, Any]) -> str:
             cells = []
             for s in sizes:
                 r = idx.get((n, s))
-                cells.append("" if r is None else
+                cells.append("" if r is None else "skipped" if "skipped" in r else
                              f"{r['mb_per_s']:,.1f}; {r.get('x_hgcm', 0):.1f}x; "
                              f"{r.get('pct_c_ceiling', 0):.1f}%")
             out.append(f"| {n} | " + " | ".join(cells) + " |")
@@ -354,6 +403,8 @@ def format_matrix(result: dict[str, Any]) -> str:
     other = {"machine": result["machine"],
              "results": [r for r in rows if r["workload"] not in STREAMS]}
     out.append(format_table(other))
+    skipped = result["machine"].get("skipped", {})
+    out += [""] * bool(skipped) + [f"{name} skipped: {why}" for name, why in skipped.items()]
     return "\n".join(out)
 
 
@@ -363,7 +414,7 @@ def plot(result: dict[str, Any], path: str) -> None:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        raise BenchError("--plot needs matplotlib: pip install -e '.[bench]'") from None
+        raise BenchError("--plot needs matplotlib: pip install 'hgsmi[bench]'") from None
     fig, axes = plt.subplots(1, 2, figsize=(13, 5), sharey=True)
     for ax, wl in zip(axes, STREAMS, strict=True):
         by: dict[str, list[tuple[int, float]]] = {}
@@ -401,6 +452,10 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     p.add_argument("--seconds", type=float, help="per stream run (default 0.5; quick 0.1)")
     p.add_argument("--sizes", type=int, nargs="+", default=list(SIZES), metavar="BYTES",
                    help="message sizes of the stream runs")
+    p.add_argument("--only", nargs="+", metavar="NAME",
+                   help="only these transports (names as in the table, space- or "
+                        "comma-separated); idle-cpu and guests-8 run with hgsmi-copy "
+                        "(guests-8 also with hgsmi-batch)")
     return p
 
 
@@ -414,6 +469,11 @@ def main(argv: Sequence[str] | None = None,
     args.rtt_count = 500 if args.quick else 3000
     args.idle_seconds = 5.0
     args.silent = False
+    try:
+        selected(args.only)  # a mistyped name fails now, not after the quiet check
+    except BenchError as e:
+        print(f"hgsmi bench: error: {e}", file=sys.stderr)
+        return 1
     before = busy.quiet_check()
     if before:
         print("hgsmi bench: warning: the machine is busy (" + "; ".join(before) +

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import argparse
 import errno
-import importlib
 import json
 import logging
 import os
@@ -15,10 +14,9 @@ import shutil
 import sys
 import time
 from collections.abc import Callable
-from types import ModuleType
 from typing import Any
 
-from . import config as config_mod
+from ..daemon import config as config_mod
 
 DESCRIPTION = """\
 hgsmi: a host and its guests share memory; buffers live in it and only offsets cross.
@@ -124,7 +122,7 @@ def _instance_name(args: argparse.Namespace) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from . import __version__
+    from .. import __version__
 
     parser = argparse.ArgumentParser(prog="hgsmi", description=DESCRIPTION,
                                      formatter_class=_Help)
@@ -259,22 +257,15 @@ def build_parser() -> argparse.ArgumentParser:
     _add_log_level(p)
     p.set_defaults(func=cmd_demo)
 
-    bench: ModuleType | None
-    try:
-        bench = importlib.import_module(".bench", __package__)
-    except ImportError:  # not there yet: say where the benchmarks are
-        bench = None
-    if bench is not None and hasattr(bench, "build_parser"):
-        p = sub.add_parser("bench", help="hgsmi against HGCM-style copying and sockets",
-                           description=(bench.__doc__ or "").split("\n\n")[0])
-        bench.build_parser(p)
-        _add_log_level(p)
-        p.set_defaults(func=lambda args: bench.main(args=args))
-    else:
-        p = sub.add_parser("bench", help="(benchmarks live in `make bench` for now)",
-                           description="The benchmarks live in `make bench` for now.")
-        _add_log_level(p)
-        p.set_defaults(func=cmd_bench)
+    # The bench front end ships with the package (hgsmi.bench); the transports
+    # it runs are imported only when `hgsmi bench` runs.
+    from ..bench import runner as bench
+
+    p = sub.add_parser("bench", help="hgsmi against HGCM-style copying and sockets",
+                       description=(bench.__doc__ or "").split("\n\n")[0])
+    bench.build_parser(p)
+    _add_log_level(p)
+    p.set_defaults(func=lambda args: bench.main(args=args))
     return parser
 
 
@@ -301,14 +292,14 @@ def host_config(args: argparse.Namespace) -> config_mod.HostConfig:
 
 
 def cmd_host(args: argparse.Namespace) -> int:
-    from .daemon import HostDaemon
+    from ..daemon.host_daemon import HostDaemon
 
     return HostDaemon(host_config(args), runtime_dir=args.runtime_dir).run()
 
 
 # -- guest ----------------------------------------------------------------------------
 def _guest(args: argparse.Namespace) -> Any:
-    from .guest import Guest
+    from ..guest import Guest
 
     # HostNotFound says which: no runtime dir, no socket, or nobody listening.
     return Guest(_instance_name(args), runtime_dir=args.runtime_dir, wait=args.wait)
@@ -322,7 +313,7 @@ def _rate_line(verb: str, r: dict[str, Any]) -> str:
 
 
 def cmd_send(args: argparse.Namespace) -> int:
-    from .client import BlobClient
+    from ..services.clients import BlobClient
     from .progress import Progress
 
     if args.as_name and len(args.files) > 1:
@@ -348,8 +339,8 @@ def cmd_send(args: argparse.Namespace) -> int:
 
 
 def cmd_fetch(args: argparse.Namespace) -> int:
-    from . import blob
-    from .client import BlobClient
+    from ..services import blob_protocol as blob
+    from ..services.clients import BlobClient
     from .progress import Progress
 
     blob.check_name(args.blob)
@@ -386,7 +377,7 @@ def cmd_fetch(args: argparse.Namespace) -> int:
 
 
 def cmd_echo(args: argparse.Namespace) -> int:
-    from .client import echo
+    from ..services.clients import echo
     from .progress import human
 
     with _guest(args) as g:
@@ -423,7 +414,7 @@ def load_live(r: dict[str, Any]) -> str:
 
 
 def cmd_load(args: argparse.Namespace) -> int:
-    from .client import load
+    from ..services.clients import load
     from .progress import Progress
 
     progress = Progress("load")
@@ -479,8 +470,8 @@ def _store_dir(args: argparse.Namespace) -> str:
 
 
 def cmd_blob_ls(args: argparse.Namespace) -> int:
+    from ..services.blob_files import list_blobs
     from .stat import human
-    from .store import list_blobs
 
     root = _store_dir(args)
     try:
@@ -500,7 +491,7 @@ def cmd_blob_ls(args: argparse.Namespace) -> int:
 
 
 def cmd_blob_rm(args: argparse.Namespace) -> int:
-    from .store import remove_blobs
+    from ..services.blob_files import remove_blobs
 
     for name in remove_blobs(_store_dir(args), args.blobs):
         print(f"removed {name}")
@@ -511,11 +502,6 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run
 
     return run(size=args.size)
-
-
-def cmd_bench(args: argparse.Namespace) -> int:
-    print("hgsmi bench: the benchmarks live in `make bench` for now", file=sys.stderr)
-    return 2
 
 
 # -- main -----------------------------------------------------------------------------

@@ -11,30 +11,14 @@ from __future__ import annotations
 
 import errno
 import json
-import os
 import socket
 import struct
 from typing import Any
 
-from ._native import ffi
-from ._wire import ABI_MAJOR, ABI_MINOR, CTL_MAGIC, HELLO_STAT, WELCOME_SIZE
-from .errors import HgsmiError, HostNotFound, ProtocolError, Timeout, error
-
-
-def runtime_dir(given: str | None = None) -> str:
-    """The socket directory, resolved as the C core does."""
-    if given:
-        return given
-    if os.environ.get("HGSMI_RUNTIME_DIR"):
-        return os.environ["HGSMI_RUNTIME_DIR"]
-    if os.environ.get("XDG_RUNTIME_DIR"):
-        return os.path.join(os.environ["XDG_RUNTIME_DIR"], "hgsmi")
-    return f"/tmp/hgsmi-{os.geteuid()}"
-
-
-def socket_path(name: str, rundir: str | None = None) -> str:
-    """The control socket of host ``name`` (a name containing '/' is a path)."""
-    return name if "/" in name else os.path.join(runtime_dir(rundir), name + ".sock")
+from .._native import ffi
+from .._paths import socket_path
+from .._wire import ABI_MAJOR, ABI_MINOR, CTL_MAGIC, HELLO_STAT, WELCOME_SIZE
+from ..errors import HgsmiError, HostNotFound, ProtocolError, Timeout, error
 
 
 def _recv_exact(s: socket.socket, n: int) -> bytes:

@@ -12,11 +12,11 @@ import weakref
 from collections.abc import Callable
 from typing import Any, BinaryIO
 
-from . import blob
-from ._wire import CONF_MAX_INFLIGHT, CONF_MAX_MESSAGE
-from .blobstore import ReadsInto, read_full, write_all
-from .errors import Busy, HeapExhausted, HgsmiError, MessageTooLarge, ProtocolError, Timeout
-from .services import (
+from .._wire import CONF_MAX_INFLIGHT, CONF_MAX_MESSAGE
+from ..errors import Busy, HeapExhausted, HgsmiError, MessageTooLarge, ProtocolError, Timeout
+from . import blob_protocol as blob
+from .blob_store import ReadsInto, read_full, write_all
+from .builtin import (
     CH_BLOB,
     CH_ECHO,
     CH_SINK,

@@ -20,11 +20,11 @@ import tempfile
 import time
 from typing import Any, TextIO
 
-from ._util import shm_prefix
-from ._wire import CONF_GUEST_HEAP_SIZE, CONF_HOST_HEAP_SIZE, CONF_MAX_MESSAGE
-from .client import BlobClient, echo, load
-from .errors import HgsmiError
-from .guest import Guest
+from .._util import shm_prefix
+from .._wire import CONF_GUEST_HEAP_SIZE, CONF_HOST_HEAP_SIZE, CONF_MAX_MESSAGE
+from ..errors import HgsmiError
+from ..guest import Guest
+from ..services.clients import BlobClient, echo, load
 from .progress import human, rate
 from .stat import query
 

@@ -1,7 +1,8 @@
 # SPDX-License-Identifier: MIT
 """
 "hgsmi-c": the hgsmi workloads driven from C through libhgsmi, with no Python
-in either peer: ``bench/c/build/hgsmi_c`` (see its header comment).
+in either peer: ``hgsmi_c`` (``hgsmi/bench/c/hgsmi_c.c``: see its header
+comment), built on first use where libhgsmi is available (:mod:`.cbuild`).
 
 The host is the program's parent process, the guest a forked child, each
 pinned as ``cpus`` says (the same placement as the other transports). g2h
@@ -12,6 +13,7 @@ for any user. ``spin_us`` is the library's adaptive spin on both sides.
 """
 from __future__ import annotations
 
+from . import cbuild
 from .base import DEFAULT_TIMEOUT, DEFAULT_WARMUP, Cpus, Direction, Job, StreamResult, Transport
 from .c_ceiling import pin_args, run_program
 
@@ -25,9 +27,9 @@ class HgsmiC(Transport):
         self.spin_us = spin_us
         self.batch = batch  # messages per doorbell; 0: the program's choice
 
-    def supports(self, workload: str) -> bool:
-        """Every workload ("g2h", "h2g", "rtt") has a C path."""
-        return True
+    def unavailable(self) -> str | None:
+        """Why hgsmi_c cannot be built here (no compiler, no libhgsmi), or None."""
+        return cbuild.unbuildable("hgsmi_c")
 
     def stream(self, direction: Direction, size: int, *,
                seconds: float | None = 0.5, count: int | None = None,

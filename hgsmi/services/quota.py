@@ -14,7 +14,7 @@ import dataclasses
 import errno
 from collections.abc import Callable
 
-from .errors import Busy
+from ..errors import Busy
 
 #: the resources counted, in the order of :class:`ServiceLimits`' fields
 KINDS = ("fetches", "files", "streams", "buffered")

@@ -80,11 +80,15 @@ class _Iox2Stream(BytesChannel):
                      .publish_subscribe(iox2.Slice[ctypes.c_uint8])
                      .enable_safe_overflow(False).subscriber_max_buffer_size(_DEPTH)
                      .max_publishers(1).max_subscribers(1).open_or_create())
-        self._ev = self._notifier = self._listener = None
+        # iceoryx2 is untyped: its objects are Any, and None where unused.
+        self._ev: Any = None
+        self._notifier: Any = None
+        self._listener: Any = None
         if event:
             self._ev = self._node.service_builder(
                 iox2.ServiceName.new(service + "/ev")).event().open_or_create()
-        self._pub = self._sub = None
+        self._pub: Any = None
+        self._sub: Any = None
         if sending:
             self._pub = (self._svc.publisher_builder().initial_max_slice_len(job.size)
                          .backpressure_strategy(iox2.BackpressureStrategy.RetryUntilDelivered)
@@ -147,7 +151,8 @@ class _Iox2Call(BytesChannel):
         rr = (self._node.service_builder(iox2.ServiceName.new(service))
               .request_response(iox2.Slice[ctypes.c_uint8], iox2.Slice[ctypes.c_uint8])
               .max_clients(1).max_servers(1).open_or_create())
-        self._client = self._server = None
+        self._client: Any = None
+        self._server: Any = None
         if client:
             self._client = rr.client_builder().initial_max_slice_len(job.size).create()
             deadline = time.monotonic() + _CONNECT_S
@@ -174,7 +179,8 @@ class _Iox2Call(BytesChannel):
             resp = pending.receive()
         pending.delete()
         self._held = resp
-        return resp.payload().as_memory_view().cast("B")
+        view: memoryview = resp.payload().as_memory_view().cast("B")
+        return view
 
     def send_end(self) -> None:
         req = self._client.loan_slice_uninit(0)
@@ -318,7 +324,10 @@ class _ZmqChannel(Channel):
         self._sock.recv()
 
     def send(self, msg: Message) -> None:
-        self._sock.send(msg, copy=len(msg) < 65536)  # pyzmq's advice: copy small frames
+        if len(msg) < 65536:  # pyzmq's advice: copy small frames
+            self._sock.send(msg)
+        else:
+            self._sock.send(msg, copy=False)
 
     def send_end(self) -> None:
         self._sock.send(b"")

@@ -26,7 +26,7 @@
 #define BENCH_PAGE 4096u
 #define BENCH_MAX_SIZE (64u << 20)
 
-/* The check pattern, the same as bench/transports/base.py: byte i is
+/* The check pattern, the same as hgsmi/bench/transports/base.py: byte i is
  * (i + 0x5A) & 0xFF, so the first byte is 0x5A. */
 #define BENCH_FIRST 0x5Au
 #define BENCH_LAST(size) ((unsigned char)(((size) - 1 + 0x5Au) & 0xFFu))

@@ -6,7 +6,7 @@ prints one ``ready`` line on stdout, and serves every guest from one event
 loop until SIGTERM or SIGINT.  Host-to-guest streams (blob fetches, the load
 source) are pumped between polls, posting only what each guest's host heap
 and FIFO can take.  What the services hold for each guest is bounded by the
-quotas of ``cfg.service_limits()`` (:mod:`hgsmi.quota`), and released as
+quotas of ``cfg.service_limits()`` (:mod:`hgsmi.services.quota`), and released as
 soon as the guest goes.  Every :data:`STAT_PERIOD` it publishes its statistics as
 JSON for ``hgsmi stat``.  On a signal it fails what is in flight, removes
 every segment, the socket and partial uploads, and returns 0.
@@ -23,16 +23,16 @@ import sys
 import time
 from typing import Any, TextIO
 
+from .._paths import socket_path
+from ..errors import NameInUse
+from ..host import Host
+from ..services.blob_files import remove_stale_uploads
+from ..services.blob_store import BlobStore
+from ..services.builtin import CH_BLOB, CH_ECHO, CH_SINK, Counters, Sink, Streams, echo
+from ..services.quota import Quotas
 from . import drivers
 from ._procstat import process_stats
-from .blobstore import BlobStore
 from .config import HostConfig, default_name, default_store
-from .errors import NameInUse
-from .host import Host
-from .quota import Quotas
-from .services import CH_BLOB, CH_ECHO, CH_SINK, Counters, Sink, Streams, echo
-from .stat import socket_path
-from .store import remove_stale_uploads
 
 log = logging.getLogger("hgsmi.host")
 

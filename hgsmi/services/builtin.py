@@ -8,7 +8,7 @@
                       info 1 (SOURCE, <d seconds><I size>): the host posts DATA
                       messages of ``size`` bytes to the guest on this channel for
                       ``seconds``, then one END (info 2, <Q msgs><Q bytes>)
-    4        blob     store and fetch files: see :mod:`hgsmi.blob`
+    4        blob     store and fetch files: see :mod:`hgsmi.services.blob_protocol`
     5-15     (reserved for future built-ins)
 
 Also here: :class:`Counters` (messages and bytes per channel, per guest and
@@ -19,7 +19,7 @@ A guest can rewrite its buffer while a handler reads it, so every service
 here reads each field of a request from shared memory once, into private
 memory, and checks and uses only that copy.  What a service holds for a
 guest past the request (open files, streams, buffers) is counted against
-that guest's quotas (:mod:`hgsmi.quota`); past one, the request is refused
+that guest's quotas (:mod:`hgsmi.services.quota`); past one, the request is refused
 at once with EBUSY and nothing more is held.
 """
 from __future__ import annotations
@@ -32,16 +32,16 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from ._ratelog import RateLog
+from .._ratelog import RateLog
 
 # The service channels, re-exported: blobstore, client, daemon and tests take them from here.
-from ._wire import (
+from .._wire import (
     CH_BLOB as CH_BLOB,
     CH_ECHO as CH_ECHO,
     CH_SETUP as CH_SETUP,
     CH_SINK as CH_SINK,
 )
-from .errors import Busy
+from ..errors import Busy
 from .quota import Claim, Quotas
 
 log = logging.getLogger("hgsmi.services")
@@ -122,7 +122,7 @@ class Streams:
     guest, off the active list, until the guest's acks free some: a guest
     that stops acking (SIGSTOP) costs one O(1) check a round, however many
     streams it has, and no exception.  A stream ends when its items do, or
-    its guest goes; then its claim (:mod:`hgsmi.quota`) is given back.
+    its guest goes; then its claim (:mod:`hgsmi.services.quota`) is given back.
     """
 
     def __init__(self, counters: Counters, per_round: int = 16) -> None:

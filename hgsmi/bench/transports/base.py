@@ -133,6 +133,16 @@ class Transport(ABC):
     #: Short name used in tables, e.g. ``"socket-rpc"``.
     name: ClassVar[str]
 
+    def supports(self, workload: str) -> bool:
+        """Whether this transport runs ``workload`` (``"g2h"``, ``"h2g"``,
+        ``"rtt"``); every one unless a transport says otherwise."""
+        return True
+
+    def unavailable(self) -> str | None:
+        """Why this transport cannot run on this machine (one line), or None.
+        ``hgsmi bench`` reports its rows as skipped with that line."""
+        return None
+
     @abstractmethod
     def stream(self, direction: Direction, size: int, *,
                seconds: float | None = 0.5, count: int | None = None,

@@ -24,8 +24,8 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from ._native import ffi
-from .errors import HgsmiError, RemoteError
+from .._native import ffi
+from ..errors import HgsmiError, RemoteError
 
 log = logging.getLogger("hgsmi.drivers")
 
