@@ -55,12 +55,20 @@ class Message:
         """The host's handle on the guest that sent this (host side only)."""
         return self.peer
 
-    def _release(self) -> bool:
-        """Revoke a Lease's view; False while something derived from it lives on."""
+    def release(self) -> bool:
+        """Revoke the view: ``data`` raises from now on.  With a Lease, False (and
+        nothing revoked) while something derived from the view lives on."""
         if self._lease is not None and not self._lease.release():
             return False
         self._view = self._lease = None
         return True
+
+    _release = release  # the guest side's name for it, until it calls release()
+
+    def rebind(self, channel: int, info: int, capacity: int, view: memoryview) -> None:
+        """Make this Message the next buffer's (a dispatcher reuses one that no
+        handler kept: a constructor call per message costs a third of dispatch)."""
+        self.channel, self.info, self.capacity, self._view = channel, info, capacity, view
 
     def __repr__(self) -> str:
         state = "released" if self._view is None else f"{len(self._view)} bytes"

@@ -1,0 +1,1 @@
+"""Sans-IO cores: state and dispatch, no waiting."""
