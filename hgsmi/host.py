@@ -335,7 +335,15 @@ class Host(HostFace):
         ev = lib.hgsmi_host_wait(core.h, timeout_ms(timeout))
         if ev < 0:
             raise error(ev, "wait")
-        return core.serve(ev, self._peer)
+        if ev & lib.HGSMI_EV_ACCEPT:
+            core.accept(self._peer)
+        served = 0
+        for conn in list(core.conns.values()):
+            served += conn.serve()
+            if not lib.hgsmi_conn_alive(conn.c):
+                core.depart(conn)
+                core.retire(conn)
+        return served
 
     def _wait_room(self) -> None:
         """A post waits for room: serve a round (the guest's acks free it)."""

@@ -205,25 +205,23 @@ def _serve_sliced(msgs: Any, n: int, base: Any, peer: Any, handlers: list[Any],
                   start_async: StartAsync, failed: Failed, held: HeldBack,
                   windows: Windows) -> int:
     """serve_batch with views sliced from one window: fields come out in one
-    unpack, and a view costs a slice instead of an exporter of its own.
-
-    One Message serves the batch while no handler keeps it: it keeps its
-    view until it is rebound to the next, so the window's count (``refs``:
-    what it will be, this view aside, once the Message lets go of it) is
-    read with that view still in."""
+    unpack, and a view costs a slice instead of an exporter of its own."""
     win = windows.get()
     whole, mbuf = win.whole, win.mbuf
     refs = getrefcount(mbuf)
     k = 0
     kept_any = False
     fields = _MSG.iter_unpack(ffi.buffer(msgs, n * _MSG.size))
-    view: memoryview | None  # dropped below, before the reference counts are read
+    view: memoryview | None  # both dropped below, before the reference counts are read
     msg: Message | None = None
     mine = 0
     for i, (_, data, size, capacity, channel, _, info, _, _) in enumerate(fields):
         view = whole[data:data + size]
-        if msg is not None:  # the last one's view goes now, unless a handler kept it
-            msg.rebind(channel, info, capacity, view)
+        # One Message for the batch while no handler keeps it (its count is
+        # what it was when made: only our name): a constructor call per
+        # message was a third of the dispatch.  A kept one stays revoked.
+        if msg is not None and getrefcount(msg) == mine:
+            msg.channel, msg.info, msg.capacity, msg.view = channel, info, capacity, view
         else:
             msg = Message(channel, info, capacity, view, peer)
             mine = getrefcount(msg)
@@ -236,31 +234,23 @@ def _serve_sliced(msgs: Any, n: int, base: Any, peer: Any, handlers: list[Any],
             failed(msgs[i], e)
             write_reason(base, msgs[i], e)
             # (leaving the except clause drops e, whose traceback would hold msg)
-        reply = None
-        if getrefcount(msg) != mine:  # a handler kept the Message: revoked, a new one next
-            msg.release()
-            msg = None
-        stuck = False
+        msg.view = reply = None  # revoked: data raises (Message.view, no call a message)
         try:
             view.release()
-            # ours, getrefcount's and the Message's: more, and the view outlives it
-            lives = getrefcount(view) > (3 if msg is not None else 2)
+            kept = getrefcount(view) - 2  # the handler kept the view itself: harmless now
         except BufferError:  # something exports from it: a numpy array
             win.keep(view)
-            lives = stuck = True
+            kept = -1
         view = None
         now = getrefcount(mbuf)
-        # this view counts once (the Message's or a handler's); anything more is derived
-        if stuck or now > refs + (msg is not None or lives):
+        if now > refs + kept:  # a view derived from this one lives on
             held.hold(msgs[i], win.free)
             kept_any = True
         else:
             if k != i:
                 msgs[k] = msgs[i]
             k += 1
-        refs = now - (msg is not None and not lives)  # it goes at the next rebind
-    if msg is not None:
-        msg.release()  # the last view: the Message outlives the batch
+        refs = now
     if kept_any:
         windows.retire()
     return k

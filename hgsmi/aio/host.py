@@ -213,9 +213,9 @@ class AsyncHost(LoopDriven, HostFace):
         if mask & _EV_ACCEPT:
             core.accept(self._peer)
         for conn in list(core.conns.values()):
-            if conn.alive:
+            if lib.hgsmi_conn_alive(conn.c):
                 conn.serve()  # its awaitables reach _start_async
-            if not conn.alive:
+            if not lib.hgsmi_conn_alive(conn.c):
                 self._depart(conn)
         if self._departed:
             self._reap_departed()

@@ -480,19 +480,6 @@ class HostCore:
                 self._lifelog.log(None, "guest attached", logging.INFO,
                                   "guest %d attached", conn.id)
 
-    def serve(self, ev: int, make_peer: MakePeer) -> int:
-        """One round after a wait that returned ``ev``: accept, serve every guest,
-        and retire those that left.  Returns how many buffers were served."""
-        if ev & lib.HGSMI_EV_ACCEPT:
-            self.accept(make_peer)
-        served = 0
-        for conn in list(self.conns.values()):
-            served += conn.serve()
-            if not lib.hgsmi_conn_alive(conn.c):
-                self.depart(conn)
-                self.retire(conn)
-        return served
-
     def handler_failed(self, m: Any, e: BaseException) -> None:
         """A handler of ``m`` raised ``e``: fail the buffer, count and log (thinned)."""
         fail_status(m, e)
