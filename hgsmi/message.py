@@ -23,7 +23,7 @@ class Message:
     valid only while the handler runs; afterwards it raises.
     """
 
-    __slots__ = ("channel", "info", "capacity", "peer", "_view", "_lease")
+    __slots__ = ("channel", "info", "capacity", "peer", "view", "_lease")
 
     def __init__(self, channel: int, info: int, capacity: int, view: memoryview,
                  peer: GuestConn | Guest | None, lease: Lease | None = None) -> None:
@@ -31,15 +31,18 @@ class Message:
         self.info = info
         self.capacity = capacity  #: bytes a reply may use
         self.peer = peer  #: the GuestConn (on the host) or the Guest it came from
-        # A Lease revokes its own view; without one the view is a Window's
-        # slice, revoked by the server (hgsmi/lease.py).
-        self._view: memoryview | None = view
+        #: the view ``data`` returns; None once revoked.  A Lease revokes its
+        #: own (:meth:`release`); a Window's slice is revoked by the dispatcher
+        #: setting this to None (hgsmi/lease.py, hgsmi/reply.py), which also
+        #: rebinds a Message no handler kept to the next buffer: an attribute,
+        #: not a method, because a call a message costs 7% of the dispatch.
+        self.view: memoryview | None = view
         self._lease = lease
 
     @property
     def data(self) -> memoryview:
         """The request bytes, in place.  Raises :class:`BufferReleased` after completion."""
-        view = self._view
+        view = self.view
         if view is None:
             raise BufferReleased(0, "message already completed")
         return view
@@ -53,13 +56,15 @@ class Message:
         """The host's handle on the guest that sent this (host side only)."""
         return self.peer
 
-    def _release(self) -> bool:
-        """Revoke a Lease's view; False while something derived from it lives on."""
+    def release(self) -> bool:
+        """Revoke the view: ``data`` raises from now on.  With a Lease, False (and
+        nothing revoked) while something derived from the view lives on."""
         if self._lease is not None and not self._lease.release():
             return False
-        self._view = self._lease = None
+        self.view = self._lease = None
         return True
 
+
     def __repr__(self) -> str:
-        state = "released" if self._view is None else f"{len(self._view)} bytes"
+        state = "released" if self.view is None else f"{len(self.view)} bytes"
         return f"<hgsmi.Message channel={self.channel} info={self.info} {state}>"

@@ -126,9 +126,9 @@ class HeldBack:
         Otherwise a copy of ``m`` is kept (with its status and reply size)
         until :meth:`ready` finds the view gone, and False is returned.
         """
-        if msg._release():
+        if msg.release():
             return True
-        self.hold(m, msg._release)
+        self.hold(m, msg.release)
         return False
 
     def hold(self, m: Any, gone: Callable[[], bool]) -> None:
@@ -221,7 +221,7 @@ def _serve_sliced(msgs: Any, n: int, base: Any, peer: Any, handlers: list[Any],
         # what it was when made: only our name): a constructor call per
         # message was a third of the dispatch.  A kept one stays revoked.
         if msg is not None and getrefcount(msg) == mine:
-            msg.channel, msg.info, msg.capacity, msg._view = channel, info, capacity, view
+            msg.channel, msg.info, msg.capacity, msg.view = channel, info, capacity, view
         else:
             msg = Message(channel, info, capacity, view, peer)
             mine = getrefcount(msg)
@@ -234,7 +234,7 @@ def _serve_sliced(msgs: Any, n: int, base: Any, peer: Any, handlers: list[Any],
             failed(msgs[i], e)
             write_reason(base, msgs[i], e)
             # (leaving the except clause drops e, whose traceback would hold msg)
-        msg._view = reply = None
+        msg.view = reply = None  # revoked: data raises (Message.view, no call a message)
         try:
             view.release()
             kept = getrefcount(view) - 2  # the handler kept the view itself: harmless now

@@ -5,15 +5,15 @@ import asyncio
 import logging
 import signal
 import threading
-from collections.abc import Generator, Iterable
+from collections.abc import Iterable
 from typing import Any
 
-from .._native import ffi, lib
+from .._native import lib
 from .._wire import SEGMENT_SIZE_DEFAULT
+from ..core.host import ConnCore, RoomSteps
 from ..errors import error
-from ..host import GuestConn, Host
+from ..host import GuestConn, HostFace
 from ..message import Message
-from ..reply import HeldBack, fill_reply, msg_array
 from .loop import LoopDriven, Waiter, in_loop_thread
 
 log = logging.getLogger("hgsmi.aio")
@@ -23,40 +23,27 @@ _POST_RETRY = 0.05
 _EV_ACCEPT = lib.HGSMI_EV_ACCEPT
 
 
-class _ConnState:
-    """What the loop keeps per guest beside its GuestConn."""
-
-    __slots__ = ("tasks", "live", "done", "held")
-
-    def __init__(self, held: HeldBack) -> None:
-        self.tasks: set[asyncio.Task[Any]] = set()
-        self.live: dict[int, Message] = {}  # async handlers running, by offset
-        self.done: list[Any] = []  # served later (async, held), to complete together
-        self.held = held  # the conn's: served, a view still exported
-
-
-class AsyncHost(LoopDriven, Host):
-    """A :class:`~hgsmi.Host` served by the running asyncio loop.
+class AsyncHost(LoopDriven, HostFace):
+    """A host served by the running asyncio loop (the same core as :class:`~hgsmi.Host`).
 
     ``async with AsyncHost(name) as host:`` starts serving in the background
     (or ``await host.serve()`` until :meth:`stop`).  Handlers may be plain
     functions or coroutine functions.  ``await host.post(...)`` waits for
-    room in a full FIFO; ``await host.wait_for_guests(n)``.  ``poll`` raises
-    ``TypeError``: the loop serves.
+    room in a full FIFO; ``await host.wait_for_guests(n)``.  A guest's own
+    ``GuestConn.post`` raises ``TypeError`` when it would have to wait.
     """
-
-    #: async handlers finish later: a Lease per view, not a Window's slice
-    _windowed = False
 
     def __init__(self, name: str, size: int = SEGMENT_SIZE_DEFAULT, doorbell: str = "eventfd",
                  **kwargs: Any) -> None:
-        super().__init__(name, size, doorbell, **kwargs)
+        # async handlers finish later: a Lease per view, not a Window's slice
+        self._make_core(name, size, doorbell, False, self._start_async, kwargs)
         self._init_rounds(None)
         self._waiter: Waiter | None = None
-        self._state: dict[int, _ConnState] = {}
+        self._tasks: dict[int, set[asyncio.Task[Any]]] = {}  # async handlers, by guest
         self._flush_pending = False
         self._stopped: asyncio.Future[None] | None = None
-        self._done_conns: list[tuple[GuestConn, _ConnState]] = []
+        # guests gone whose handlers or views still use their segment
+        self._departed: list[tuple[ConnCore, set[asyncio.Task[Any]]]] = []
 
     # -- serving ----------------------------------------------------------------
     def start(self) -> None:
@@ -67,13 +54,13 @@ class AsyncHost(LoopDriven, Host):
         self._stopped = self._loop.create_future()
         self._loop.add_reader(self.fileno(), self._round)
         if self.doorbell == "semaphore":
-            h = self._h
+            h = self._core.h
             self._waiter = Waiter(lambda ms: lib.hgsmi_host_doorbell_wait(h, ms), self._loop,
                                   self._on_wake, f"hgsmi-doorbell-{self.name}")
             self._waiter.start()
         self._round()
 
-    async def serve(self, signals: bool = True) -> None:  # type: ignore[override]
+    async def serve(self, signals: bool = True) -> None:
         """Serve until :meth:`stop` (or SIGTERM/SIGINT, in the main thread)."""
         self.start()
         loop = self._loop
@@ -111,20 +98,15 @@ class AsyncHost(LoopDriven, Host):
         except RuntimeError:
             pass
 
-    def poll(self, timeout: float | None = None) -> int:
-        raise TypeError("AsyncHost is served by its event loop: use start() or "
-                        "await serve(), and await host.post(...)")
-
-    async def wait_for_guests(self, n: int = 1,  # type: ignore[override]
-                              timeout: float | None = 10.0) -> list[GuestConn]:
+    async def wait_for_guests(self, n: int = 1, timeout: float | None = 10.0) -> list[GuestConn]:
         """Wait until ``n`` guests are attached; :class:`Timeout` after ``timeout``."""
         self.start()
-        for left in self._guests_steps(n, timeout):
+        for left in self._core.guests_steps(n, timeout):
             await self._next_round(left)
         return self.guests
 
-    async def post(self, channel: int, info: int, data: Any,  # type: ignore[override]
-                   timeout: float | None = None, guest: GuestConn | None = None) -> int:
+    async def post(self, channel: int, info: int, data: Any, timeout: float | None = None,
+                   guest: GuestConn | None = None) -> int:
         """Send ``data`` to ``guest`` (default: the only one) through its FIFO.
 
         Waits for the guest's acks while its FIFO or the host heap is full
@@ -132,12 +114,11 @@ class AsyncHost(LoopDriven, Host):
         :meth:`GuestConn.post`; ``ValueError`` with several guests and no
         ``guest``.
         """
-        return await self._drive_post(
-            (guest or self._only_guest())._post_steps(channel, info, data, timeout))
+        conn = guest.core if guest is not None else self._core.only_guest()
+        return await self._drive_post(conn.post_steps(channel, info, data, timeout))
 
-    async def post_many(self, channel: int, info: int,  # type: ignore[override]
-                        datas: Iterable[Any], timeout: float | None = None,
-                        guest: GuestConn | None = None) -> int:
+    async def post_many(self, channel: int, info: int, datas: Iterable[Any],
+                        timeout: float | None = None, guest: GuestConn | None = None) -> int:
         """:meth:`GuestConn.post_many` to ``guest`` (default: the only one).
 
         Waits for the guest's acks while its FIFO or the host heap is full
@@ -145,11 +126,11 @@ class AsyncHost(LoopDriven, Host):
         :meth:`GuestConn.post_many`; ``ValueError`` with several guests and
         no ``guest``.
         """
-        return await self._drive_post(
-            (guest or self._only_guest())._post_many_steps(channel, info, datas, timeout))
+        conn = guest.core if guest is not None else self._core.only_guest()
+        return await self._drive_post(conn.post_many_steps(channel, info, datas, timeout))
 
-    async def _drive_post(self, steps: Generator[tuple[int, float | None], None, int]) -> int:
-        """Run a post loop (GuestConn._room_steps): a round of serving while
+    async def _drive_post(self, steps: RoomSteps) -> int:
+        """Run a post loop (ConnCore.room_steps): a round of serving while
         there is no room, so the guest's acks come in."""
         try:
             while True:
@@ -159,9 +140,13 @@ class AsyncHost(LoopDriven, Host):
             posted: int = done.value  # the steps return the count
             return posted
 
+    def _wait_room(self) -> None:
+        raise TypeError("AsyncHost is served by its event loop: a post that must wait "
+                        "for room is `await host.post(..., guest=conn)`")
+
     async def aclose(self) -> None:
         """Cancel the running handlers (and wait for them), then close."""
-        tasks = [t for st in self._state.values() for t in st.tasks if not t.done()]
+        tasks = [t for ts in self._tasks.values() for t in ts if not t.done()]
         for t in tasks:
             t.cancel()
         if tasks:
@@ -170,38 +155,32 @@ class AsyncHost(LoopDriven, Host):
         self.close()
 
     def close(self) -> None:
-        """Disconnect every guest, remove segments and socket.  Idempotent."""
-        if getattr(self, "_h", None) is None:
+        """Stop serving, cancel the handlers still running, disconnect every
+        guest, remove segments and socket.  Idempotent.  Views that live on
+        keep their segment mapped (the core's close)."""
+        if self._core.h is None:
             return
-        waiter = getattr(self, "_waiter", None)  # None: __init__ failed early
-        if waiter is not None:
-            waiter.stop()
+        if self._waiter is not None:
+            self._waiter.stop()
             self._waiter = None
-        if getattr(self, "_held_timer", None) is not None:
-            self._stop_rounds()
-        loop = getattr(self, "_loop", None)
-        if loop is not None:
+        self._stop_rounds()
+        if self._loop is not None:
             try:
-                loop.remove_reader(self.fileno())
+                self._loop.remove_reader(self.fileno())
             except Exception:  # the loop may be closed already
                 pass
-        # Segments are unmapped below: views that live on keep theirs (_kept).
-        departed = getattr(self, "_done_conns", [])
-        attached = [(conn, st) for conn in self._conns.values()
-                    if (st := getattr(self, "_state", {}).get(conn.id)) is not None]
-        for conn, st in attached + departed:
-            for t in st.tasks:
+        for tasks in [*self._tasks.values(), *(ts for _, ts in self._departed)]:
+            for t in tasks:
                 try:
                     t.cancel()
                 except RuntimeError:  # the loop is closed
                     pass
-            conn._orphans += [msg._release for msg in st.live.values() if not msg._release()]
-            st.live.clear()
-        for conn, _ in departed:
+        for conn, _ in self._departed:
             conn.close()
-        self._done_conns = []
+        self._departed = []
+        self._tasks.clear()
         self.stop()
-        super().close()
+        self._core.close()
 
     async def __aenter__(self) -> AsyncHost:
         self.start()
@@ -217,107 +196,80 @@ class AsyncHost(LoopDriven, Host):
         self._round()
 
     def _open(self) -> bool:
-        return self._h is not None
+        return self._core.h is not None
 
     def _round(self) -> None:
         """Disarm, accept, serve every guest a few batches, reap the departed, arm."""
         self._round_pending = False
-        h = self._h
+        core = self._core
+        h = core.h
         if h is None:
             return
-        self._flush_logs()
+        core.flush_logs()
         mask = lib.hgsmi_host_disarm(h)
         if mask < 0:
             log.error("disarm: %s", error(mask).strerror)
             mask = 0
         if mask & _EV_ACCEPT:
-            self._accept_all()
-        for conn in list(self._conns.values()):
-            st = self._state.get(conn.id)
-            if st is None:  # shares conn._held: conn.stats() counts them (held_completions)
-                st = self._state[conn.id] = _ConnState(conn._held)
-            if lib.hgsmi_conn_alive(conn._c):
-                self._serve(conn, st)
-            if not lib.hgsmi_conn_alive(conn._c):
-                self._depart(conn, st)
-        if self._done_conns:
+            core.accept(self._peer)
+        for conn in list(core.conns.values()):
+            if lib.hgsmi_conn_alive(conn.c):
+                conn.serve()  # its awaitables reach _start_async
+            if not lib.hgsmi_conn_alive(conn.c):
+                self._depart(conn)
+        if self._departed:
             self._reap_departed()
         self._wake_room()
         if lib.hgsmi_host_arm(h) > 0:
             self._schedule_round()
-        elif self._done_conns or any(st.held for st in self._state.values()):
+        elif self._departed or any(conn.holding for conn in core.conns.values()):
             self._watch_held()
 
-    def _serve(self, conn: GuestConn, st: _ConnState) -> None:
-        """Complete what finished since (async handlers, released views), then serve."""
-        if st.held:
-            st.done.extend(st.held.ready())
-        if st.done:
-            self._complete(conn, st)
-        conn._serve()  # its start_async is this host's: async handlers reach _start_async
-
-    def _start_async(self, conn: GuestConn, msg: Message, m: Any, aw: Any) -> bool:
+    def _start_async(self, conn: ConnCore, msg: Message, m: Any, aw: Any) -> bool:
         """An async handler: run it as a task; its end completes the buffer."""
-        st = self._state[conn.id]
-        mc = ffi.new("struct hgsmi_msg *", m)
-        st.live[m.offset] = msg
+        mc = conn.defer(m, msg)
+        tasks = self._tasks.setdefault(conn.id, set())
         task = asyncio.ensure_future(aw, loop=self._loop)
-        st.tasks.add(task)
-        task.add_done_callback(lambda t: self._handler_done(t, conn, st, mc, msg))
+        tasks.add(task)
+        task.add_done_callback(lambda t: self._handler_done(t, conn, mc, tasks))
         return False
 
-    def _handler_done(self, task: asyncio.Task[Any], conn: GuestConn, st: _ConnState,
-                      mc: Any, msg: Message) -> None:
-        st.tasks.discard(task)
-        if st.live.pop(mc.offset, None) is None:  # closed meanwhile
-            return
-        if self._h is not None and lib.hgsmi_conn_alive(conn._c):
-            try:
-                fill_reply(conn._base, mc, task.result())
-            except BaseException as e:  # noqa: B036 - CancelledError too
-                self._handler_failed(mc, e)
-        if st.held.settle(mc, msg):
-            st.done.append(mc)
+    def _handler_done(self, task: asyncio.Task[Any], conn: ConnCore, mc: Any,
+                      tasks: set[asyncio.Task[Any]]) -> None:
+        tasks.discard(task)
+        result, exc = None, None
+        try:
+            result = task.result()
+        except BaseException as e:  # noqa: B036 - CancelledError too
+            exc = e
+        if conn.finish(mc, result, exc):
             if not self._flush_pending:
                 self._flush_pending = True
                 self._loop.call_soon(self._flush_done)
         else:  # a view outlived the handler: complete only when it goes
             self._watch_held()
-        if not st.tasks and self._done_conns:
+        if not tasks and self._departed:
             self._schedule_round()
 
-    def _complete(self, conn: GuestConn, st: _ConnState) -> None:
-        done, st.done = st.done, []
-        if not done or not lib.hgsmi_conn_alive(conn._c):
-            return
-        lib.hgsmi_conn_complete(conn._c, msg_array(done), len(done))  # one IRQ for the batch
-
     def _flush_done(self) -> None:
+        """What async handlers finished in this loop iteration goes back together."""
         self._flush_pending = False
-        if self._h is None:
-            return
-        for conn in list(self._conns.values()):
-            st = self._state.get(conn.id)
-            if st is not None and st.done:
-                self._complete(conn, st)
+        for conn in list(self._core.conns.values()):
+            conn.flush()
 
-    def _depart(self, conn: GuestConn, st: _ConnState) -> None:
+    def _depart(self, conn: ConnCore) -> None:
         """The guest is gone: stop its handlers; unmap once no view is left."""
-        self._gone(conn)
-        self._conns.pop(conn.id, None)
-        self._state.pop(conn.id, None)
-        for t in st.tasks:
+        self._core.depart(conn)
+        tasks = self._tasks.pop(conn.id, set())
+        for t in tasks:
             t.cancel()
-        self._done_conns.append((conn, st))
+        self._departed.append((conn, tasks))
 
     def _reap_departed(self) -> None:
         still = []
-        for conn, st in self._done_conns:
-            st.done.clear()
-            st.held.ready()  # nothing goes back to a departed guest: only forget
-            if st.tasks or st.held:  # the segment stays mapped under them
-                still.append((conn, st))
-                continue
-            self._departing(conn)
-            conn.close()
-        self._done_conns = still
+        for conn, tasks in self._departed:
+            if not conn.forget() or tasks:  # the segment stays mapped under them
+                still.append((conn, tasks))
+            else:
+                self._core.retire(conn)
+        self._departed = still

@@ -521,7 +521,7 @@ class GuestCore:
         if g is not None:
             self.handle = None
             left = self.held_acks.drop()
-            left += [msg._release for msg in self._live.values() if not msg._release()]
+            left += [msg.release for msg in self._live.values() if not msg.release()]
             self._live.clear()
             for ln in self._loans | self._held_loans:
                 if not ln.cancel():  # with the handle gone it only revokes the views
