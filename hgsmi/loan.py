@@ -5,21 +5,21 @@ published with one crossing into C and one doorbell.  Published buffers are
 fire and forget: the C core frees each when the host completes it, so a
 stream makes no Python object per completion and never calls ``free``.
 
-The views of a loan are slices of one exporter made for the loan, so they
-cost a slice each, not a cffi buffer each.  Publishing revokes them: each is
-released, and the exporter's reference count shows whether something
-derived from them (a slice of a view, a numpy array) lives on; then the
-loan is not published (:class:`BufferError`), as :meth:`Guest.submit`
-refuses a buffer whose view is still in use.  No view outlives its buffer.
+The views of a loan come from one region made for the loan (a slice each,
+not a cffi buffer each, where the interpreter allows: :mod:`hgsmi._views`).
+Publishing revokes them, and the region says whether something derived
+from them (a slice of a view, a numpy array) lives on; then the loan is not
+published (:class:`BufferError`), as :meth:`Guest.submit` refuses a buffer
+whose view is still in use.  No view outlives its buffer.
 """
 from __future__ import annotations
 
 import errno
-import sys
 import time
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
+from . import _views
 from ._native import ffi, lib
 from .errors import Timeout, error
 
@@ -38,7 +38,7 @@ class Loan:
     leaving its ``with`` block) gives back what was not published.
     """
 
-    __slots__ = ("_core", "_wait", "_offs", "_n", "_sent", "_exporter", "_whole", "views",
+    __slots__ = ("_core", "_wait", "_offs", "_n", "_sent", "_region", "views",
                  "size", "channel", "info", "__weakref__")
 
     def __init__(self, core: GuestCore, wait: Wait | None, offs: Any, n: int, size: int,
@@ -49,9 +49,9 @@ class Loan:
         self._n = n
         self._sent = 0
         self.size, self.channel, self.info = size, channel, info
-        # One exporter for the whole loan: a view is a slice of it.
-        self._exporter = ffi.buffer(core.base, core.size)
-        whole = self._whole = memoryview(self._exporter)
+        # One region for the whole loan: a view is a slice of it.
+        self._region = _views.Region(ffi.buffer(core.base, core.size))
+        whole = self._region.views
         #: the buffers' views, in order; revoked by publish and cancel
         self.views: list[memoryview] = [whole[o + 16:o + 16 + size]
                                         for o in ffi.unpack(offs, n)]
@@ -71,16 +71,8 @@ class Loan:
         return self._sent
 
     def _revoke(self) -> bool:
-        """Release every view; False while something derived from one lives on."""
-        try:
-            for v in self.views:
-                v.release()
-            self._whole.release()
-        except BufferError:
-            return False
-        # Our slot and getrefcount's argument.  More: a slice of a view
-        # still holds the managed buffer, which holds the exporter.
-        return sys.getrefcount(self._exporter) <= 2
+        """Revoke every view; False while something derived from one lives on (ask again)."""
+        return self._region.revoke(self.views)
 
     def publish(self, timeout: float | None = None) -> int:
         """Hand every buffer to the host, with one doorbell; returns how many.

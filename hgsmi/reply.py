@@ -13,12 +13,13 @@ from __future__ import annotations
 import asyncio
 import errno
 import inspect
+import math
 import struct
 from collections.abc import Callable
-from sys import getrefcount
 from typing import Any
 
 from ._native import ffi
+from ._views import HELD, REFS
 from .errors import HgsmiError, MessageTooLarge
 from .lease import Lease, Windows
 from .message import Message
@@ -105,9 +106,9 @@ def read_reason(raw: Any) -> str:
 class HeldBack:
     """Buffers whose completion (or ack) waits until a handler's view of them is gone.
 
-    Python has no hook for "the last export of a buffer went away", so the
-    owner of a ``HeldBack`` calls :meth:`ready` now and then (each poll or
-    serve round; ``hgsmi.aio`` every few ms while anything is held).
+    Views are not watched (:mod:`hgsmi._views` tells only when asked), so
+    the owner of a ``HeldBack`` calls :meth:`ready` now and then (each poll
+    or serve round; ``hgsmi.aio`` every few ms while anything is held).
     ``len()`` is how many are held.
     """
 
@@ -204,27 +205,26 @@ def _outcome(base: Any, m: Any, msg: Message, reply: Any, start_async: StartAsyn
 def _serve_sliced(msgs: Any, n: int, base: Any, peer: Any, handlers: list[Any],
                   start_async: StartAsync, failed: Failed, held: HeldBack,
                   windows: Windows) -> int:
-    """serve_batch with views sliced from one window: fields come out in one
+    """serve_batch with views taken from one window: fields come out in one
     unpack, and a view costs a slice instead of an exporter of its own."""
     win = windows.get()
-    whole, mbuf = win.whole, win.mbuf
-    refs = getrefcount(mbuf)
+    views, settle = win.views, win.settle
+    refs = REFS
     k = 0
-    kept_any = False
     fields = _MSG.iter_unpack(ffi.buffer(msgs, n * _MSG.size))
-    view: memoryview | None  # both dropped below, before the reference counts are read
-    msg: Message | None = None
-    mine = 0
+    view: memoryview | None  # dropped once settled: settle counts the caller's name
+    msg: Message = None  # type: ignore[assignment]  # made for the first: refs(None) != NaN
+    mine = math.nan
     for i, (_, data, size, capacity, channel, _, info, _, _) in enumerate(fields):
-        view = whole[data:data + size]
+        view = views[data:data + size]
         # One Message for the batch while no handler keeps it (its count is
         # what it was when made: only our name): a constructor call per
         # message was a third of the dispatch.  A kept one stays revoked.
-        if msg is not None and getrefcount(msg) == mine:
+        if refs(msg) == mine:  # (never for the first: nothing equals NaN)
             msg.channel, msg.info, msg.capacity, msg.view = channel, info, capacity, view
         else:
             msg = Message(channel, info, capacity, view, peer)
-            mine = getrefcount(msg)
+            mine = refs(msg)
         handler = handlers[channel]
         try:
             reply = handler(msg) if handler is not None else None
@@ -235,24 +235,19 @@ def _serve_sliced(msgs: Any, n: int, base: Any, peer: Any, handlers: list[Any],
             write_reason(base, msgs[i], e)
             # (leaving the except clause drops e, whose traceback would hold msg)
         msg.view = reply = None  # revoked: data raises (Message.view, no call a message)
-        try:
-            view.release()
-            kept = getrefcount(view) - 2  # the handler kept the view itself: harmless now
-        except BufferError:  # something exports from it: a numpy array
-            win.keep(view)
-            kept = -1
+        got = settle(view)
         view = None
-        now = getrefcount(mbuf)
-        if now > refs + kept:  # a view derived from this one lives on
-            held.hold(msgs[i], win.free)
-            kept_any = True
-        else:
-            if k != i:
-                msgs[k] = msgs[i]
-            k += 1
-        refs = now
-    if kept_any:
-        windows.retire()
+        if got:  # held or spent: the next message's view comes from a fresh window
+            if got == HELD:  # a view derived from this one lives on
+                held.hold(msgs[i], win.free)
+            windows.retire()
+            win = windows.get()
+            views, settle = win.views, win.settle
+            if got == HELD:
+                continue
+        if k != i:
+            msgs[k] = msgs[i]
+        k += 1
     return k
 
 
