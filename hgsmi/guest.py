@@ -14,10 +14,10 @@ from ._call_error import call_error, too_long
 from ._native import ffi, lib
 from ._util import as_buffer, timeout_ms
 from ._wire import SPIN_US_DEFAULT
-from .core.guest import NO_ROOM, GuestCore, Handler
+from .core.guest import NO_ROOM, GuestCore
 from .errors import PeerGone, Timeout, check, error
 from .loan import Loan
-from .message import Buffer
+from .message import Buffer, Handler
 from .reply import REASON_MAX
 
 __all__ = ["Guest", "Handler"]

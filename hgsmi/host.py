@@ -27,9 +27,9 @@ from ._wire import (
     SOCKET_MODE_DEFAULT,
     SPIN_US_DEFAULT,
 )
-from .core.host import ConnCore, Handler, HostCore, OnAwaitable
+from .core.host import OPTIONS, ConnCore, HostCore, OnAwaitable
 from .errors import check, error
-from .message import Message
+from .message import Handler, Message
 
 __all__ = ["GuestConn", "Handler", "Host", "HostFace"]
 
@@ -131,10 +131,10 @@ class HostFace:
     _core: HostCore
 
     def _make_core(self, name: str, size: int, doorbell: str, windowed: bool,
-                   on_awaitable: OnAwaitable, kwargs: dict[str, Any]) -> None:
+                   on_awaitable: OnAwaitable, options: dict[str, Any]) -> None:
         self._stop = threading.Event()
         core = self._core = HostCore(name, size, doorbell, windowed=windowed,
-                                     on_awaitable=on_awaitable, **kwargs)
+                                     on_awaitable=on_awaitable, options=options)
         self.name, self.doorbell, self.segment, self.size = name, doorbell, core.segment, size
         #: the ivshmem-server socket QEMU VMs connect to, or None
         self.ivshmem = core.ivshmem
@@ -311,14 +311,10 @@ class Host(HostFace):
                  max_pending_per_pid: int = PENDING_PER_PID_DEFAULT,
                  max_guests_per_pid: int = 0,
                  ivshmem: str | os.PathLike[str] | None = None) -> None:
-        # The signature is the documented one (AsyncHost forwards **kwargs to the same core).
-        self._make_core(name, size, doorbell, True, _refuse_awaitable, dict(
-            runtime_dir=runtime_dir, ring_entries=ring_entries,
-            guest_heap_percent=guest_heap_percent, max_guests=max_guests,
-            max_inflight=max_inflight, spin_us=spin_us, allowed_uids=allowed_uids,
-            batch=batch, socket_mode=socket_mode, segment=segment, max_message=max_message,
-            max_doorbells_per_s=max_doorbells_per_s, max_pending_per_pid=max_pending_per_pid,
-            max_guests_per_pid=max_guests_per_pid, ivshmem=ivshmem))
+        # This signature is the one list of the options and their defaults (host_options).
+        args = locals()
+        self._make_core(name, size, doorbell, True, _refuse_awaitable,
+                        {k: args[k] for k in OPTIONS})
 
     # -- serving --------------------------------------------------------------
     def poll(self, timeout: float | None = None) -> int:
@@ -394,3 +390,10 @@ class Host(HostFace):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def host_options(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """``kwargs`` as :class:`Host` takes them, with its defaults; TypeError for an unknown one."""
+    bound = inspect.signature(Host).bind_partial(**kwargs)
+    bound.apply_defaults()
+    return {k: bound.arguments[k] for k in OPTIONS}

@@ -2,6 +2,7 @@
 importing it from here still works.)"""
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from ._util import as_array
@@ -68,3 +69,7 @@ class Message:
     def __repr__(self) -> str:
         state = "released" if self.view is None else f"{len(self.view)} bytes"
         return f"<hgsmi.Message channel={self.channel} info={self.info} {state}>"
+
+
+#: a channel handler: a Message in, the reply (bytes-like, None, or an awaitable) out
+Handler = Callable[[Message], Any]

@@ -13,12 +13,14 @@ from __future__ import annotations
 import asyncio
 import errno
 import inspect
+import logging
 import math
 import struct
 from collections.abc import Callable
 from typing import Any
 
 from ._native import ffi
+from ._ratelog import RateLog
 from ._views import HELD, REFS
 from .errors import HgsmiError, MessageTooLarge
 from .lease import Lease, Windows
@@ -81,6 +83,24 @@ def fail_status(m: Any, exc: BaseException) -> None:
     if isinstance(exc, asyncio.CancelledError):
         code = errno.ECANCELED
     m.status, m.size = -code, 0
+
+
+def report_failure(ratelog: RateLog, m: Any, exc: BaseException, who: str = "") -> bool:
+    """Fail ``m`` with ``exc`` (:func:`fail_status`) and log it, thinned per (sender, channel).
+
+    ``who`` prefixes the line (the host names the guest).  A cancelled handler is not
+    logged: returns False for it, True for a failure the caller counts.
+    """
+    fail_status(m, exc)
+    if isinstance(exc, asyncio.CancelledError):
+        return False
+    if isinstance(exc, (HgsmiError, BadReply)):  # no traceback: it says what happened
+        ratelog.log(m.guest, f"channel {m.channel} handler failed", logging.WARNING,
+                    "%schannel %d handler failed: %s", who, m.channel, exc)
+    else:
+        ratelog.log(m.guest, f"channel {m.channel} handler raised", logging.ERROR,
+                    "%schannel %d handler raised", who, m.channel, exc_info=exc)
+    return True
 
 
 def write_reason(base: Any, m: Any, exc: BaseException) -> None:

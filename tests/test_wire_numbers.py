@@ -12,9 +12,11 @@ import inspect
 import pytest
 
 import hgsmi
-from hgsmi import _wire, config, services
+from hgsmi import _wire
 from hgsmi._native import ffi, lib
 from hgsmi.aio import AsyncHost
+from hgsmi.daemon import config
+from hgsmi.services import builtin as services
 
 
 def test_public_channels_are_the_headers():

@@ -18,10 +18,10 @@ from .._attach import attach
 from .._call_error import call_error
 from .._native import ffi, lib
 from .._wire import CC_QUERY_CONF, CH_SETUP
-from ..core.guest import GuestCore, Handler
+from ..core.guest import GuestCore
 from ..errors import HgsmiError, PeerGone, ProtocolError, Timeout, error
 from ..loan import Loan
-from ..message import Buffer, Message
+from ..message import Buffer, Handler, Message
 from .loop import LoopDriven, Waiter
 
 #: how long stray bytes on the control socket wait for the EOF behind them

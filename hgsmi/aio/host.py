@@ -12,7 +12,7 @@ from .._native import lib
 from .._wire import SEGMENT_SIZE_DEFAULT
 from ..core.host import ConnCore, RoomSteps
 from ..errors import error
-from ..host import GuestConn, HostFace
+from ..host import GuestConn, HostFace, host_options
 from ..message import Message
 from .loop import LoopDriven, Waiter, in_loop_thread
 
@@ -36,7 +36,7 @@ class AsyncHost(LoopDriven, HostFace):
     def __init__(self, name: str, size: int = SEGMENT_SIZE_DEFAULT, doorbell: str = "eventfd",
                  **kwargs: Any) -> None:
         # async handlers finish later: a Lease per view, not a Window's slice
-        self._make_core(name, size, doorbell, False, self._start_async, kwargs)
+        self._make_core(name, size, doorbell, False, self._start_async, host_options(kwargs))
         self._init_rounds(None)
         self._waiter: Waiter | None = None
         self._tasks: dict[int, set[asyncio.Task[Any]]] = {}  # async handlers, by guest
@@ -144,15 +144,11 @@ class AsyncHost(LoopDriven, HostFace):
         raise TypeError("AsyncHost is served by its event loop: a post that must wait "
                         "for room is `await host.post(..., guest=conn)`")
 
-    async def aclose(self) -> None:
-        """Cancel the running handlers (and wait for them), then close."""
-        tasks = [t for ts in self._tasks.values() for t in ts if not t.done()]
-        for t in tasks:
-            t.cancel()
-        if tasks:
-            await asyncio.gather(*tasks, return_exceptions=True)
+    def _handler_tasks(self) -> Iterable[asyncio.Task[Any]]:
+        return [t for ts in self._tasks.values() for t in ts]
+
+    def _hand_back(self) -> None:
         self._flush_done()
-        self.close()
 
     def close(self) -> None:
         """Stop serving, cancel the handlers still running, disconnect every

@@ -43,6 +43,16 @@ class _Help(argparse.RawDescriptionHelpFormatter):
         return text
 
 
+
+_LIST = """List the hosts of this user that are running now (the sockets in the runtime
+directory whose host answers): name, pid, guests attached, uptime and socket.  A C host
+publishes no statistics: its pid, guests and uptime show as '-'."""
+
+_BLOB = """A host keeps what guests send in its store directory, $XDG_DATA_HOME/hgsmi/NAME
+(~/.local/share/hgsmi/NAME) unless --store or the config's store says otherwise; it stays
+there after the host stops.  `blob ls` lists it, `blob rm` removes blobs (`rm -r` the
+directory to clear it all).  The host need not be running."""
+
 def _config_keys() -> str:
     """The config file's keys, as hgsmi.config documents them (for `host --help`)."""
     doc = config_mod.__doc__ or ""
@@ -213,12 +223,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--interval", type=_positive_float, default=1.0, help="--watch period (s)")
     p.set_defaults(func=cmd_stat)
 
-    p = sub.add_parser("list", help="the running hosts of this user",
-                       description="List the hosts of this user that are running now (the "
-                                   "sockets in the runtime directory whose host answers): "
-                                   "name, pid, guests attached, uptime and socket.  A C host "
-                                   "publishes no statistics: its pid, guests and uptime "
-                                   "show as '-'.")
+    p = sub.add_parser("list", help="the running hosts of this user", description=_LIST)
     p.add_argument("--runtime-dir", metavar="DIR",
                    help="socket directory (default: $HGSMI_RUNTIME_DIR, "
                         "$XDG_RUNTIME_DIR/hgsmi or /tmp/hgsmi-<uid>)")
@@ -227,12 +232,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_list)
 
     p = sub.add_parser("blob", help="list or remove the files in a host's blob store",
-                       description="A host keeps what guests send in its store directory, "
-                                   "$XDG_DATA_HOME/hgsmi/NAME (~/.local/share/hgsmi/NAME) "
-                                   "unless --store or the config's store says otherwise; it "
-                                   "stays there after the host stops.  `blob ls` lists it, "
-                                   "`blob rm` removes blobs (`rm -r` the directory to clear "
-                                   "it all).  The host need not be running.")
+                       description=_BLOB)
     _add_log_level(p)
     bsub = p.add_subparsers(dest="workload", metavar="ACTION", required=True, title="actions")
     for action, text in (("ls", "list the blobs: size, time, name"),

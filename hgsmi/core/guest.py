@@ -11,7 +11,6 @@ how to wait: :class:`hgsmi.Guest` blocks in the C core,
 """
 from __future__ import annotations
 
-import asyncio
 import errno
 import inspect
 import logging
@@ -20,7 +19,7 @@ import weakref
 from collections.abc import Callable, Generator, Iterable
 from typing import Any
 
-from .. import _kept
+from .. import _kept, reply
 from .._native import ffi, lib
 from .._ratelog import RateLog
 from .._util import (
@@ -38,21 +37,9 @@ from ..errors import MessageTooLarge, PeerGone, Timeout, check, error
 from ..heap import with_fragmentation
 from ..lease import Lease, Windows
 from ..loan import Loan, Wait
-from ..message import Message
-from ..reply import (
-    BadReply,
-    HeldBack,
-    ReplyTooLarge,
-    StartAsync,
-    fail_status,
-    fill_reply,
-    msg_array,
-    serve_batch,
-)
+from ..message import Handler, Message
+from ..reply import HeldBack, StartAsync
 
-log = logging.getLogger("hgsmi.guest")
-
-Handler = Callable[[Message], Any]
 #: what the C core returns while the heap (ENOMEM) or the ring (EAGAIN) is full
 NO_ROOM = (-errno.ENOMEM, -errno.EAGAIN)
 
@@ -109,7 +96,8 @@ class GuestCore:
         self._live: dict[int, Message] = {}  # host commands an async handler still serves
         self._msgs = ffi.new("struct hgsmi_msg[]", batch)
         self._one = ffi.new("struct hgsmi_msg *")
-        self._ratelog = RateLog(log)  # a host's flood of failing commands: thinned
+        # a host's flood of failing commands: thinned
+        self._ratelog = RateLog(logging.getLogger("hgsmi.guest"))
         self._windows = Windows(self.base, self.size) if windowed else None
         self._peer = weakref.ref(peer)
         self._start_async = start_async or _refuse_async
@@ -450,7 +438,7 @@ class GuestCore:
                 raise error(n, "poll")
             if n == 0:
                 break
-            k = serve_batch(msgs, n, self.base, self._peer(), self.handlers,
+            k = reply.serve_batch(msgs, n, self.base, self._peer(), self.handlers,
                             self._start_async, self.failed, self.held_acks, self._windows)
             if k:
                 check(lib.hgsmi_guest_ack_timeout(g, msgs, k, left_ms(deadline)), "poll: ack")
@@ -475,7 +463,7 @@ class GuestCore:
         if msg is None:  # closed meanwhile
             return False
         try:
-            fill_reply(self.base, mc, result())
+            reply.fill_reply(self.base, mc, result())
         except BaseException as e:  # noqa: B036 - CancelledError too
             self.failed(mc, e)
         if self.held_acks.settle(mc, msg):
@@ -497,18 +485,12 @@ class GuestCore:
         if not acks or g is None or self.gone is not None:
             return
         self.acks = []
-        check(lib.hgsmi_guest_ack_timeout(g, msg_array(acks), len(acks), left_ms(deadline)),
+        check(lib.hgsmi_guest_ack_timeout(g, reply.msg_array(acks), len(acks), left_ms(deadline)),
               "poll: ack")
 
     def failed(self, m: Any, e: BaseException) -> None:
         """A handler raised ``e``: fail ``m`` with its errno and log it, thinned."""
-        fail_status(m, e)
-        if isinstance(e, (ReplyTooLarge, BadReply)):  # no traceback: it says what happened
-            self._ratelog.log(None, m.channel, logging.WARNING, "channel %d handler failed: %s",
-                              m.channel, e)
-        elif not isinstance(e, asyncio.CancelledError):
-            self._ratelog.log(None, m.channel, logging.ERROR, "channel %d handler raised",
-                              m.channel, exc_info=e)
+        reply.report_failure(self._ratelog, m, e)
 
     # -- lifetime ---------------------------------------------------------------
     def close(self) -> None:

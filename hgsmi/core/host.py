@@ -8,14 +8,13 @@ Nothing here sleeps: the faces, :class:`hgsmi.Host` (blocks in C) and
 """
 from __future__ import annotations
 
-import asyncio
 import collections
 import errno
 import functools
 import logging
 import os
 import time
-from collections.abc import Callable, Generator, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator, Mapping
 from typing import Any
 
 from .. import _kept
@@ -36,32 +35,23 @@ from .._util import (
 )
 from .._wire import (
     CH_SETUP,
-    DOORBELLS_PER_S_DEFAULT,
-    GUEST_HEAP_PERCENT_DEFAULT,
-    MAX_GUESTS_DEFAULT,
-    PENDING_PER_PID_DEFAULT,
-    RING_ENTRIES_DEFAULT,
-    SOCKET_MODE_DEFAULT,
-    SPIN_US_DEFAULT,
     UNLIMITED,
 )
-from ..errors import HgsmiError, PeerGone, Timeout, check, error
+from ..errors import PeerGone, Timeout, check, error
 from ..heap import with_fragmentation
 from ..lease import Windows
-from ..message import Message
+from ..message import Handler, Message
 from ..reply import (
-    BadReply,
     HeldBack,
     ReplyTooLarge,
-    fail_status,
     fill_reply,
     msg_array,
+    report_failure,
     serve_batch,
 )
 
 log = logging.getLogger("hgsmi.host")
 
-Handler = Callable[[Message], Any]
 #: ``on_awaitable(conn, msg, m, awaitable)``: a handler returned an awaitable.
 #: The face runs it (``conn.defer``, later ``conn.finish``) and returns False,
 #: or raises (the buffer fails with that exception).
@@ -309,6 +299,12 @@ class ConnCore:
             _kept.sweep()
 
 
+#: the host's keyword options, in the order HostCore unpacks them
+OPTIONS = ("runtime_dir", "ring_entries", "guest_heap_percent", "max_guests", "max_inflight",
+           "spin_us", "allowed_uids", "batch", "socket_mode", "segment", "max_message",
+           "max_doorbells_per_s", "max_pending_per_pid", "max_guests_per_pid", "ivshmem")
+
+
 class HostCore:
     """The C host, its handler table, its guests and its figures; never waits.
 
@@ -321,19 +317,12 @@ class HostCore:
     h: Any = None  # the C host; None once closed (or if __init__ failed)
 
     def __init__(self, name: str, size: int, doorbell: str, *, windowed: bool,
-                 on_awaitable: OnAwaitable,
-                 runtime_dir: str | os.PathLike[str] | None = None,
-                 ring_entries: int = RING_ENTRIES_DEFAULT,
-                 guest_heap_percent: int = GUEST_HEAP_PERCENT_DEFAULT,
-                 max_guests: int = MAX_GUESTS_DEFAULT, max_inflight: int = 0,
-                 spin_us: int = SPIN_US_DEFAULT,
-                 allowed_uids: Iterable[int] | None = None, batch: int = 64,
-                 socket_mode: int = SOCKET_MODE_DEFAULT, segment: str = "memfd",
-                 max_message: int = 0,
-                 max_doorbells_per_s: int = DOORBELLS_PER_S_DEFAULT,
-                 max_pending_per_pid: int = PENDING_PER_PID_DEFAULT,
-                 max_guests_per_pid: int = 0,
-                 ivshmem: str | os.PathLike[str] | None = None) -> None:
+                 on_awaitable: OnAwaitable, options: Mapping[str, Any]) -> None:
+        # ``options``: every name of OPTIONS, defaults applied by the face
+        # (hgsmi.Host's signature is the one list of them and their defaults).
+        (runtime_dir, ring_entries, guest_heap_percent, max_guests, max_inflight, spin_us,
+         allowed_uids, batch, socket_mode, segment, max_message, max_doorbells_per_s,
+         max_pending_per_pid, max_guests_per_pid, ivshmem) = (options[k] for k in OPTIONS)
         raw_name = check_name(name)
         if not isinstance(size, int) or size <= 0 or size >= 1 << 31:
             raise ValueError(f"size must be a positive int below 2 GiB, not {size!r}")
@@ -362,18 +351,13 @@ class HostCore:
             self._keep.append(ffi.new("char[]", os.fsencode(runtime_dir)))
             cfg.runtime_dir = self._keep[-1]
         cfg.segment_size = size
-        cfg.ring_entries = ring_entries
-        cfg.guest_heap_percent = guest_heap_percent
         cfg.backend = backend_id(doorbell)
-        cfg.max_guests = max_guests
-        cfg.max_inflight = max_inflight
-        cfg.spin_us = spin_us
-        cfg.socket_mode = socket_mode
         cfg.segment = seg_kind
-        cfg.max_message = max_message
-        cfg.max_doorbells_per_s = max_doorbells_per_s  # 0: the C core's default, as here
-        cfg.max_pending_per_pid = max_pending_per_pid
-        cfg.max_guests_per_pid = max_guests_per_pid
+        # the options named as the config's fields (a 0 in one: the C core's default)
+        for field in ("ring_entries", "guest_heap_percent", "max_guests", "max_inflight",
+                      "spin_us", "socket_mode", "max_message", "max_doorbells_per_s",
+                      "max_pending_per_pid", "max_guests_per_pid"):
+            setattr(cfg, field, options[field])
         if ivshmem is not None:
             self._keep.append(ffi.new("char[]", os.fsencode(ivshmem)))
             cfg.ivshmem_path = self._keep[-1]
@@ -482,19 +466,10 @@ class HostCore:
 
     def handler_failed(self, m: Any, e: BaseException) -> None:
         """A handler of ``m`` raised ``e``: fail the buffer, count and log (thinned)."""
-        fail_status(m, e)
-        if isinstance(e, asyncio.CancelledError):
-            return
-        if not isinstance(e, ReplyTooLarge):  # over the guest's capacity: failed, not raised
-            self.handler_errors += 1
         # m.guest: the sender, so one guest's flood thins only its own lines
-        if isinstance(e, (HgsmiError, BadReply)):  # no traceback: it says what happened
-            self._ratelog.log(m.guest, f"channel {m.channel} handler failed", logging.WARNING,
-                              "guest %d: channel %d handler failed: %s", m.guest, m.channel, e)
-        else:
-            self._ratelog.log(m.guest, f"channel {m.channel} handler raised", logging.ERROR,
-                              "guest %d: channel %d handler raised", m.guest, m.channel,
-                              exc_info=e)
+        if (report_failure(self._ratelog, m, e, f"guest {m.guest}: ")
+                and not isinstance(e, ReplyTooLarge)):  # over the guest's room: not raised
+            self.handler_errors += 1
 
     def flush_logs(self) -> None:
         """Log the counts of floods that stopped (each serving round; cheap when none)."""

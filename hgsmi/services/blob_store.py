@@ -53,6 +53,19 @@ def write_all(f: BinaryIO, view: memoryview) -> None:
         view = view[n:]
 
 
+def keep_chunk(data: memoryview, n: int, sha: Any, f: BinaryIO) -> None:
+    """Hash and write the ``n`` bytes after a chunk's header, read from shared memory once.
+
+    Hashing and writing straight from the segment would let the peer change the
+    bytes between the two: what is written would not be what was hashed.
+    Raises OSError from the write.
+    """
+    with data[blob.CHUNK_HDR.size:blob.CHUNK_HDR.size + n] as shared:
+        part = bytes(shared)
+    sha.update(part)
+    write_all(f, memoryview(part))
+
+
 class ReadsInto(Protocol):
     """A binary file read with ``readinto``: ``open(path, "rb")``, ``io.BytesIO``..."""
 
@@ -139,13 +152,8 @@ class BlobStore:
         if n > len(data) - blob.CHUNK_HDR.size or offset != up.received:
             up.error = f"chunk at offset {offset} of {n} bytes, expected offset {up.received}"
             raise HgsmiError(errno.EINVAL, f"blob: {up.error}")
-        # One read of the guest's bytes: hashing and writing from shared memory
-        # would let a guest store something other than what the host hashed.
-        with data[blob.CHUNK_HDR.size:blob.CHUNK_HDR.size + n] as shared:
-            part = bytes(shared)
         try:
-            up.sha.update(part)
-            write_all(up.file, memoryview(part))
+            keep_chunk(data, n, up.sha, up.file)
         except OSError as e:
             up.error = f"writing {up.name}: {e.strerror}"
             raise HgsmiError(e.errno or errno.EIO, f"blob: {up.error}") from None

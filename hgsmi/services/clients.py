@@ -15,7 +15,7 @@ from typing import Any, BinaryIO
 from .._wire import CONF_MAX_INFLIGHT, CONF_MAX_MESSAGE
 from ..errors import Busy, HeapExhausted, HgsmiError, MessageTooLarge, ProtocolError, Timeout
 from . import blob_protocol as blob
-from .blob_store import ReadsInto, read_full, write_all
+from .blob_store import ReadsInto, keep_chunk, read_full
 from .builtin import (
     CH_BLOB,
     CH_ECHO,
@@ -191,12 +191,8 @@ class BlobClient:
             if offset != st.received or n > len(data) - blob.CHUNK_HDR.size:
                 st.done, st.status, st.message = True, errno.EPROTO, "chunk out of order"
                 return None
-            # One read of shared memory: what is hashed is what is written.
-            with data[blob.CHUNK_HDR.size:blob.CHUNK_HDR.size + n] as shared:
-                part = bytes(shared)
             try:
-                st.sha.update(part)
-                write_all(st.out, memoryview(part))
+                keep_chunk(data, n, st.sha, st.out)
             except OSError as e:
                 st.done, st.status, st.message = True, e.errno or errno.EIO, str(e)
                 return None
