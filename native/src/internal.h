@@ -599,6 +599,14 @@ HGSMI_INT void hgsmi_int_conn_drain_acks(struct hgsmi_conn *conn);
  * 16) lands 0..63 bytes *below* the source modulo a page: a store to dst[i]
  * never aliases the soon-following loads of src[i + k].  Smaller copies take
  * any block and waste nothing.
+ *
+ * An Intel Xeon (Ice Lake, glibc's evex rep-movsb memmove; issue 13) has a
+ * milder form, so placement stays on everywhere: with the data 16 bytes
+ * past a block, as here, copies of 3-16 KiB run 2-3x slower (50-73 against
+ * 98-200 GB/s, best of 5) when it lands 48..~900 bytes above the source mod
+ * a page, and the placed window is among the fastest.  From 64 KiB (L2 and
+ * L3 bound) no phase is slow: there placement neither helps nor costs
+ * (docs/performance.md, "Bulk copies").
  */
 #define HGSMI_PLACE_MIN 2048u
 

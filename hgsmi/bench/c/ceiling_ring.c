@@ -6,7 +6,10 @@
  * (with a sched_yield() every 1024 empty polls, see bench_spin()).
  *
  * The producer memcpy()s each payload from a private buffer into a slot,
- * then publishes it with a release store of head. The consumer
+ * then publishes it with a release store of head.  Neither side ever sleeps
+ * or notifies the other: a transport that does (hgsmi's doorbell, an eventfd
+ * write that costs its writer ~7-10 us when it wakes a sleeper on a 2-vCPU
+ * KVM guest) pays that against this ceiling. The consumer
  * acquire-loads head, touches (checks) the first and last byte of the slot
  * and nothing else, then hands the slot back with a release store of tail.
  * The consumer times the steady state, from the first message to the last,
@@ -16,9 +19,11 @@
  *
  * msgs excludes the first message, as in the Python transports.
  *
- * Slot layout and 4K aliasing: on this CPU a memcpy of 4 KiB..256 KiB whose
+ * Slot layout and 4K aliasing: on AMD Zen 3 a memcpy of 4 KiB..256 KiB whose
  * destination lies 1..31 bytes above its source mod 4096 runs at ~2-3 GB/s
- * instead of 36-95 GB/s (measured 64 KiB: 2.8 against 45 GB/s at +0). So
+ * instead of 36-95 GB/s (measured 64 KiB: 2.8 against 45 GB/s at +0); on an
+ * Intel Xeon (Ice Lake) 3-16 KiB copies 48..~900 bytes above run 2-3x
+ * slower (docs/performance.md, "Bulk copies"). So
  * the control block has a page of its own, the slots start on a page, and
  * from 4 KiB up the slot stride is whole pages; the source buffer is
  * page-aligned too, so every large copy runs at delta 0 mod 4096. Smaller
