@@ -119,7 +119,10 @@ class Guest:
 
         Returns a :class:`Loan` of at least one buffer (fewer than ``n``
         while the heap is short): iterate it for each buffer's view, fill
-        them, then ``publish()`` all with one doorbell.  Published buffers
+        them, then ``publish()`` all with one doorbell.  Buffers over 2 KiB
+        are placed so that a copy into them from a page-aligned source
+        (mmap, large malloc, bytes) does not suffer 4K aliasing, as
+        :meth:`send` places its copies.  Published buffers
         go back to the heap by themselves when the host completes them;
         there is nothing to reap or free.  A loan neither published nor
         cancelled stays loaned until the guest closes.  While the heap is
@@ -368,7 +371,13 @@ class Guest:
             got = attempt()
             if got is not None:
                 return got
-            if timeout == 0 or not coming():
+            if timeout == 0:
+                raise error(full, what)
+            if not coming():
+                # What coming() collected on its way may have made room.
+                got = attempt()
+                if got is not None:
+                    return got
                 raise error(full, what)
             left = None if deadline is None else deadline - time.monotonic()
             if left is not None and left <= 0:
