@@ -119,14 +119,18 @@ class Guest:
 
         Returns a :class:`Loan` of at least one buffer (fewer than ``n``
         while the heap is short): iterate it for each buffer's view, fill
-        them, then ``publish()`` all with one doorbell.  Published buffers
+        them, then ``publish()`` all with one doorbell.  Buffers over 2 KiB
+        are placed so that a copy into them from a page-aligned source
+        (mmap, large malloc, bytes) does not suffer 4K aliasing, as
+        :meth:`send` places its copies.  Published buffers
         go back to the heap by themselves when the host completes them;
         there is nothing to reap or free.  A loan neither published nor
         cancelled stays loaned until the guest closes.  While the heap is
-        full this waits for completions, up to ``timeout`` (0: raises at
-        once).  Raises :class:`HeapExhausted` (full, and nothing in flight
-        to wait for), :class:`Timeout`, :class:`MessageTooLarge`,
-        :class:`PeerGone`.
+        full this waits for completions, up to ``timeout`` (None, the
+        default: no limit; 0: raises at once).  Raises
+        :class:`HeapExhausted` (full, and nothing in flight that would
+        free itself: see :meth:`alloc`), :class:`Timeout`,
+        :class:`MessageTooLarge`, :class:`PeerGone`.
         """
         core = self._core
         ln = core.loan(channel, info, size, n, self._wait)
@@ -136,14 +140,17 @@ class Guest:
         return ln
 
     def alloc(self, channel: int, info: int, size: int, reply_size: int = 0,
-              timeout: float | None = 0) -> Buffer:
+              timeout: float | None = None) -> Buffer:
         """A buffer of ``size`` bytes in the guest heap, to fill in place.
 
         While the heap is full it waits for completions, up to ``timeout``
-        (default 0: raises at once; None: no limit).  For a stream,
-        :meth:`loan` is cheaper.  Raises :class:`HeapExhausted` (full, and
-        nothing in flight to wait for), :class:`Timeout`,
-        :class:`MessageTooLarge`.
+        (None, the default: no limit, as :meth:`send` and :meth:`call`;
+        0: raises at once).  It waits only for buffers that free themselves
+        (sends, published loans): one you submitted comes back to you
+        (:meth:`completions`), and only your ``free`` makes its room.  For
+        a stream, :meth:`loan` is cheaper.  Raises :class:`HeapExhausted`
+        (full, and nothing in flight that would free itself),
+        :class:`Timeout`, :class:`MessageTooLarge`, :class:`PeerGone`.
         """
         core = self._core
         buf = core.alloc(channel, info, size, reply_size)
@@ -176,23 +183,24 @@ class Guest:
             raise exc
         return buf.reply
 
-    def submit(self, buf: Buffer, timeout: float | None = 0) -> None:
+    def submit(self, buf: Buffer, timeout: float | None = None) -> None:
         """Asynchronous: hand ``buf`` to the host; it returns via :meth:`completions`.
 
         While the rings are full (as many buffers in flight as they hold)
-        it waits for room, up to ``timeout`` (default 0: raises at once;
-        None: no limit).  Raises :class:`RingFull`, :class:`Timeout`,
+        it waits for room, up to ``timeout`` (None, the default: no limit,
+        as :meth:`send`; 0: raises at once).  Raises :class:`RingFull`
+        (``timeout=0``), :class:`Timeout`,
         :class:`PeerGone` if the host is gone, :class:`BufferError` while
         a view of the buffer is in use.
         """
         self.submit_many([buf], timeout)
 
-    def submit_many(self, bufs: Iterable[Buffer], timeout: float | None = 0) -> int:
+    def submit_many(self, bufs: Iterable[Buffer], timeout: float | None = None) -> int:
         """Submit several buffers with one doorbell; returns how many went.
 
-        With ``timeout`` 0 (the default) as many as the rings hold now;
-        otherwise it waits for room for all of them, up to ``timeout``
-        (None: no limit).  Raises as :meth:`submit`.
+        It waits for room for all of them, up to ``timeout`` (None, the
+        default: no limit); with ``timeout`` 0, as many as the rings hold
+        now.  Raises as :meth:`submit`.
         """
         core = self._core
         bufs = list(bufs)
@@ -349,18 +357,27 @@ class Guest:
                     what: str, full: int = -errno.ENOMEM) -> T:
         """Retry ``attempt`` while it finds no room (None), waiting for completions.
 
-        Waits up to ``timeout`` (0: one attempt), and not at all with nothing
-        in flight: no completion could make room.  Raises
-        :class:`HeapExhausted` (``full``: :class:`RingFull`) or :class:`Timeout`.
+        Waits up to ``timeout`` (0: one attempt), and not at all when no
+        completion could make room: for the ring (``full`` -EAGAIN), nothing
+        in flight; for the heap, nothing in flight that frees itself
+        (GuestCore.heap_room_coming).  Raises :class:`HeapExhausted`
+        (``full``: :class:`RingFull`) or :class:`Timeout`.
         """
         timeout_ms(timeout)  # None or >= 0, else ValueError
         deadline = None if timeout is None else time.monotonic() + timeout
         core = self._core
+        coming = core.in_flight if full == -errno.EAGAIN else core.heap_room_coming
         while True:
             got = attempt()
             if got is not None:
                 return got
-            if timeout == 0 or not core.in_flight():
+            if timeout == 0:
+                raise error(full, what)
+            if not coming():
+                # What coming() collected on its way may have made room.
+                got = attempt()
+                if got is not None:
+                    return got
                 raise error(full, what)
             left = None if deadline is None else deadline - time.monotonic()
             if left is not None and left <= 0:

@@ -175,7 +175,7 @@ def test_loan_alloc_and_publish_wait_for_room(name, no_leaks):
         for ln in loans:
             ln.publish(timeout=0)
         with pytest.raises(hgsmi.HeapExhausted):
-            g.alloc(CH, 0, 4096)  # the default: at once
+            g.alloc(CH, 0, 4096, timeout=0)
         for call in (lambda: g.loan(CH, 0, 4096, 4, timeout=0.3),
                      lambda: g.alloc(CH, 0, 4096, timeout=0.3)):
             t0 = time.monotonic()
@@ -183,12 +183,44 @@ def test_loan_alloc_and_publish_wait_for_room(name, no_leaks):
                 call()
             assert 0.25 < time.monotonic() - t0 < 2.5
         threading.Timer(0.2, gate.set).start()
-        buf = g.alloc(CH, 0, 4096, timeout=10)
-        g.submit(buf, timeout=10)
-        batch = g.loan(CH, 0, 4096, 4, timeout=10)
-        batch.publish(timeout=10)
+        t0 = time.monotonic()
+        buf = g.alloc(CH, 0, 4096)  # the default, as send's: waits for room
+        assert time.monotonic() - t0 > 0.15
+        g.submit(buf)
+        batch = g.loan(CH, 0, 4096, 4)
+        batch.publish()
         wait_for(lambda: len(got) == sum(map(len, loans)) + 5)
         only_buf_comes_back(g, buf)
+
+
+@pytest.mark.timeout(60)
+def test_alloc_never_waits_for_room_only_the_caller_can_free(name, no_leaks):
+    """A heap full of buffers the caller submitted: each comes back to the
+    caller, not to the heap, so even alloc with no time limit raises
+    HeapExhausted at once, with the host stuck and after it went on; the
+    completions it took on the way are not lost: completions() returns them."""
+    with stuck_host(name) as (g, got, gate):
+        bufs = []
+        while True:
+            try:
+                bufs.append(g.alloc(CH, 0, 16 << 10, timeout=0))
+            except hgsmi.HeapExhausted:
+                break
+        assert g.submit_many(bufs) == len(bufs) > 4
+        for _ in range(2):  # the host stuck, then done with all of them
+            t0 = time.monotonic()
+            with pytest.raises(hgsmi.HeapExhausted):
+                g.alloc(CH, 0, 16 << 10, timeout=None)
+            assert time.monotonic() - t0 < 1
+            gate.set()
+            wait_for(lambda: len(got) == len(bufs))
+        done = g.completions(5)
+        assert sorted(b.offset for b in done) == sorted(b.offset for b in bufs)
+        assert all(b.state == "completed" for b in bufs)
+        for b in done:
+            b.free()
+        g.alloc(CH, 0, 16 << 10).free()
+        assert used(g) == 0
 
 
 @pytest.mark.timeout(60)
@@ -201,7 +233,7 @@ def test_submit_and_publish_wait_for_ring_room(name, no_leaks):
         g.loan(CH, 0, 32, 8).publish(timeout=0)
         buf = g.alloc(CH, 0, 32)
         with pytest.raises(hgsmi.RingFull):
-            g.submit(buf)
+            g.submit(buf, timeout=0)
         t0 = time.monotonic()
         with pytest.raises(hgsmi.Timeout):
             g.submit(buf, timeout=0.3)
@@ -212,7 +244,9 @@ def test_submit_and_publish_wait_for_ring_room(name, no_leaks):
             batch.publish(timeout=0)
         assert batch.published == 0
         threading.Timer(0.2, gate.set).start()
-        g.submit(buf, timeout=10)
+        t0 = time.monotonic()
+        g.submit(buf)  # the default, as send's: waits for room
+        assert time.monotonic() - t0 > 0.15
         assert batch.publish(timeout=10) == 4
         assert g.loan(CH, 0, 32, 20).publish(timeout=10) == 20  # more than the ring holds
         wait_for(lambda: len(got) == 33)

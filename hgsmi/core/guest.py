@@ -94,6 +94,7 @@ class GuestCore:
         self._loans: set[Loan] = set()  # loaned, not all published or cancelled
         self._held_loans: set[Loan] = set()  # cancelled while a view was in use
         self._live: dict[int, Message] = {}  # host commands an async handler still serves
+        self._done: list[Buffer] = []  # completed Buffers that completed() hands out next
         self._msgs = ffi.new("struct hgsmi_msg[]", batch)
         self._one = ffi.new("struct hgsmi_msg *")
         # a host's flood of failing commands: thinned
@@ -121,10 +122,25 @@ class GuestCore:
         return True
 
     def in_flight(self) -> bool:
-        """Has the host buffers of ours (whose completions would make room)?"""
+        """Has the host buffers of ours (whose taking would make ring room)?"""
         st = ffi.new("struct hgsmi_guest_stats *")
         lib.hgsmi_guest_stats(self.check_open(), st)
         return bool(st.inflight)
+
+    def heap_room_coming(self) -> bool:
+        """Would waiting make heap room?  Only if a buffer that frees itself
+        (a send, a published loan, a timed-out call) is still with the host:
+        a submitted buffer comes back to its caller, who frees it.
+
+        Reaps the submitted buffers' completions first (:meth:`completed`
+        returns them next), so that the rest in flight is exactly those that
+        free themselves, and a wait does not wake at once for a completion
+        it cannot use.  Raises :class:`PeerGone`.
+        """
+        check(self.reap(self._done_one), "completions")
+        st = ffi.new("struct hgsmi_guest_stats *")
+        lib.hgsmi_guest_stats(self.check_open(), st)
+        return int(st.inflight) > len(self.inflight)
 
     def stats(self) -> dict[str, Any]:
         """Counters, in-flight buffers and guest-heap figures."""
@@ -315,15 +331,16 @@ class GuestCore:
             if n < cap:
                 return 0
 
+    def _done_one(self, buf: Buffer, m: Any) -> None:
+        """reap's ``done`` for Buffers submitted as their own tickets."""
+        self.complete(buf, m)
+        self._done.append(buf)
+
     def completed(self) -> list[Buffer]:
-        """:meth:`reap` for Buffers submitted as their own tickets: those completed."""
-        out: list[Buffer] = []
-
-        def done(buf: Buffer, m: Any) -> None:
-            self.complete(buf, m)
-            out.append(buf)
-
-        check(self.reap(done), "completions")
+        """:meth:`reap` for Buffers submitted as their own tickets: those completed
+        (with any reaped before by :meth:`heap_room_coming`)."""
+        check(self.reap(self._done_one), "completions")
+        out, self._done = self._done, []
         return out
 
     def drop_inflight(self) -> list[Any]:
@@ -518,6 +535,7 @@ class GuestCore:
                 buf.state = "freed"
             self._bufs.clear()
             self.inflight.clear()
+            self._done.clear()
             self._held.clear()
             self.acks = []
             if self._windows is not None:

@@ -355,7 +355,8 @@ static int heap_get(struct hgsmi_guest *g, uint32_t bytes, const void *src,
 }
 
 /*
- * hgsmi_guest_alloc, for a copy from src (NULL: none).  With hdr, the header
+ * hgsmi_guest_alloc, placed for a copy from src (only its address is read;
+ * NULL: no copy, any block).  With hdr, the header
  * is only prepared there, and the caller seals the buffer (in a batch).
  */
 static int alloc_for(struct hgsmi_guest *g, uint32_t size, uint32_t reply_cap,
@@ -581,7 +582,18 @@ int hgsmi_guest_send(struct hgsmi_guest *g, uint8_t channel, uint16_t info,
  * collect() frees each buffer when it comes back and the caller never reaps
  * or frees one.  The payload is not under the checksum, so sealing before
  * the caller fills it is sound.
+ *
+ * The caller fills a loaned buffer, most often by copying from a source we
+ * never see, so a large one is placed against 4K aliasing (internal.h) as a
+ * copy from a page-aligned source would be: its data then starts 48 bytes
+ * below a page boundary, below (never 1..63 above) every source that starts
+ * 0..3984 bytes past one (page-aligned, malloc'd and bytes objects sit at
+ * 0..64).  Otherwise a block at a page start put the data 16 bytes above a
+ * page-aligned source: the 10-15x slow case of internal.h, which send's
+ * placement avoids and a loan must not pay more than send.  LOAN_LIKE is
+ * that source's address; hgsmi_int_copy_phase only reads its low bits.
  */
+#define LOAN_LIKE ((const void *)(uintptr_t)HGSMI_PLACE_PAGE)
 int hgsmi_guest_loan(struct hgsmi_guest *g, uint8_t channel, uint16_t info,
 		     uint32_t size, unsigned n, uint32_t *offs)
 {
@@ -609,7 +621,7 @@ int hgsmi_guest_loan(struct hgsmi_guest *g, uint8_t channel, uint16_t info,
 		for (bool slab = k > 0; !slab && k < want; k++) {
 			struct hgsmi_msg m;
 
-			if ((rc = alloc_for(g, size, 0, channel, info, NULL, &m, &hdrs[k])) < 0)
+			if ((rc = alloc_for(g, size, 0, channel, info, LOAN_LIKE, &m, &hdrs[k])) < 0)
 				break;
 			offs[done + k] = m.offset;
 		}
