@@ -320,8 +320,7 @@ class Host(HostFace):
         self._make_core(name, size, doorbell, True, _refuse_awaitable,
                         {k: args[k] for k in OPTIONS})
         # poll's last timeout and its milliseconds (NaN: none yet, equal to nothing)
-        self._poll_timeout: float | None = math.nan
-        self._poll_ms = 0
+        self._poll_last: tuple[float | None, int] = (math.nan, 0)
 
     # -- serving --------------------------------------------------------------
     def poll(self, timeout: float | None = None) -> int:
@@ -340,9 +339,10 @@ class Host(HostFace):
         held_lines, held_life = core.log_holds
         if held_lines or held_life:
             core.flush_logs()
-        if timeout != self._poll_timeout:
-            self._poll_ms, self._poll_timeout = timeout_ms(timeout), timeout
-        ev = _wait(core.h, self._poll_ms)
+        last = self._poll_last  # one tuple: threads polling at once never mix two pairs
+        if last[0] != timeout:
+            last = self._poll_last = (timeout, timeout_ms(timeout))
+        ev = _wait(core.h, last[1])
         if ev < 0:
             raise error(ev, "wait")
         if ev & _EV_ACCEPT:  # the listen fd (or a handshake) was ready: the C side says
