@@ -19,30 +19,32 @@ from ._native import lib
 
 Gone = Callable[[], bool]
 
-_kept: list[tuple[Any, int, list[Gone]]] = []  # (base, size, checks not yet true)
+#: (base, size, checks not yet true); changed in place only, so a poll can test
+#: it for emptiness without a call (``if KEPT: sweep()``)
+KEPT: list[tuple[Any, int, list[Gone]]] = []
 _lock = threading.Lock()
 
 
 def keep(base: Any, size: int, checks: list[Gone]) -> None:
     """Leave ``size`` bytes at ``base`` mapped until every check is true."""
     with _lock:
-        _kept.append((base, size, list(checks)))
+        KEPT.append((base, size, list(checks)))
 
 
 def sweep() -> int:
     """Unmap the kept segments whose views are all gone; return how many stay."""
     with _lock:
         still = []
-        for base, size, checks in _kept:
+        for base, size, checks in KEPT:
             checks[:] = [gone for gone in checks if not gone()]
             if checks:
                 still.append((base, size, checks))
             else:
                 lib.hgsmi_unmap(base, size)
-        _kept[:] = still
+        KEPT[:] = still
         return len(still)
 
 
 def pending() -> int:
     """How many segments are kept mapped for live views."""
-    return len(_kept)
+    return len(KEPT)

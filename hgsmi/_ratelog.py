@@ -45,7 +45,9 @@ class RateLog:
         self.period = period
         self._clock = clock
         self._keys: dict[tuple[Any, Hashable], _Key] = {}
-        self._holding: set[tuple[Any, Hashable]] = set()  # keys with lines suppressed
+        #: the keys with lines suppressed: :meth:`flush` has work only while
+        #: this is not empty (a server's round tests it without a call)
+        self.holding: set[tuple[Any, Hashable]] = set()
 
     def __len__(self) -> int:
         """How many keys have a record."""
@@ -71,24 +73,24 @@ class RateLog:
                 k.since = now
             k.suppressed += 1
             k.level, k.what = level, str(kind)
-            self._holding.add((guest, kind))
+            self.holding.add((guest, kind))
             return False
         k.tokens -= 1.0
         if k.suppressed:
             msg += " (and %d more like it suppressed in the last %.1f s)"
             args += (k.suppressed, now - k.since)
             k.suppressed = 0
-            self._holding.discard((guest, kind))
+            self.holding.discard((guest, kind))
         self.logger.log(level, msg, *args, exc_info=exc_info)
         return True
 
     def flush(self) -> None:
         """Log the count of every key that has held lines back for a ``period``
         with none let through since (a flood that stopped).  Cheap when none is."""
-        if not self._holding:
+        if not self.holding:
             return
         now = self._clock()
-        for key in [key for key in self._holding if now - self._keys[key].since >= self.period]:
+        for key in [key for key in self.holding if now - self._keys[key].since >= self.period]:
             self._summary(key, self._keys[key], now)
 
     def keep_only(self, live: set[Any]) -> None:
@@ -103,7 +105,7 @@ class RateLog:
             self._summary(key, self._keys.pop(key), now)
 
     def _summary(self, key: tuple[Any, Hashable], k: _Key, now: float) -> None:
-        self._holding.discard(key)
+        self.holding.discard(key)
         if k.suppressed:
             who = "host" if key[0] is None else f"guest {key[0]}"
             self.logger.log(k.level, "%s: %d more %s lines suppressed in the last %.1f s",

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import collections
 import inspect
+import math
 import os
 import signal
 import threading
@@ -14,6 +15,7 @@ from collections.abc import Callable, Generator, Iterable
 from typing import Any
 
 from . import _kept
+from ._kept import KEPT
 from ._native import ffi, lib
 from ._totals import Departed
 from ._util import timeout_ms
@@ -35,6 +37,8 @@ __all__ = ["GuestConn", "Handler", "Host", "HostFace"]
 
 #: how long serve() sleeps at most between checks of stop() (signals wake it at once)
 _SERVE_SLICE = 0.25
+# what poll calls every round, looked up once (cffi's lib is fixed once loaded)
+_wait, _alive, _EV_ACCEPT = lib.hgsmi_host_wait, lib.hgsmi_conn_alive, lib.HGSMI_EV_ACCEPT
 
 
 class GuestConn:
@@ -315,6 +319,8 @@ class Host(HostFace):
         args = locals()
         self._make_core(name, size, doorbell, True, _refuse_awaitable,
                         {k: args[k] for k in OPTIONS})
+        # poll's last timeout and its milliseconds (NaN: none yet, equal to nothing)
+        self._poll_last: tuple[float | None, int] = (math.nan, 0)
 
     # -- serving --------------------------------------------------------------
     def poll(self, timeout: float | None = None) -> int:
@@ -324,19 +330,27 @@ class Host(HostFace):
         serves every guest's waiting buffers.  Returns the number of buffers
         served.  The wait releases the GIL.
         """
-        if _kept.pending():
+        # A round costs what serving costs: the bookkeeping below is a test
+        # each (no call) unless it has work, and the wait's timeout is
+        # converted once for the timeout a serving loop passes every time.
+        if KEPT:
             _kept.sweep()
         core = self._core
-        core.flush_logs()
-        ev = lib.hgsmi_host_wait(core.h, timeout_ms(timeout))
+        held_lines, held_life = core.log_holds
+        if held_lines or held_life:
+            core.flush_logs()
+        last = self._poll_last  # one tuple: threads polling at once never mix two pairs
+        if last[0] != timeout:
+            last = self._poll_last = (timeout, timeout_ms(timeout))
+        ev = _wait(core.h, last[1])
         if ev < 0:
             raise error(ev, "wait")
-        if ev & lib.HGSMI_EV_ACCEPT:
+        if ev & _EV_ACCEPT:  # the listen fd (or a handshake) was ready: the C side says
             core.accept(self._peer)
         served = 0
         for conn in list(core.conns.values()):
             served += conn.serve()
-            if not lib.hgsmi_conn_alive(conn.c):
+            if not _alive(conn.c):
                 core.depart(conn)
                 core.retire(conn)
         return served

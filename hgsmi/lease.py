@@ -70,20 +70,22 @@ class Window:
 class Windows:
     """A sync peer's current :class:`Window`, kept until a handler holds a view."""
 
-    __slots__ = ("_ptr", "_size", "_current")
+    __slots__ = ("_ptr", "_size", "current")
 
     def __init__(self, ptr: Any, size: int) -> None:
         self._ptr, self._size = ptr, size
-        self._current: Window | None = None
+        #: the window views are taken from now; None after :meth:`retire` (a
+        #: server reads it, and calls :meth:`get` only when it is None)
+        self.current: Window | None = None
 
     def get(self) -> Window:
         """The window to take views from (a new one after :meth:`retire`)."""
-        if self._current is None:
-            self._current = Window(self._ptr, self._size)
-        return self._current
+        if self.current is None:
+            self.current = Window(self._ptr, self._size)
+        return self.current
 
     def retire(self) -> None:
         """Take no more views from the current window: its held views are waited for."""
-        if self._current is not None:
-            self._current.close()
-            self._current = None
+        if self.current is not None:
+            self.current.close()
+            self.current = None

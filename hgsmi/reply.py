@@ -132,14 +132,16 @@ class HeldBack:
     ``len()`` is how many are held.
     """
 
-    __slots__ = ("_items",)
+    __slots__ = ("items",)
 
     def __init__(self) -> None:
-        # (copy of its hgsmi_msg, a check that is True once no view is left)
-        self._items: list[tuple[Any, Callable[[], bool]]] = []
+        #: (copy of its hgsmi_msg, a check that is True once no view is left);
+        #: changed in place only, so that a server's round can keep it and
+        #: test it for emptiness without a call
+        self.items: list[tuple[Any, Callable[[], bool]]] = []
 
     def __len__(self) -> int:
-        return len(self._items)
+        return len(self.items)
 
     def settle(self, m: Any, msg: Message) -> bool:
         """Revoke ``msg``'s view: True if ``m`` (a struct or a pointer to one) may go back now.
@@ -156,24 +158,24 @@ class HeldBack:
         """Keep a copy of ``m`` until ``gone()`` says its views are gone."""
         if ffi.typeof(m).kind == "pointer":  # already a copy of its own (an async handler's)
             m = m[0]
-        self._items.append((ffi.new("struct hgsmi_msg *", m), gone))
+        self.items.append((ffi.new("struct hgsmi_msg *", m), gone))
 
     def ready(self) -> list[Any]:
         """Take out the held buffers whose views are gone (``struct hgsmi_msg *`` each)."""
         out, still = [], []
-        for mc, gone in self._items:
+        for mc, gone in self.items:
             if gone():
                 out.append(mc)
             else:
                 still.append((mc, gone))
-        self._items = still
+        self.items[:] = still
         return out
 
     def drop(self) -> list[Callable[[], bool]]:
         """Forget every held buffer (its peer or segment is gone); revoke what
         can be, and return the checks of the views that live on."""
-        left = [gone for _, gone in self._items if not gone()]
-        self._items = []
+        left = [gone for _, gone in self.items if not gone()]
+        self.items.clear()
         return left
 
 
@@ -189,10 +191,12 @@ def serve_batch(msgs: Any, n: int, base: Any, peer: Any, handlers: list[Any],
     front of ``msgs`` (complete or ack them in one call); those with a view
     still alive go to ``held``; those deferred to ``start_async`` are the
     caller's.  A sync peer passes its ``windows`` and never defers (see
-    :mod:`hgsmi.lease`); an async one gets a Lease per buffer.
+    :mod:`hgsmi.lease`); an async one gets a Lease per buffer.  A peer that
+    serves batch after batch into the same array keeps a :class:`Sliced`
+    instead (the same dispatch, its setup made once).
     """
     if windows is not None:
-        return _serve_sliced(msgs, n, base, peer, handlers, start_async, failed, held, windows)
+        return Sliced(msgs, base, peer, handlers, start_async, failed, held, windows)(n)
     k = 0
     for i in range(n):
         m = msgs[i]
@@ -222,53 +226,86 @@ def _outcome(base: Any, m: Any, msg: Message, reply: Any, start_async: StartAsyn
     return True
 
 
-def _serve_sliced(msgs: Any, n: int, base: Any, peer: Any, handlers: list[Any],
-                  start_async: StartAsync, failed: Failed, held: HeldBack,
-                  windows: Windows) -> int:
-    """serve_batch with views taken from one window: fields come out in one
-    unpack, and a view costs a slice instead of an exporter of its own."""
-    win = windows.get()
-    views, settle = win.views, win.settle
-    refs = REFS
-    k = 0
-    fields = _MSG.iter_unpack(ffi.buffer(msgs, n * _MSG.size))
-    view: memoryview | None  # dropped once settled: settle counts the caller's name
-    msg: Message = None  # type: ignore[assignment]  # made for the first: refs(None) != NaN
-    mine = math.nan
-    for i, (_, data, size, capacity, channel, _, info, _, _) in enumerate(fields):
-        view = views[data:data + size]
-        # One Message for the batch while no handler keeps it (its count is
-        # what it was when made: only our name): a constructor call per
-        # message was a third of the dispatch.  A kept one stays revoked.
-        if refs(msg) == mine:  # (never for the first: nothing equals NaN)
-            msg.channel, msg.info, msg.capacity, msg.view = channel, info, capacity, view
-        else:
-            msg = Message(channel, info, capacity, view, peer)
-            mine = refs(msg)
-        handler = handlers[channel]
-        try:
-            reply = handler(msg) if handler is not None else None
-            if reply is not None and not _outcome(base, msgs[i], msg, reply, start_async):
-                raise AssertionError("a sync peer deferred a buffer")  # its start_async raises
-        except Exception as e:
-            failed(msgs[i], e)
-            write_reason(base, msgs[i], e)
-            # (leaving the except clause drops e, whose traceback would hold msg)
-        msg.view = reply = None  # revoked: data raises (Message.view, no call a message)
-        got = settle(view)
-        view = None
-        if got:  # held or spent: the next message's view comes from a fresh window
-            if got == HELD:  # a view derived from this one lives on
-                held.hold(msgs[i], win.free)
-            windows.retire()
-            win = windows.get()
-            views, settle = win.views, win.settle
-            if got == HELD:
-                continue
-        if k != i:
-            msgs[k] = msgs[i]
-        k += 1
-    return k
+class Sliced:
+    """:func:`serve_batch` of a sync peer, over one ``struct hgsmi_msg[]`` it
+    receives into again and again: ``sliced(n)`` serves ``msgs[0:n]`` and
+    returns ``k`` as serve_batch does.
+
+    Views are slices of one window; the fields come out of one unpack over
+    a buffer of the whole array made once; one :class:`Message` is refilled
+    from message to message and from batch to batch while no handler keeps
+    it.  Made once per peer (the host's :class:`~hgsmi.core.host.ConnCore`),
+    a batch costs one call and no setup: what a one-message round (a call)
+    pays per round.  ``peer`` may be set after it is made.
+    """
+
+    __slots__ = ("msgs", "peer", "_rows", "_base", "_handlers", "_start_async", "_failed",
+                 "_held", "_windows", "_msg", "_mine")
+
+    def __init__(self, msgs: Any, base: Any, peer: Any, handlers: list[Any],
+                 start_async: StartAsync, failed: Failed, held: HeldBack,
+                 windows: Windows) -> None:
+        if ffi.typeof(msgs).kind != "array":  # a pointer's buffer would be one row
+            raise TypeError("Sliced needs a struct hgsmi_msg[] array, not a pointer")
+        self.msgs = msgs
+        self.peer = peer  #: ``msg.peer`` of every message
+        self._rows = ffi.buffer(msgs)  # the whole array: a batch stops after its n rows
+        self._base, self._handlers, self._start_async = base, handlers, start_async
+        self._failed, self._held, self._windows = failed, held, windows
+        # The Message refilled while nobody else holds it, and its reference
+        # count then (NaN until one is made: equal to nothing)
+        self._msg: Message | None = None
+        self._mine = math.nan
+
+    def __call__(self, n: int) -> int:
+        msgs, base, windows = self.msgs, self._base, self._windows
+        win = windows.current or windows.get()
+        views, settle = win.views, win.settle
+        handlers, refs = self._handlers, REFS
+        k = 0
+        view: memoryview | None  # dropped once settled: settle counts the caller's name
+        # Taken out of the slot, so that the count compared is what it was
+        # when made (only a local name): a Message a handler kept has more.
+        msg: Message = self._msg  # type: ignore[assignment]  # None: refs(None) != NaN
+        mine, self._msg = self._mine, None
+        # (the rows run to the array's end: range(n) stops the batch after n)
+        for i, (_, data, size, capacity, channel, _, info, _, _) in zip(
+                range(n), _MSG.iter_unpack(self._rows), strict=False):
+            view = views[data:data + size]
+            # A constructor call per message was a third of the dispatch.
+            # A kept one stays revoked, and the next gets a new object.
+            if refs(msg) == mine:
+                msg.channel, msg.info, msg.capacity, msg.view = channel, info, capacity, view
+            else:
+                msg = Message(channel, info, capacity, view, self.peer)
+                mine = refs(msg)
+            handler = handlers[channel]
+            try:
+                reply = handler(msg) if handler is not None else None
+                if reply is not None and not _outcome(base, msgs[i], msg, reply,
+                                                      self._start_async):
+                    raise AssertionError("a sync peer deferred a buffer")  # start_async raises
+            except Exception as e:
+                self._failed(msgs[i], e)
+                write_reason(base, msgs[i], e)
+                # (leaving the except clause drops e, whose traceback would hold msg)
+            msg.view = reply = None  # revoked: data raises (Message.view, no call a message)
+            got = settle(view)
+            view = None
+            if got:  # held or spent: the next message's view comes from a fresh window
+                if got == HELD:  # a view derived from this one lives on
+                    self._held.hold(msgs[i], win.free)
+                windows.retire()
+                win = windows.get()
+                views, settle = win.views, win.settle
+                if got == HELD:
+                    continue
+            if k != i:
+                msgs[k] = msgs[i]
+            k += 1
+        if refs(msg) == mine:  # nobody kept it: the next batch refills it
+            self._msg, self._mine = msg, mine
+        return k
 
 
 def msg_array(mcs: list[Any]) -> Any:

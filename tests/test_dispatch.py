@@ -1,13 +1,15 @@
-"""The host's per-message dispatch (reply._serve_sliced): one Message per
-batch while handlers keep none, and what that costs against a bare call."""
+"""The host's per-message dispatch (reply.Sliced): one Message per peer
+while handlers keep none, and what a serving round costs in Python calls."""
 from __future__ import annotations
+
+import sys
 
 import pytest
 
 import hgsmi
 from hgsmi._native import ffi
 from hgsmi.lease import Windows
-from hgsmi.reply import HeldBack, serve_batch
+from hgsmi.reply import HeldBack, Sliced, serve_batch
 
 from support.pump import Pump
 
@@ -41,11 +43,8 @@ def test_a_kept_message_keeps_its_fields_and_is_revoked(name, no_leaks):
             m.data
 
 
-@pytest.mark.timeout(60)
-def test_one_message_object_per_batch_while_handlers_keep_none(monkeypatch):
-    """A batch of 64: the dispatch makes one Message, not one per message
-    (a constructor call was about a third of the dispatch: 1.0 -> 0.7 us a
-    message in one run); a handler that keeps one gets a fresh one next."""
+def _count_messages(monkeypatch):
+    """Make the dispatch's Messages count themselves: the list grows by one a Message."""
     from hgsmi import reply
 
     made = []
@@ -58,6 +57,15 @@ def test_one_message_object_per_batch_while_handlers_keep_none(monkeypatch):
             super().__init__(*a, **k)
 
     monkeypatch.setattr(reply, "Message", Counted)
+    return made
+
+
+@pytest.mark.timeout(60)
+def test_one_message_object_per_batch_while_handlers_keep_none(monkeypatch):
+    """A batch of 64: the dispatch makes one Message, not one per message
+    (a constructor call was about a third of the dispatch: 1.0 -> 0.7 us a
+    message in one run); a handler that keeps one gets a fresh one next."""
+    made = _count_messages(monkeypatch)
     n = 64
     mem = ffi.new("char[]", 1 << 16)
     base = ffi.cast("char *", mem)
@@ -84,3 +92,90 @@ def test_one_message_object_per_batch_while_handlers_keep_none(monkeypatch):
     for m in kept:
         with pytest.raises(hgsmi.BufferReleased):
             m.data
+
+
+def _batch(n, mem, first_info=0):
+    """A struct hgsmi_msg[n] of 64-byte buffers in ``mem``, info first_info + i."""
+    msgs = ffi.new("struct hgsmi_msg[]", n)
+    for i in range(n):
+        m = msgs[i]
+        m.offset, m.data, m.size, m.capacity, m.channel, m.info = \
+            i * 128, i * 128 + 16, 64, 64, CH, first_info + i
+    return msgs
+
+
+@pytest.mark.timeout(60)
+def test_a_peer_keeps_its_message_from_batch_to_batch(monkeypatch):
+    """A Sliced made once refills one Message across batches (a call's round
+    made one per round); a message kept by the last handler of a batch is
+    not refilled by the next batch, and stays revoked."""
+    made = _count_messages(monkeypatch)
+    mem = ffi.new("char[]", 1 << 16)
+    base = ffi.cast("char *", mem)
+    msgs = _batch(8, mem)
+    seen, kept = [], []
+
+    def handler(msg):
+        seen.append(msg.info)
+        if msg.info == 107:
+            kept.append(msg)
+
+    handlers = [None] * 256
+    handlers[CH] = handler
+    sliced = Sliced(msgs, base, "peer", handlers, None, None, HeldBack(), Windows(base, 1 << 16))
+    for batch in range(3):
+        for i in range(8):
+            msgs[i].info = 100 * batch + i
+        assert sliced(8) == 8
+    assert len(made) == 2  # the first, and one after the kept 107
+    assert seen == [100 * b + i for b in range(3) for i in range(8)]
+    assert kept[0].info == 107 and kept[0].peer == "peer"
+    with pytest.raises(hgsmi.BufferReleased):
+        kept[0].data
+    with pytest.raises(TypeError):  # a pointer's buffer would be one row
+        Sliced(msgs + 0, base, None, handlers, None, None, HeldBack(), Windows(base, 1 << 16))
+
+
+#: Python-level calls (functions and C calls) a sync host's round makes to
+#: serve one message, its handler's own aside: 28 before the round was cut
+#: down to poll -> serve -> dispatch -> settle (load-independent, unlike its time)
+ROUND_CALLS = 15
+
+
+@pytest.mark.timeout(60)
+def test_a_round_of_one_message_makes_few_python_calls(name, no_leaks):
+    """Count with sys.setprofile what Host.poll calls to serve one message
+    (the call-rtt round): the per-round bookkeeping is a test each, not a call."""
+    calls: list[str] = []
+
+    def count(frame, event, arg):
+        if event == "call":
+            calls.append(frame.f_code.co_qualname)
+        elif event == "c_call":
+            calls.append("C:" + getattr(arg, "__qualname__", repr(arg)))
+
+    def handler(msg):
+        pass
+
+    with hgsmi.Host(name, size=1 << 20, spin_us=0) as host:
+        host.register(CH, handler)
+        with Pump(host):
+            g = hgsmi.Guest(name, spin_us=0)
+        try:
+            for _ in range(3):  # the first rounds make the window and the Message
+                g.send(CH, 0, b"x" * 64)
+                assert host.poll(5) == 1
+            g.send(CH, 0, b"x" * 64)
+            sys.setprofile(count)
+            try:
+                served = host.poll(5)
+            finally:
+                sys.setprofile(None)
+            host.poll(0)  # the guest's detach is served in the close below
+        finally:
+            g.close()
+    assert served == 1
+    calls = [c for c in calls if c != "C:setprofile"]
+    assert calls.count("test_a_round_of_one_message_makes_few_python_calls.<locals>."
+                       "handler") == 1
+    assert len(calls) - 1 <= ROUND_CALLS, calls

@@ -44,6 +44,7 @@ from ..message import Handler, Message
 from ..reply import (
     HeldBack,
     ReplyTooLarge,
+    Sliced,
     fill_reply,
     msg_array,
     report_failure,
@@ -63,6 +64,8 @@ RoomSteps = Generator[tuple[int, float | None], None, int]
 
 #: batches one guest may have served per round before the next guest's turn
 _BATCHES_PER_ROUND = 4
+# the C calls of a serving round, looked up once (cffi's lib is fixed once loaded)
+_recv, _complete = lib.hgsmi_conn_recv, lib.hgsmi_conn_complete
 #: accept outcomes handled per pass: a flood of connections waits while guests are served
 _ACCEPTS_PER_PASS = 64
 #: lines a burst of guests attaching or leaving logs before thinning to one a second
@@ -83,7 +86,7 @@ class ConnCore:
         self.id: int = lib.hgsmi_conn_id(c)
         self.base = ffi.cast("char *", lib.hgsmi_conn_base(c))
         self.size = int(lib.hgsmi_conn_size(c))
-        self.peer: Any = None
+        self._peer: Any = None
         self._conns = host.conns  # the host's table: close() takes this guest out
         self._handlers = host.handlers  # the host's list, changed in place by register
         self._failed = host.handler_failed
@@ -93,10 +96,30 @@ class ConnCore:
         # what a sync host's views are sliced from (hgsmi/lease.py)
         self._windows = Windows(self.base, self.size) if host.windowed else None
         self._held = HeldBack()  # completions waiting for a view to go
+        self._held_items = self._held.items  # the same list, tested each round
+        # ``dispatch(n)``: serve_batch of msgs[0:n], its setup made once (a
+        # sync host's Sliced), so that a round is recv, one call, complete
+        self._sliced: Sliced | None = None
+        self._dispatch: Callable[[int], int] = self._serve_leased
+        if self._windows is not None:
+            self._dispatch = self._sliced = Sliced(
+                self._msgs, self.base, None, self._handlers, self._start_async, self._failed,
+                self._held, self._windows)
         self._done: list[Any] = []  # finished later (deferred, released), to go back together
         self._live: dict[int, Message] = {}  # deferred handlers running, by offset
         self._closed = False
         self._unacked_st: Any = None  # unacked()'s stats struct, made on first use
+
+    @property
+    def peer(self) -> Any:
+        """The face's handle on this guest (``msg.peer`` of its messages)."""
+        return self._peer
+
+    @peer.setter
+    def peer(self, peer: Any) -> None:
+        self._peer = peer
+        if self._sliced is not None:
+            self._sliced.peer = peer
 
     @property
     def alive(self) -> bool:
@@ -122,27 +145,33 @@ class ConnCore:
         wait returns at once while any guest has work left.  A buffer whose
         handler kept a view goes back in a later round, once it is gone.
         """
-        if self._held or self._done:
+        if self._held_items or self._done:
             self.flush()
+        c, msgs, cap, dispatch = self.c, self._msgs, self._cap, self._dispatch
         served = 0
-        c, msgs, cap = self.c, self._msgs, self._cap
-        for _ in range(_BATCHES_PER_ROUND):
-            n: int = lib.hgsmi_conn_recv(c, msgs, cap)
+        # recv, dispatch, complete: the completion (and its IRQ) goes before
+        # anything else, as a waiting caller's latency is what it ends.
+        while served < _BATCHES_PER_ROUND * cap:
+            n: int = _recv(c, msgs, cap)
             if n <= 0:
                 return served
-            k = serve_batch(msgs, n, self.base, self.peer, self._handlers, self._start_async,
-                            self._failed, self._held, self._windows)
+            k = dispatch(n)
             if k:
-                lib.hgsmi_conn_complete(c, msgs, k)
+                _complete(c, msgs, k)
             served += n
             if n < cap:  # drained; what came since makes the host's wait return at once
                 return served
         return served
 
+    def _serve_leased(self, n: int) -> int:
+        """An async host's dispatch of ``msgs[0:n]``: a Lease per message (serve_batch)."""
+        return serve_batch(self._msgs, n, self.base, self._peer, self._handlers,
+                           self._start_async, self._failed, self._held, None)
+
     def flush(self) -> None:
         """Complete (one IRQ) what finished since and what a view held back and is now free."""
         done = self._done
-        if self._held:
+        if self._held_items:
             done += self._held.ready()
         if done:
             self._done = []
@@ -400,6 +429,9 @@ class HostCore:
         # counted (handler_errors, the C counters), not logged line by line.
         self._ratelog = RateLog(log)
         self._lifelog = RateLog(log, burst=_LIFECYCLE_BURST)
+        #: the two logs' held-back keys: :meth:`flush_logs` has work only
+        #: while one is not empty (a face's round tests them without a call)
+        self.log_holds = (self._ratelog.holding, self._lifelog.holding)
 
     # -- configuration --------------------------------------------------------------
     def socket_path(self) -> str:
