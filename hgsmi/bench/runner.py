@@ -408,13 +408,19 @@ def format_matrix(result: dict[str, Any]) -> str:
     return "\n".join(out)
 
 
-def plot(result: dict[str, Any], path: str) -> None:
+def _pyplot() -> Any:
+    """matplotlib's pyplot on the Agg backend, or BenchError (checked before any run)."""
     try:
         import matplotlib
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
         raise BenchError("--plot needs matplotlib: pip install 'hgsmi[bench]'") from None
+    return plt
+
+
+def plot(result: dict[str, Any], path: str) -> None:
+    plt = _pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(13, 5), sharey=True)
     for ax, wl in zip(axes, STREAMS, strict=True):
         by: dict[str, list[tuple[int, float]]] = {}
@@ -471,6 +477,8 @@ def main(argv: Sequence[str] | None = None,
     args.silent = False
     try:
         selected(args.only)  # a mistyped name fails now, not after the quiet check
+        if args.plot:
+            _pyplot()  # and a missing matplotlib now, not after minutes of runs
     except BenchError as e:
         print(f"hgsmi bench: error: {e}", file=sys.stderr)
         return 1
