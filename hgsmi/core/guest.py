@@ -97,6 +97,7 @@ class GuestCore:
         self._done: list[Buffer] = []  # completed Buffers that completed() hands out next
         self._msgs = ffi.new("struct hgsmi_msg[]", batch)
         self._one = ffi.new("struct hgsmi_msg *")
+        self._st = ffi.new("struct hgsmi_guest_stats *")  # the room waits' in-flight count
         # a host's flood of failing commands: thinned
         self._ratelog = RateLog(logging.getLogger("hgsmi.guest"))
         self._windows = Windows(self.base, self.size) if windowed else None
@@ -123,9 +124,12 @@ class GuestCore:
 
     def in_flight(self) -> bool:
         """Has the host buffers of ours (whose taking would make ring room)?"""
-        st = ffi.new("struct hgsmi_guest_stats *")
-        lib.hgsmi_guest_stats(self.check_open(), st)
-        return bool(st.inflight)
+        return self._inflight() > 0
+
+    def _inflight(self) -> int:
+        """The C core's count of our buffers with the host (no allocation: a wait loop asks)."""
+        lib.hgsmi_guest_stats(self.check_open(), self._st)
+        return int(self._st.inflight)
 
     def heap_room_coming(self) -> bool:
         """Would waiting make heap room?  Only if a buffer that frees itself
@@ -138,9 +142,7 @@ class GuestCore:
         it cannot use.  Raises :class:`PeerGone`.
         """
         check(self.reap(self._done_one), "completions")
-        st = ffi.new("struct hgsmi_guest_stats *")
-        lib.hgsmi_guest_stats(self.check_open(), st)
-        return int(st.inflight) > len(self.inflight)
+        return self._inflight() > len(self.inflight)
 
     def stats(self) -> dict[str, Any]:
         """Counters, in-flight buffers and guest-heap figures."""
