@@ -1076,11 +1076,19 @@ static bool guest_note(struct hgsmi_endpoint *ep, enum hgsmi_ep_event what)
 	return true;
 }
 
-/* What recv serves in C is acked within recv's timeout (arg). */
+/* One recv call's deadline: every ack it makes counts against the same one. */
+struct recv_deadline {
+	uint64_t start;
+	int timeout_ms; /* -1: for ever */
+};
+
+/* What recv serves in C is acked within what is left of recv's timeout (arg). */
 static int guest_complete(struct hgsmi_endpoint *ep, const struct hgsmi_msg *msgs, unsigned n,
 			  void *arg)
 {
-	int rc = ack_within(guest_of(ep), msgs, n, *(const int *)arg);
+	const struct recv_deadline *d = arg;
+	int rc = ack_within(guest_of(ep), msgs, n,
+			    hgsmi_int_remaining_ms(d->timeout_ms, d->start));
 
 	return rc < 0 ? rc : 0;
 }
@@ -1102,13 +1110,17 @@ static void endpoint_init(struct hgsmi_guest *g)
 static int recv_within(struct hgsmi_guest *g, struct hgsmi_msg *out, unsigned max,
 		       int timeout_ms)
 {
-	const struct hgsmi_ep_bound b = {.limit = UINT_MAX, .budget = UINT_MAX};
+	/* A budget, as the host has: a host that refills its FIFO with buffers
+	 * C serves (no handler, bad checksum) cannot keep one call here. */
+	const struct hgsmi_ep_bound b = {.limit = UINT_MAX,
+					 .budget = max > HGSMI_BATCH ? max : HGSMI_BATCH};
+	struct recv_deadline d = {.start = hgsmi_int_now_ns(), .timeout_ms = timeout_ms};
 	unsigned n;
 	int rc;
 
 	if (host_gone(g))
 		return -EPIPE;
-	rc = hgsmi_int_ep_recv(&g->ep, out, max, &b, &timeout_ms, &n);
+	rc = hgsmi_int_ep_recv(&g->ep, out, max, &b, &d, &n);
 	return rc < 0 ? rc : (int)n;
 }
 
