@@ -2,6 +2,7 @@
 while handlers keep none, and what a serving round costs in Python calls."""
 from __future__ import annotations
 
+import errno
 import sys
 
 import pytest
@@ -179,3 +180,41 @@ def test_a_round_of_one_message_makes_few_python_calls(name, no_leaks):
     assert calls.count("test_a_round_of_one_message_makes_few_python_calls.<locals>."
                        "handler") == 1
     assert len(calls) - 1 <= ROUND_CALLS, calls
+
+
+@pytest.mark.timeout(60)
+def test_every_kind_of_reply_goes_back(name, no_leaks):
+    """The reply fast paths (the request's own view, bytes) and the general one
+    give what a copy would: in place, a slice of the request (an overlapping
+    move), bytes, bytearray, a memoryview, a numpy-like 2-byte format; the
+    wrong type and a reply beyond the capacity fail the call."""
+    def in_place(m):
+        m.data[0] = 0x7F
+        return m.data
+
+    replies = {
+        0x31: in_place,
+        0x32: lambda m: m.data[2:5],
+        0x33: lambda m: b"bytes!",
+        0x34: lambda m: bytearray(b"ba"),
+        0x35: lambda m: memoryview(b"--view--")[2:6],
+        0x36: lambda m: memoryview(bytearray(b"\x01\x00\x02\x00")).cast("H"),
+        0x37: lambda m: 42,
+        0x38: lambda m: b"x" * 100,
+    }
+    with hgsmi.Host(name, size=1 << 20) as host:
+        for ch, h in replies.items():
+            host.register(ch, h)
+        with Pump(host), hgsmi.Guest(name) as g:
+            assert g.call(0x31, 0, b"abcdef") == b"\x7fbcdef"
+            assert g.call(0x32, 0, b"abcdef") == b"cde"
+            assert g.call(0x33, 0, b"ab", 16) == b"bytes!"
+            assert g.call(0x34, 0, b"abc") == b"ba"
+            assert g.call(0x35, 0, b"abcd") == b"view"
+            assert g.call(0x36, 0, b"abcd") == b"\x01\x00\x02\x00"
+            with pytest.raises(hgsmi.RemoteError, match="int"):
+                g.call(0x37, 0, b"abc")
+            with pytest.raises(hgsmi.HgsmiError) as e:
+                g.call(0x38, 0, b"abc", 16)
+            assert e.value.errno == errno.EOVERFLOW
+            assert g.call(0x33, 0, b"ab", 16) == b"bytes!"  # the channel still serves

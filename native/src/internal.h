@@ -157,6 +157,7 @@ struct hgsmi_spin {
 	uint64_t load_checked_ns; /* when /proc/loadavg was last read */
 	bool busy;                /* then: more tasks runnable than CPUs */
 	int ncpu;
+	unsigned slow_run;         /* paying spins in a row slower than sleeping */
 	uint64_t spins_paid, spins_missed, spins_failed, spins_preempted; /* counts */
 };
 /*

@@ -21,9 +21,10 @@
  *    once and a side whose peer came back recovers; one whose work came
  *    within spin_us after all (a near miss) sets the average to that wait;
  *  - as long as paying spins are quicker than sleeping: each side also
- *    keeps the average wait that slept (and got work soon), and when its
- *    spins take longer than that, it sleeps for a while (CPUs shared with
- *    other work: a woken sleeper is scheduled ahead of a spinner);
+ *    keeps the average wait that slept (and got work soon), and when
+ *    SPIN_SLOW_RUN spins in a row take longer than that, it sleeps for a
+ *    while (CPUs shared with other work: a woken sleeper is scheduled ahead
+ *    of a spinner);
  *  - never while more tasks are runnable than there are CPUs (the running
  *    count in /proc/loadavg, read at most every 10 ms), and never after it
  *    was itself preempted while spinning (a gap in its own
@@ -56,6 +57,11 @@
 #define SPIN_RETRY_MAX_NS 100000000ull    /* then doubling, up to 100 ms */
 #define SPIN_BACKOFF_MIN_NS 10000000ull   /* preempted: off for 10 ms */
 #define SPIN_BACKOFF_MAX_NS 1000000000ull /* doubling while it recurs, up to 1 s */
+/* Slow paying spins in a row before backing off.  One is noise on a VM (an
+ * interrupt, or the peer just woken): compared as an average, a couple of
+ * them turned a quiet machine's spin off for milliseconds, and the peer's
+ * spins then waited out our wake-ups and turned off in turn. */
+#define SPIN_SLOW_RUN 4
 #define SPIN_LOAD_CHECK_NS 10000000ull    /* /proc/loadavg at most every 10 ms */
 
 void hgsmi_int_spin_init(struct hgsmi_spin *s, uint32_t cap_us)
@@ -101,13 +107,16 @@ static uint64_t ewma(uint64_t avg, uint64_t sample)
 void hgsmi_int_spin_paid(struct hgsmi_spin *s, uint64_t spun_ns, uint64_t now)
 {
 	s->avg_ns = ewma(s->avg_ns, spun_ns);
-	if (s->sleep_avg_ns && s->avg_ns > s->sleep_avg_ns) {
+	s->slow_run = s->sleep_avg_ns && spun_ns > s->sleep_avg_ns ? s->slow_run + 1 : 0;
+	if (s->slow_run >= SPIN_SLOW_RUN) {
 		/*
-		 * Found work, but later than sleeping does: the CPUs are shared
-		 * with other work, and a sleeper's wake-up beats a spinner that
-		 * the scheduler treats as a hog.  Sleep for a while, then probe.
+		 * Found work, but later than sleeping does, again and again: the
+		 * CPUs are shared with other work, and a sleeper's wake-up beats
+		 * a spinner that the scheduler treats as a hog.  Sleep for a
+		 * while, then probe.
 		 */
 		s->avg_ns = s->sleep_avg_ns / 2;
+		s->slow_run = 0;
 		s->budget_ns = 0;
 		s->off_until_ns = now + s->retry_ns;
 		s->retry_ns = s->retry_ns * 2 < SPIN_RETRY_MAX_NS ? s->retry_ns * 2 : SPIN_RETRY_MAX_NS;

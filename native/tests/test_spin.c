@@ -12,7 +12,7 @@
  *    recur and starts over once they are rare;
  *  - a spin that ran out is judged after the sleep: work within spin_us is
  *    a near miss (the budget grows to cover it), later or none a failure;
- *  - paying spins slower on average than the waits that slept stop it;
+ *  - paying spins slower than the waits that slept, 4 in a row, stop it;
  *  - a poll that reports the peer asleep stops the spin with no verdict.
  *
  * Exit 0 pass, 1 fail, 77 skipped (one CPU: the library never spins there).
@@ -85,12 +85,21 @@ static void rules(void)
 	hgsmi_int_spin_preempted(&s, t + 100000 * MS);
 	CHECK(s.backoff_ns == 10 * MS);
 
-	/* Paying spins that take longer than sleeping does: off, then a probe. */
+	/* Paying spins that take longer than sleeping does, SPIN_SLOW_RUN (4)
+	 * in a row: off, then a probe.  Fewer, or broken by a quick one: noise. */
 	hgsmi_int_spin_init(&s, 50);
 	s.sleep_avg_ns = 10 * US, s.avg_ns = 5 * US;
 	hgsmi_int_spin_paid(&s, 5 * US, t);
 	CHECK(hgsmi_int_spin_budget(&s, t) == 14 * US); /* 2 x 5 + 4 */
-	hgsmi_int_spin_paid(&s, 60 * US, t); /* average 11.9 us > 10 */
+	for (int i = 0; i < 3; i++)
+		hgsmi_int_spin_paid(&s, 60 * US, t);
+	CHECK(hgsmi_int_spin_budget(&s, t) > 0 && s.slow_run == 3);
+	hgsmi_int_spin_paid(&s, 2 * US, t); /* a quick one: the run starts over */
+	CHECK(s.slow_run == 0);
+	for (int i = 0; i < 3; i++)
+		hgsmi_int_spin_paid(&s, 11 * US, t);
+	CHECK(hgsmi_int_spin_budget(&s, t) > 0);
+	hgsmi_int_spin_paid(&s, 11 * US, t);
 	CHECK(hgsmi_int_spin_budget(&s, t) == 0);
 	CHECK(hgsmi_int_spin_budget(&s, t + MS) > 0);
 }
