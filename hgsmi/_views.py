@@ -60,6 +60,7 @@ import os
 import sys
 import sysconfig
 from collections.abc import Callable
+from gc import get_referents
 from sys import getrefcount
 from typing import Any
 
@@ -140,7 +141,7 @@ class _Region:
 
 def _revoke_into(stuck: list[memoryview], views: list[memoryview]) -> None:
     """Release ``views``; add those something exports from to ``stuck`` (once each)."""
-    have = {id(v) for v in stuck}
+    have = {id(v) for v in stuck} if stuck else ()  # (a loan's publish: none stuck)
     for view in views:
         try:
             view.release()
@@ -172,8 +173,10 @@ class _Tracked(_Region):
 
     def revoke(self, views: list[memoryview]) -> bool:
         _revoke_into(self._stuck, views)
-        self.close()
-        return self.free()
+        self._whole.release()  # close() and free() inline: a loan's publish calls this
+        if self._stuck:
+            self._stuck = _release_stuck(self._stuck)
+        return not self._stuck and self._none_left()
 
     def close(self) -> None:
         self._whole.release()
@@ -193,14 +196,13 @@ class _Counted(_Tracked):
     __slots__ = ("_exporter", "_mbuf", "_base")
 
     def __init__(self, exporter: Any) -> None:
-        import gc
-
-        super().__init__(exporter)
+        # (_Tracked.__init__ inline: a region is made a loan, and a call costs)
+        self.views = self._whole = memoryview(exporter)
+        self._stuck: list[memoryview] = []
         self._exporter = exporter
-        self.views = self._whole
         # The managed buffer every slice of _whole shares: each live slice,
         # released or not, holds one reference to it.
-        self._mbuf = gc.get_referents(self._whole)[0]
+        self._mbuf = get_referents(self._whole)[0]
         # Its count with one view out: _whole, our slot, getrefcount's argument, the view.
         self._base = getrefcount(self._mbuf) + 1
 

@@ -94,7 +94,10 @@ class Loan:
         deadline = None if timeout is None else time.monotonic() + timeout
         first = self._sent
         while self._sent < self._n:
-            rc = lib.hgsmi_guest_publish(core.check_open(), self._offs + self._sent,
+            g = core.handle
+            if g is None or core.gone is not None:
+                g = core.check_open()  # raises
+            rc = lib.hgsmi_guest_publish(g, self._offs + self._sent if self._sent else self._offs,
                                          self._n - self._sent)
             if rc > 0:
                 self._sent += rc
