@@ -5,7 +5,7 @@ the baselines, with the host and the guest in two spawned processes.
 
 - ``hgsmi-copy``: ``Guest.send(bytes)`` (g2h), ``GuestConn.post(bytes)``
   (h2g) and ``Guest.call(bytes)`` (rtt): one copy into the VRAM each way.
-- ``hgsmi-zerocopy``: ``Guest.loan`` of up to :func:`batch_for` buffers +
+- ``hgsmi-zerocopy``: ``Guest.loan`` of up to :func:`loan_batch_for` buffers +
   fill in place + ``publish`` (g2h), or ``alloc`` + ``call_buffer`` (rtt).
   The stream fills every byte of each buffer in the VRAM (the work a
   producer does there, and what the copy modes and iceoryx2's loan do); the
@@ -48,6 +48,21 @@ SEGMENT = 64 << 20
 def batch_for(size: int) -> int:
     """Messages per doorbell for hgsmi-batch: 256 small ones, at most ~2 MiB."""
     return max(1, min(256, (2 << 20) // size))
+
+
+#: the most bytes of buffers one zero-copy loan holds: a stream keeps two to
+#: four loans' buffers in flight and refills them as the host frees them, so
+#: this keeps what the producer writes within a core's L2 (1.25 MiB on the
+#: Xeon measured in docs/performance.md, "Loan batches": 8 x 64 KiB ran at
+#: 0.9-1.05x ``send``, 32 x 64 KiB at 0.75x)
+LOAN_BYTES = 512 << 10
+
+
+def loan_batch_for(size: int) -> int:
+    """Buffers per loan for hgsmi-zerocopy: :func:`batch_for`, within
+    :data:`LOAN_BYTES` a loan, and two where that allows none (1 MiB)."""
+    most = batch_for(size)
+    return max(min(2, most), min(most, LOAN_BYTES // size))
 
 
 class _Peer:
@@ -205,7 +220,7 @@ def guest_send(mode: str, peer: _Peer, job: Job, barrier: bool = False) -> None:
         # bytes) from the same page-aligned source that copy mode's C
         # memcpy reads.
         msg = _source(size)
-        b = batch_for(size)
+        b = loan_batch_for(size)
         loan = g.loan
         while n < count and clock() < end:
             batch = loan(DATA_CH, 0, size, min(b, count - n))
