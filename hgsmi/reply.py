@@ -275,11 +275,12 @@ class Sliced:
         # when made (only a local name): a Message a handler kept has more.
         msg: Message = self._msg  # type: ignore[assignment]  # None: refs(None) != NaN
         mine, self._msg = self._mine, None
-        # (one unpack a row: an iterator over the rows costs more to set up
-        # than a one-message batch, a call's, spends in all)
-        rows, unpack, row = self._rows, _MSG.unpack_from, _MSG.size
-        for i in range(n):
-            _, data, size, capacity, channel, _, info, _, _ = unpack(rows, i * row)
+        # The rows run to the array's end: range(n) stops the batch after n.
+        # A one-message batch (a call's round) unpacks its row alone: the
+        # iterator costs more to set up (0.65 µs) than the rest of its dispatch.
+        rows = ((0, _MSG.unpack_from(self._rows)),) if n == 1 else zip(
+            range(n), _MSG.iter_unpack(self._rows), strict=False)
+        for i, (_, data, size, capacity, channel, _, info, _, _) in rows:
             view = views[data:data + size]
             # A constructor call per message was a third of the dispatch.
             # A kept one stays revoked, and the next gets a new object.
