@@ -419,7 +419,9 @@ HGSMI_API int hgsmi_conn_recv(struct hgsmi_conn *conn, struct hgsmi_msg *out,
 /*
  * Complete buffers: for each, write status and reply length (msg.size) into
  * the header and push the offset on the completion ring; one IRQ at the end,
- * unless the guest is awake.  Returns n, or -errno.  Blocks: no.
+ * unless the guest is awake.  Returns n, or -EINVAL if an offset is not in
+ * the guest heap (then none is completed), or -EPIPE.  Only what went back
+ * stops counting as held (stats inflight_guest, max_inflight).  Blocks: no.
  */
 HGSMI_API int hgsmi_conn_complete(struct hgsmi_conn *conn,
 				  const struct hgsmi_msg *msgs, unsigned n);
@@ -499,7 +501,10 @@ struct hgsmi_guest_stats {
 	uint32_t inflight; /* guest buffers submitted and not yet reaped */
 	uint32_t backend;
 	struct hgsmi_heap_stats guest_heap;
-	uint64_t acks_dropped; /* acks the host never made room for (-ETIMEDOUT) */
+	/* acks that never reached the host's ack ring: it kept it full
+	 * (-ETIMEDOUT), it is gone (-EPIPE) or its index is hostile (-EPROTO);
+	 * recv's own acks (C handlers, bad buffers) included */
+	uint64_t acks_dropped;
 };
 
 /*
@@ -627,7 +632,12 @@ HGSMI_API int hgsmi_guest_call(struct hgsmi_guest *guest, uint8_t channel,
  * Host commands: drain and verify up to max from the host FIFO.  Channels
  * with a C handler are served and acked here; unregistered channels and bad
  * buffers are acked with an error.  The rest are returned in out[]; ack them
- * with hgsmi_guest_ack.  Returns the count, or -EPIPE.  Blocks: no.
+ * with hgsmi_guest_ack.  Returns the count, or -EPIPE, -EPROTO (a hostile
+ * FIFO index), or an error of its own acks (as hgsmi_guest_ack: the acks
+ * that failed are counted in stats.acks_dropped).  Such an error met after
+ * messages were placed in out[] does not lose them: the call returns their
+ * count, takes nothing more, and the next recv (or poll) returns the error
+ * and takes nothing.  Blocks: no, beyond its acks' wait for ring room.
  */
 HGSMI_API int hgsmi_guest_recv(struct hgsmi_guest *guest, struct hgsmi_msg *out,
 			       unsigned max);
@@ -635,9 +645,11 @@ HGSMI_API int hgsmi_guest_recv(struct hgsmi_guest *guest, struct hgsmi_msg *out,
  * Hand host buffers back (status in msg.status); one doorbell.  Returns n.
  * If the host keeps the ack ring full, it waits (sleeping) up to 2 s, then
  * counts the acks left in stats.acks_dropped and returns -ETIMEDOUT; -EPIPE
- * if the host is gone.  The *_timeout forms below wait up to timeout_ms
- * (-1: for ever; never less than 20 ms, so an honest host that is a pass
- * behind loses no ack).
+ * if the host is gone, -EPROTO if its ack ring index is hostile (the acks
+ * not sent counted likewise).  -EINVAL if an offset is not in the host heap:
+ * then none is sent and none counted.  The *_timeout forms below wait up to
+ * timeout_ms (-1: for ever; never less than 20 ms, so an honest host that
+ * is a pass behind loses no ack).
  */
 HGSMI_API int hgsmi_guest_ack(struct hgsmi_guest *guest,
 			      const struct hgsmi_msg *msgs, unsigned n);

@@ -281,14 +281,19 @@ static bool conn_note(struct hgsmi_endpoint *ep, enum hgsmi_ep_event what)
 	return c->alive;
 }
 
-/* Complete buffers taken by recv; internal ones never counted as held. */
-static int complete(struct hgsmi_conn *c, const struct hgsmi_msg *msgs, unsigned n)
+/*
+ * Complete buffers taken by recv; internal ones never counted as held.
+ * *went: how many of msgs (a prefix) left our hands, also on an error.
+ */
+static int complete(struct hgsmi_conn *c, const struct hgsmi_msg *msgs, unsigned n,
+		    unsigned *went)
 {
 	int rc;
 
+	*went = 0;
 	if (!c->alive)
 		return -EPIPE;
-	rc = hgsmi_int_ep_complete(&c->ep, msgs, n, NULL);
+	rc = hgsmi_int_ep_complete(&c->ep, msgs, n, NULL, went);
 	if (rc == -EPROTO) { /* a hostile completion ring index */
 		guest_error(c, &c->st.errors_protocol);
 		c->alive = false;
@@ -305,9 +310,10 @@ static int conn_complete(struct hgsmi_endpoint *ep, const struct hgsmi_msg *msgs
 			 void *arg)
 {
 	struct hgsmi_conn *c = hgsmi_container_of(ep, struct hgsmi_conn, ep);
+	unsigned went;
 
 	(void)arg;
-	complete(c, msgs, n);
+	complete(c, msgs, n, &went);
 	return c->alive ? 0 : -EPIPE;
 }
 
@@ -379,11 +385,13 @@ int hgsmi_conn_recv(struct hgsmi_conn *c, struct hgsmi_msg *out, unsigned max)
 int hgsmi_conn_complete(struct hgsmi_conn *c, const struct hgsmi_msg *msgs,
 			unsigned n)
 {
-	int rc = complete(c, msgs, n);
+	unsigned went;
+	int rc = complete(c, msgs, n, &went);
 
-	/* These came out of recv: they make room under max_inflight. */
-	if (rc >= 0)
-		c->held -= n < c->held ? n : c->held;
+	/* These came out of recv: what went back (or was dropped, counted in
+	 * errors_full) makes room under max_inflight; what did not is still
+	 * held, so held stays what is really in the caller's hands. */
+	c->held -= went < c->held ? went : c->held;
 	return rc;
 }
 

@@ -66,7 +66,12 @@ int hgsmi_int_ep_recv(struct hgsmi_endpoint *ep, struct hgsmi_msg *out, unsigned
 		      const struct hgsmi_ep_bound *b, void *arg, unsigned *got)
 {
 	const struct hgsmi_ep_ops *ops = ep->ops;
-	struct hgsmi_msg done[HGSMI_BATCH], vms[HGSMI_BATCH];
+	/* done[] holds what C served, given back between batches only: a
+	 * batch never stops half-way at a failed complete, so every entry
+	 * taken off `in` is in out[] or went through ops->complete (which
+	 * accounts for what it could not give back).  Up to HGSMI_BATCH - 1
+	 * carried over plus one whole batch. */
+	struct hgsmi_msg done[2 * HGSMI_BATCH], vms[HGSMI_BATCH];
 	uint32_t offs[HGSMI_BATCH];
 	int rcs[HGSMI_BATCH];
 	/* The budget counts entries served in C too, which never reach out[]:
@@ -80,11 +85,12 @@ int hgsmi_int_ep_recv(struct hgsmi_endpoint *ep, struct hgsmi_msg *out, unsigned
 		 * stay in the peer's ring, which is its backpressure. */
 		unsigned want = max - n_out, busy = b->held + n_out + n_done;
 
-		if (busy >= b->limit && n_done) {
-			if ((rc = ops->complete(ep, done, n_done, arg)) < 0)
-				goto out;
+		if (n_done && (n_done >= HGSMI_BATCH || busy >= b->limit)) {
+			rc = ops->complete(ep, done, n_done, arg);
 			busy -= n_done;
 			n_done = 0;
+			if (rc < 0)
+				break;
 		}
 		if (busy >= b->limit)
 			break;
@@ -94,9 +100,10 @@ int hgsmi_int_ep_recv(struct hgsmi_endpoint *ep, struct hgsmi_msg *out, unsigned
 			want = budget;
 		n = hgsmi_int_ring_pop(ep->in, offs, want < HGSMI_BATCH ? want : HGSMI_BATCH);
 		if (n < 0) {
-			/* A hostile index: nothing on this ring is usable. */
+			/* A hostile index: nothing on this ring is usable (what
+			 * done[] holds still goes back, below). */
 			rc = -EPROTO;
-			goto out;
+			break;
 		}
 		if (n == 0)
 			break;
@@ -117,32 +124,34 @@ int hgsmi_int_ep_recv(struct hgsmi_endpoint *ep, struct hgsmi_msg *out, unsigned
 				continue;
 			}
 			done[n_done++] = m;
-			if (n_done == HGSMI_BATCH) {
-				if ((rc = ops->complete(ep, done, n_done, arg)) < 0)
-					goto out;
-				n_done = 0;
-			}
 		}
 	}
-	if (n_done)
-		rc = ops->complete(ep, done, n_done, arg);
-out:
+	if (n_done) {
+		int crc = ops->complete(ep, done, n_done, arg);
+
+		if (rc == 0)
+			rc = crc;
+	}
 	*got = n_out;
 	return rc < 0 ? rc : 0;
 }
 
 int hgsmi_int_ep_complete(struct hgsmi_endpoint *ep, const struct hgsmi_msg *msgs,
-			  unsigned n, void *arg)
+			  unsigned n, void *arg, unsigned *went)
 {
 	uint32_t offs[HGSMI_BATCH];
 	unsigned done = 0;
 
+	*went = 0;
+	/* Every offset checked before any goes back: -EINVAL gives nothing
+	 * back, so the caller still holds all n and knows it. */
+	for (unsigned i = 0; i < n; i++)
+		if (!peer_buffer(ep, msgs[i].offset))
+			return -EINVAL;
 	while (done < n) {
 		unsigned k = 0, sent = 0;
 
 		for (; k < HGSMI_BATCH && done + k < n; k++) {
-			if (!peer_buffer(ep, msgs[done + k].offset))
-				return -EINVAL;
 			hgsmi_int_buffer_result(ep->base, &msgs[done + k]);
 			offs[k] = msgs[done + k].offset;
 		}
@@ -151,18 +160,23 @@ int hgsmi_int_ep_complete(struct hgsmi_endpoint *ep, const struct hgsmi_msg *msg
 		while (sent < k) {
 			int p = hgsmi_int_ring_push(ep->back, offs + sent, k - sent), rc;
 
-			if (p < 0)
+			if (p < 0) {
+				*went = done + sent;
 				return -EPROTO;
+			}
 			sent += (unsigned)p;
 			if (sent == k)
 				break;
 			rc = ep->ops->full(ep, k - sent, n - done - sent, arg);
-			if (rc < 0)
+			if (rc < 0) {
+				*went = done + sent;
 				return rc;
+			}
 			if (rc > 0)
 				break; /* the rest of the chunk is dropped */
 		}
 		done += k;
+		*went = done;
 	}
 	return (int)n;
 }

@@ -46,6 +46,10 @@ struct hgsmi_guest {
 	struct hgsmi_channel channels[HGSMI_NUMBER_OF_CHANNELS];
 	struct hgsmi_msg *stash; /* completions reaped by a call, not yet returned */
 	uint32_t stash_head, stash_count;
+	/* An error of a recv that still returned the messages it had taken
+	 * (its own acks failed, or the FIFO index turned hostile): the next
+	 * recv or poll returns it (take_recv_err). */
+	int recv_err;
 	struct hgsmi_region gheap;
 	int sock;
 	uint32_t epoch;
@@ -1024,14 +1028,12 @@ static int ack_full(struct hgsmi_endpoint *ep, unsigned chunk, unsigned left, vo
 	struct ack_wait *w = arg;
 	int ms, rc;
 
-	(void)chunk;
+	(void)chunk, (void)left; /* what is left is counted by ack_within */
 	doorbell(g);
 	if (host_gone(g))
 		return -EPIPE;
-	if ((ms = hgsmi_int_remaining_ms(w->timeout_ms, w->start)) == 0) {
-		g->st.acks_dropped += left;
+	if ((ms = hgsmi_int_remaining_ms(w->timeout_ms, w->start)) == 0)
 		return -ETIMEDOUT;
-	}
 	if ((rc = sleep_for_room(g, ms < 0 || ms > w->slice_ms ? w->slice_ms : ms)) < 0)
 		return rc;
 	w->slice_ms = w->slice_ms < ACK_SLICE_MAX_MS ? w->slice_ms * 2 : w->slice_ms;
@@ -1040,19 +1042,25 @@ static int ack_full(struct hgsmi_endpoint *ep, unsigned chunk, unsigned left, vo
 
 /*
  * hgsmi_guest_ack within timeout_ms (-1: for ever, and never less than
- * ACK_GRACE_MS).  A host that keeps the ring full costs a sleep, not a spin,
- * and the acks it never took are counted (acks_dropped) and -ETIMEDOUT.
+ * ACK_GRACE_MS).  A host that keeps the ring full costs a sleep, not a spin.
+ * Returns n, or -ETIMEDOUT, -EPIPE, -EPROTO (a hostile ack ring index) with
+ * every ack that did not reach the ring counted in acks_dropped (those
+ * before it went), or -EINVAL (an offset outside the host heap) with none
+ * sent and none counted: the caller still holds them all.
  */
 static int ack_within(struct hgsmi_guest *g, const struct hgsmi_msg *msgs, unsigned n,
 		      int timeout_ms)
 {
 	struct ack_wait w = {.start = hgsmi_int_now_ns(), .timeout_ms = timeout_ms, .slice_ms = 1};
+	unsigned went;
 	int rc;
 
 	if (timeout_ms >= 0 && timeout_ms < ACK_GRACE_MS)
 		w.timeout_ms = ACK_GRACE_MS;
-	rc = hgsmi_int_ep_complete(&g->ep, msgs, n, &w);
-	if (rc > 0)
+	rc = hgsmi_int_ep_complete(&g->ep, msgs, n, &w, &went);
+	if (rc < 0 && rc != -EINVAL)
+		g->st.acks_dropped += n - went;
+	if (went)
 		doorbell(g);
 	return rc;
 }
@@ -1106,7 +1114,23 @@ static void endpoint_init(struct hgsmi_guest *g)
 		.bytes_in = &g->st.bytes_in, .bytes_out = &g->st.bytes_out, .ops = &guest_ops};
 }
 
-/* hgsmi_guest_recv, whose own acks (C handlers, bad buffers) wait as ack_within. */
+/* The error a recv held back for this call, cleared. */
+static int take_recv_err(struct hgsmi_guest *g)
+{
+	int rc = g->recv_err;
+
+	g->recv_err = 0;
+	return rc;
+}
+
+/*
+ * hgsmi_guest_recv, whose own acks (C handlers, bad buffers) wait as
+ * ack_within.  Nothing taken off the FIFO is lost when one of those acks
+ * fails (or the FIFO index turns hostile) part-way: the messages already in
+ * out[] are returned, the error is held for the next call, which returns it
+ * and takes nothing, and the acks that failed are in acks_dropped.  No more
+ * is taken after the failure (hgsmi_int_ep_recv): it stays on the FIFO.
+ */
 static int recv_within(struct hgsmi_guest *g, struct hgsmi_msg *out, unsigned max,
 		       int timeout_ms)
 {
@@ -1118,9 +1142,15 @@ static int recv_within(struct hgsmi_guest *g, struct hgsmi_msg *out, unsigned ma
 	unsigned n;
 	int rc;
 
+	if (g->recv_err)
+		return take_recv_err(g);
 	if (host_gone(g))
 		return -EPIPE;
 	rc = hgsmi_int_ep_recv(&g->ep, out, max, &b, &d, &n);
+	if (rc < 0 && n > 0) {
+		g->recv_err = rc; /* out[] first: the caller must ack those */
+		rc = 0;
+	}
 	return rc < 0 ? rc : (int)n;
 }
 
@@ -1139,9 +1169,12 @@ int hgsmi_guest_poll(struct hgsmi_guest *g, int timeout_ms)
 {
 	struct hgsmi_msg msgs[HGSMI_BATCH];
 	uint64_t before = g->st.msgs_in, start = hgsmi_int_now_ns();
-	int rc = hgsmi_guest_wait(g, timeout_ms), n;
+	int rc, n;
 
-	if (rc < 0)
+	/* What the last recv held back comes first, not after a wait. */
+	if (g->recv_err)
+		return take_recv_err(g);
+	if ((rc = hgsmi_guest_wait(g, timeout_ms)) < 0)
 		return rc;
 	/* The acks share the caller's deadline (a full ack ring must not
 	 * stretch it), and their failure is the call's. */

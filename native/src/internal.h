@@ -411,21 +411,27 @@ struct hgsmi_ep_bound {
  * Take up to max of the peer's buffers from ep->in: each slot read once, the
  * batch verified at once (every header and tail read once), and what C
  * serves (bad and too large buffers, the setup channel, no handler, C
- * handlers) completed through ops->complete(arg); the rest go to out, their
- * count to *got.  0, or -EPROTO (a hostile index on `in`), or complete's
- * error; *got is set either way.
+ * handlers) completed through ops->complete(arg), between batches; the rest
+ * go to out, their count to *got.  0, or -EPROTO (a hostile index on `in`),
+ * or complete's error; *got is set either way, and out[0..*got) are the
+ * caller's also on an error.  Nothing taken is left unaccounted: the first
+ * failed complete ends the call before another batch is taken, and what a
+ * complete could not give back is its own to count.
  */
 HGSMI_INT int hgsmi_int_ep_recv(struct hgsmi_endpoint *ep, struct hgsmi_msg *out, unsigned max,
 				const struct hgsmi_ep_bound *b, void *arg, unsigned *got);
 /*
  * Give n of the peer's buffers back on ep->back: status and reply length
  * written into each header, which must lie in the peer's heap (else
- * -EINVAL), the offsets pushed a batch at a time; a full ring asks
- * ops->full(arg).  Returns n, -EINVAL, -EPROTO (a hostile index on `back`)
- * or full's error.  Waking the peer is the caller's.
+ * -EINVAL, checked for all n before any goes back), the offsets pushed a
+ * batch at a time; a full ring asks ops->full(arg).  Returns n, -EINVAL,
+ * -EPROTO (a hostile index on `back`) or full's error.  *went is set on
+ * every return: msgs[0..*went) are no longer the caller's (pushed, or
+ * dropped when full said so), the rest never reached `back` (all n on
+ * -EINVAL).  Waking the peer is the caller's.
  */
 HGSMI_INT int hgsmi_int_ep_complete(struct hgsmi_endpoint *ep, const struct hgsmi_msg *msgs,
-				    unsigned n, void *arg);
+				    unsigned n, void *arg, unsigned *went);
 
 /* How a side queues what hgsmi_int_ep_send fills. */
 struct hgsmi_ep_sender {
