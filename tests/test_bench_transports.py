@@ -109,3 +109,26 @@ def test_peer_rtt_gives_one_latency_per_call(name):
 def test_missing_peers_are_named_with_the_fix():
     for why in thirdparty.available().values():
         assert "pip install 'hgsmi[bench]'" in why
+
+
+def test_runs_are_interleaved_so_drift_hits_every_figure_alike():
+    """Each figure's runs are taken round-robin with the figures it is compared
+    with (first runs of all, then second runs...), a failed run is left out and
+    logged, and a job with fewer runs stops early."""
+    import argparse
+
+    order: list[str] = []
+
+    def job(key: str, fail_on: int = -1):
+        def run():
+            order.append(key)
+            if order.count(key) == fail_on:
+                raise RuntimeError(f"{key} broke\nlast line")
+            return len(order)
+        return run
+
+    args = argparse.Namespace(silent=True)
+    got = bench._interleaved([("a", 3, job("a")), ("b", 2, job("b", fail_on=2)),
+                              ("c", 3, job("c"))], "g2h-stream", args)
+    assert order == ["a", "b", "c", "a", "b", "c", "a", "c"]
+    assert got == {"a": [1, 4, 7], "b": [2], "c": [3, 6, 8]}

@@ -116,12 +116,33 @@ def _log(args: argparse.Namespace, text: str) -> None:
 
 def _repeat(n: int, fn: Callable[[], Any], what: str,
             args: argparse.Namespace) -> list[Any]:
-    out = []
+    out: list[Any] = []
     for _ in range(n):
-        try:
-            out.append(fn())
-        except Exception as e:  # one failed run must not sink the table
-            _log(args, f"  {what}: run failed: {str(e).strip().splitlines()[-1]}")
+        _once(out, fn, what, args)
+    return out
+
+
+def _once(out: list[Any], fn: Callable[[], Any], what: str, args: argparse.Namespace) -> None:
+    """Append ``fn()`` to ``out``; a failed run is logged and left out."""
+    try:
+        out.append(fn())
+    except Exception as e:  # one failed run must not sink the table
+        _log(args, f"  {what}: run failed: {str(e).strip().splitlines()[-1]}")
+
+
+def _interleaved(jobs: list[tuple[Any, int, Callable[[], Any]]], what: str,
+                 args: argparse.Namespace) -> dict[Any, list[Any]]:
+    """Run each ``(key, runs, fn)`` job ``runs`` times, round-robin: the first
+    run of every job, then the second... Each figure is a median over its
+    runs, and figures are compared as ratios; on a shared machine the load
+    drifts over seconds, so the runs of the figures compared are spread over
+    the same stretch of time rather than taken one transport after another."""
+    out: dict[Any, list[Any]] = {key: [] for key, _, _ in jobs}
+    for r in range(max((n for _, n, _ in jobs), default=0)):
+        _log(args, f"{what}: round {r + 1}")
+        for key, n, fn in jobs:
+            if r < n:
+                _once(out[key], fn, f"{what} {key}", args)
     return out
 
 
@@ -137,22 +158,23 @@ def rate_row(res: list[Any], transport: str, workload: str, size: int,
             **extra, "runs": len(res)}
 
 
-def stream_row(t: Any, workload: str, size: int, args: argparse.Namespace,
-               runs: int) -> dict[str, Any] | None:
-    direction = workload[:3]
-    res = _repeat(runs, lambda: t.stream(direction, size, seconds=args.seconds,
-                                         cpus=args.cpus, timeout=60),
-                  f"{t.name} {workload} {size}", args)
-    return rate_row(res, t.name, workload, size)
+def stream_run(t: Any, workload: str, size: int,
+               args: argparse.Namespace) -> Callable[[], Any]:
+    """One stream run of ``t`` (a job for :func:`_interleaved`)."""
+    return functools.partial(t.stream, workload[:3], size, seconds=args.seconds,
+                             cpus=args.cpus, timeout=60)
 
 
-def rtt_row(t: Any, workload: str, args: argparse.Namespace,
-            runs: int) -> dict[str, Any] | None:
-    res = _repeat(runs, lambda: t.rtt(64, args.rtt_count, cpus=args.cpus, timeout=60),
-                  f"{t.name} {workload}", args)
+def rtt_run(t: Any, args: argparse.Namespace) -> Callable[[], Any]:
+    """One call-rtt run of ``t`` (64 B): its latencies."""
+    return functools.partial(t.rtt, 64, args.rtt_count, cpus=args.cpus, timeout=60)
+
+
+def rtt_row(res: list[Any], transport: str, workload: str) -> dict[str, Any] | None:
+    """The row of the median p50 and p99 of rtt runs; None if none ran."""
     if not res:
         return None
-    return {"transport": t.name, "workload": workload, "size": 64,
+    return {"transport": transport, "workload": workload, "size": 64,
             "p50_us": round(statistics.median(percentile(r, 50) for r in res) * 1e6, 2),
             "p99_us": round(statistics.median(percentile(r, 99) for r in res) * 1e6, 2),
             "runs": len(res)}
@@ -249,6 +271,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     stream_ts = [names["c-ceiling"], hgc] + list(hg[args.spin_us].values()) + [hga] + \
         [t for t in base if t.name != "c-ceiling"]
     for workload in STREAMS:
+        jobs: list[tuple[Any, int, Callable[[], Any]]] = []
         for t in stream_ts:
             # --quick: the async guest and most peers only at the two regimes
             # (per-message cost, bulk copy), to keep the run short.
@@ -259,28 +282,33 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 for size in sizes or args.sizes:
                     skip(t, workload, size)
                 continue
-            _log(args, f"{workload}: {t.name}")
             for size in sizes or args.sizes:
                 small_c = size == 64 and t.name in ("c-ceiling", "hgsmi-c")
-                add(stream_row(t, workload, size, args,
-                               max(args.runs, 5) if small_c else args.runs),
-                    **({"spin_us": spinning[t]} if t in spinning else {}))
+                jobs.append(((t.name, size), max(args.runs, 5) if small_c else args.runs,
+                             stream_run(t, workload, size, args)))
+        by_name = {t.name: t for t in stream_ts}
+        for (name, size), res in _interleaved(jobs, workload, args).items():
+            t = by_name[name]
+            add(rate_row(res, name, workload, size),
+                **({"spin_us": spinning[t]} if t in spinning else {}))
     # call-rtt: baselines once (they never spin); hgsmi with spin, and without.
+    rtt_jobs: list[tuple[Any, int, Callable[[], Any]]] = []
     for t in base:
         if not runs(t, "rtt"):
             skip(t, "call-rtt", 64)
             continue
-        _log(args, f"call-rtt: {t.name}")
-        add(rtt_row(t, "call-rtt", args,
-                    max(args.runs, 5) if t.name == "c-ceiling" else args.runs))
+        rtt_jobs.append(((t.name, "call-rtt", None),
+                         max(args.runs, 5) if t.name == "c-ceiling" else args.runs,
+                         rtt_run(t, args)))
     for spin, wl in ((args.spin_us, "call-rtt"), (0, "call-rtt-nospin")):
         ts: list[Transport] = [HgsmiC(spin), *hg[spin].values(), HgsmiAsync(spin)]
         for t in ts:
             if not runs(t, "rtt"):
                 skip(t, wl, 64)
                 continue
-            _log(args, f"{wl}: {t.name} (spin_us={spin})")
-            add(rtt_row(t, wl, args, args.runs), spin_us=spin)
+            rtt_jobs.append(((t.name, wl, spin), args.runs, rtt_run(t, args)))
+    for (name, wl, spin), res in _interleaved(rtt_jobs, "call-rtt", args).items():
+        add(rtt_row(res, name, wl), **({} if spin is None else {"spin_us": spin}))
     # Many calls in flight from one asyncio guest (issue 6): calls/s.
     if runs(hga, "rtt"):
         _log(args, f"call-concurrent: hgsmi-async ({ASYNC_INFLIGHT} in flight)")
