@@ -286,6 +286,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 small_c = size == 64 and t.name in ("c-ceiling", "hgsmi-c")
                 jobs.append(((t.name, size), max(args.runs, 5) if small_c else args.runs,
                              stream_run(t, workload, size, args)))
+        # A size's transports one after another: the figures a ratio compares
+        # are then taken seconds apart, not a whole round (stable: the table's order)
+        jobs.sort(key=lambda job: job[0][1])
         by_name = {t.name: t for t in stream_ts}
         for (name, size), res in _interleaved(jobs, workload, args).items():
             t = by_name[name]
