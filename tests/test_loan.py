@@ -296,7 +296,7 @@ def test_close_with_a_loan_out_keeps_a_kept_view_mapped(name, pumped):
 def test_zero_copy_costs_the_guest_no_more_than_send(name, no_leaks):
     """The issue's rule: filling buffers in place never costs more than
     handing over bytes.  Guest CPU time per 64 B message, send() against
-    loan + fill + publish, in one run (best of 3 each); the host is a child
+    loan + fill + publish, in one run (alternated, best of 5 each); the host is a child
     process, and the guest sleeps rather than spins while it waits.
     alloc + submit + completions + free cost 5-8x send here."""
     p = start_host(name)
@@ -320,15 +320,17 @@ def test_zero_copy_costs_the_guest_no_more_than_send(name, no_leaks):
                     k += len(batch)
 
             def cpu(fn) -> float:
-                best = float("inf")
-                for _ in range(3):
-                    t0 = time.process_time()
-                    fn()
-                    best = min(best, time.process_time() - t0)
-                    g.call(CH_DIGEST, 0, b"", 24, timeout=60)  # drained before the next
-                return best
+                t0 = time.process_time()
+                fn()
+                took = time.process_time() - t0
+                g.call(CH_DIGEST, 0, b"", 24, timeout=60)  # drained before the next
+                return took
 
-            t_send, t_loan = cpu(by_send), cpu(by_loan)
+            # Alternated, best of 5 each: a burst of load on this shared
+            # machine then slows one run of each, not all runs of one.
+            t_send = t_loan = float("inf")
+            for _ in range(5):
+                t_send, t_loan = min(t_send, cpu(by_send)), min(t_loan, cpu(by_loan))
             assert t_loan <= t_send, f"loan {t_loan / n * 1e6:.2f} us/msg, " \
                                      f"send {t_send / n * 1e6:.2f} us/msg"
     finally:
