@@ -69,10 +69,15 @@ class Guest:
         self._offs = ffi.new("uint32_t[]", batch)
         self._send_ptr = ffi.new("void *[1]")  # send()'s one-message arrays
         self._send_len = ffi.new("uint32_t[1]")
-        self._reply = bytearray(4096)
-        self._reply_ptr = ffi.from_buffer(self._reply)  # made once: 0.2 us a call otherwise
+        self._new_reply(4096)
         for channel, handler in (handlers or {}).items():
             self.register(channel, handler)
+
+    def _new_reply(self, size: int) -> None:
+        """A reply buffer of ``size`` bytes for :meth:`call`, with its C pointer and
+        view made once (0.2 and 0.08 µs a call otherwise)."""
+        self._reply = bytearray(size)
+        self._reply_ptr, self._reply_view = ffi.from_buffer(self._reply), memoryview(self._reply)
 
     # -- calls ----------------------------------------------------------------
     def call(self, channel: int, info: int, data: Any, reply_size: int = 0,
@@ -91,8 +96,7 @@ class Guest:
         # (Tests, not calls, where a call costs as much: this path is the call RTT.)
         room = cap if cap > REASON_MAX else REASON_MAX + 1
         if len(self._reply) < room:
-            self._reply = bytearray(room)
-            self._reply_ptr = ffi.from_buffer(self._reply)
+            self._new_reply(room)
         ms = -1 if timeout is None else timeout_ms(timeout)
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
@@ -112,7 +116,7 @@ class Guest:
             raise call_error(rc, channel, self._reply)
         if rc > cap:
             raise too_long(channel, cap, rc)
-        return bytes(memoryview(self._reply)[:rc])
+        return bytes(self._reply_view[:rc])
 
     def loan(self, channel: int, info: int, size: int, n: int = 1,
              timeout: float | None = None) -> Loan:

@@ -348,7 +348,7 @@ class Host(HostFace):
         if ev & _EV_ACCEPT:  # the listen fd (or a handshake) was ready: the C side says
             core.accept(self._peer)
         served = 0
-        for conn in list(core.conns.values()):
+        for conn in core.serving:
             served += conn.serve()
             if not _alive(conn.c):
                 core.depart(conn)

@@ -87,7 +87,7 @@ class ConnCore:
         self.base = ffi.cast("char *", lib.hgsmi_conn_base(c))
         self.size = int(lib.hgsmi_conn_size(c))
         self._peer: Any = None
-        self._conns = host.conns  # the host's table: close() takes this guest out
+        self._serve_no_more = host.serve_no_more  # close() takes this guest out
         self._handlers = host.handlers  # the host's list, changed in place by register
         self._failed = host.handler_failed
         self._start_async = functools.partial(host.on_awaitable, self)
@@ -313,7 +313,7 @@ class ConnCore:
         """
         if not self._closed:
             self._closed = True
-            self._conns.pop(self.id, None)
+            self._serve_no_more(self)
             if self._windows is not None:
                 self._windows.retire()
             left = self._held.drop()
@@ -419,6 +419,10 @@ class HostCore:
         self.on_awaitable = on_awaitable
         self.handlers: list[Handler | None] = [None] * 256
         self.conns: dict[int, ConnCore] = {}
+        #: the guests a round serves: a snapshot of ``conns``, made again when one
+        #: comes or goes (a round must not iterate ``conns`` while a departure
+        #: changes it, and a copy of it a round cost 0.12 µs of a call's)
+        self.serving: tuple[ConnCore, ...] = ()
         self._conn_out = ffi.new("struct hgsmi_conn **")
         self.refused = 0
         self.refusals: dict[str, int] = {}
@@ -493,6 +497,7 @@ class HostCore:
                 conn = ConnCore(self, c)
                 conn.peer = make_peer(conn)
                 self.conns[conn.id] = conn
+                self.serving = tuple(self.conns.values())
                 self._lifelog.log(None, "guest attached", logging.INFO,
                                   "guest %d attached", conn.id)
 
@@ -514,7 +519,12 @@ class HostCore:
         how = "cut off" if conn.cut_off else "gone"
         self._lifelog.log(None, f"guest {how}", logging.INFO,
                           "guest %d %s; reclaiming its buffers", conn.id, how)
-        self.conns.pop(conn.id, None)
+        self.serve_no_more(conn)
+
+    def serve_no_more(self, conn: ConnCore) -> None:
+        """Take ``conn`` out of :attr:`conns` and :attr:`serving` (idempotent)."""
+        if self.conns.pop(conn.id, None) is not None:
+            self.serving = tuple(self.conns.values())
 
     def retire(self, conn: ConnCore) -> None:
         """Keep what ``conn`` leaves behind (its last stats, folded into ``left``),
