@@ -4,6 +4,7 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -51,21 +52,56 @@ static inline void detach_clean(struct hgsmi_guest *g)
 	hgsmi_guest_detach(g);
 }
 
+/* The running fixture host and its runtime directory, stopped and removed
+ * however the guest side ends. */
+static pid_t fixture_host;
+static char fixture_dir[] = "/tmp/hgsmi-test-XXXXXX";
+
+/*
+ * A failed CHECK on the guest side exits (or its alarm fires) with the host
+ * still running: stop it with SIGTERM, so that it removes its socket and its
+ * named semaphores, rather than leave it to die of its own alarm and leave
+ * them behind (/dev/shm/sem.hgsmi-*).  Only what is async-signal-safe.
+ */
+static void stop_fixture_host(void)
+{
+	pid_t host = fixture_host;
+
+	fixture_host = 0;
+	if (host > 0) {
+		kill(host, SIGTERM);
+		waitpid(host, NULL, 0); /* bounded: the host has its own alarm */
+		rmdir(fixture_dir);     /* empty once the host removed its socket */
+	}
+}
+
+static void on_fixture_alarm(int sig)
+{
+	(void)sig;
+	stop_fixture_host();
+	_exit(1);
+}
+
 /*
  * Two real processes under a private runtime directory: fork a host that
  * runs run_host(name, backend, ready_fd) (it writes a byte to ready_fd once
  * it listens and exits 0 on SIGTERM), run the guest here, stop the host,
- * and check it removed its socket.  Each side is bounded by alarm(60).
+ * and check it removed its socket.  Each side is bounded by alarm(60); a
+ * guest side that fails stops the host first.
  */
 static inline void fork_host_run_guest(const char *tag, uint32_t backend,
 				       void (*run_host)(const char *, uint32_t, int),
 				       void (*run_guest)(const char *))
 {
-	char name[17], dir[] = "/tmp/hgsmi-test-XXXXXX";
+	static int registered;
+	char name[17], *dir = fixture_dir;
 	int p[2], status;
 	pid_t host;
 	char c;
 
+	if (!registered++)
+		CHECK(atexit(stop_fixture_host) == 0);
+	strcpy(dir + sizeof(fixture_dir) - 7, "XXXXXX"); /* a new one each run */
 	CHECK(mkdtemp(dir));
 	setenv("HGSMI_RUNTIME_DIR", dir, 1);
 	snprintf(name, sizeof(name), "%s%d%u", tag, (int)getpid() % 100000, backend);
@@ -75,9 +111,13 @@ static inline void fork_host_run_guest(const char *tag, uint32_t backend,
 		alarm(60);
 		run_host(name, backend, p[1]);
 	}
+	fixture_host = host;
+	signal(SIGALRM, on_fixture_alarm);
 	CHECK(read(p[0], &c, 1) == 1);
 	alarm(60);
 	run_guest(name);
+	alarm(0);
+	fixture_host = 0;
 	kill(host, SIGTERM);
 	CHECK(waitpid(host, &status, 0) == host);
 	CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
