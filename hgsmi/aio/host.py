@@ -208,7 +208,7 @@ class AsyncHost(LoopDriven, HostFace):
             mask = 0
         if mask & _EV_ACCEPT:
             core.accept(self._peer)
-        for conn in list(core.conns.values()):
+        for conn in core.serving:
             if lib.hgsmi_conn_alive(conn.c):
                 conn.serve()  # its awaitables reach _start_async
             if not lib.hgsmi_conn_alive(conn.c):
@@ -250,7 +250,7 @@ class AsyncHost(LoopDriven, HostFace):
     def _flush_done(self) -> None:
         """What async handlers finished in this loop iteration goes back together."""
         self._flush_pending = False
-        for conn in list(self._core.conns.values()):
+        for conn in self._core.serving:
             conn.flush()
 
     def _depart(self, conn: ConnCore) -> None:
