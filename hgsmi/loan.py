@@ -53,8 +53,12 @@ class Loan:
         self._region = _views.Region(ffi.buffer(core.base, core.size))
         whole = self._region.views
         #: the buffers' views, in order; revoked by publish and cancel
-        self.views: list[memoryview] = [whole[o + 16:o + 16 + size]
-                                        for o in ffi.unpack(offs, n)]
+        self.views: list[memoryview]
+        if n == 1:  # (a comprehension is a call, and was a quarter of a loan of one)
+            o = offs[0] + 16
+            self.views = [whole[o:o + size]]
+        else:
+            self.views = [whole[o + 16:o + 16 + size] for o in ffi.unpack(offs, n)]
 
     def __len__(self) -> int:
         return self._n
@@ -109,7 +113,7 @@ class Loan:
                 raise Timeout(errno.ETIMEDOUT, f"publish: {self._sent} of {self._n} "
                               "published, the ring is full")
             self._wait(left)
-        core.loan_settled(self)
+        core.loan_settled(self, self._offs)
         return self._sent - first
 
     def cancel(self) -> bool:
@@ -126,7 +130,7 @@ class Loan:
             return False
         core.unloan(self._offs + self._sent, self._n - self._sent)
         self._sent = self._n
-        core.loan_settled(self)
+        core.loan_settled(self, self._offs)
         return True
 
     def __enter__(self) -> Loan:

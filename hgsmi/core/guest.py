@@ -93,6 +93,10 @@ class GuestCore:
         self._held: list[Buffer] = []  # freed while a view was still exported
         self._loans: set[Loan] = set()  # loaned, not all published or cancelled
         self._held_loans: set[Loan] = set()  # cancelled while a view was in use
+        # The offsets array of the last loan settled, for the next loan: an
+        # ffi.new a loan was an eighth of its Python (a stream loans, fills
+        # and publishes one loan at a time, so one spare covers it).
+        self._spare_offs: Any = None
         self._live: dict[int, Message] = {}  # host commands an async handler still serves
         self._done: list[Buffer] = []  # completed Buffers that completed() hands out next
         self._msgs = ffi.new("struct hgsmi_msg[]", batch)
@@ -399,19 +403,25 @@ class GuestCore:
             check_int("size", size, 0, 0xFFFFFFFF)
             check_int("n", n, 1, 1 << 20)
             g = self.check_open()
-        offs = ffi.new("uint32_t[]", n)  # the one crossing into C of the fast path
-        rc = lib.hgsmi_guest_loan(g, channel, info, size, n, offs)
+        offs, self._spare_offs = self._spare_offs, None
+        if offs is None or len(offs) < n:  # (longer is fine: a loan counts its own)
+            offs = ffi.new("uint32_t[]", n)
+        rc = lib.hgsmi_guest_loan(g, channel, info, size, n, offs)  # the one crossing into C
+
         if rc > 0:
             ln = Loan(self, wait, offs, rc, size, channel, info)
             self._loans.add(ln)
             return ln
+        self._spare_offs = offs
         if rc == -errno.ENOMEM:
             return None
         raise error(rc, f"loan of {n} x {size} bytes")
 
-    def loan_settled(self, ln: Loan) -> None:
-        """``ln`` is all published or given back: forget it."""
+    def loan_settled(self, ln: Loan, offs: Any) -> None:
+        """``ln`` is all published or given back: forget it, and keep its
+        ``offs`` (which it never reads again) for the next loan."""
         self._loans.discard(ln)
+        self._spare_offs = offs
         if self._held_loans:  # (a publish's common case: none)
             self._held_loans.discard(ln)
 
