@@ -164,7 +164,7 @@ class GuestCore:
     # -- buffers ----------------------------------------------------------------
     def call_args(self, channel: int, info: int, data: Any,
                   reply_size: int) -> tuple[Any, int]:
-        """A copy-mode call's checks, for both faces: ``(data as a cffi buffer, cap)``.
+        """A copy-mode call's checks, for both faces: ``(data as bytes or a cffi buffer, cap)``.
 
         ``cap``, ``max(len(data), reply_size)``, is the most the reply may
         be.  Raises TypeError/ValueError for bad arguments,
@@ -173,7 +173,9 @@ class GuestCore:
         if not (type(channel) is int and type(info) is int and 0 < channel < 256
                 and 0 <= info <= 0xFFFF):
             check_channel(channel, info)
-        src = as_buffer(data)
+        # bytes, the common request, goes to C as it is: a cffi argument takes
+        # its pointer for the call, where from_buffer makes an object (0.3 µs).
+        src = data if type(data) is bytes else as_buffer(data)
         if type(reply_size) is not int or reply_size < 0:
             check_int("reply_size", reply_size, 0, 1 << 63)
         cap = max(len(src), reply_size)
