@@ -34,6 +34,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
+from .._wire import SPIN_US_DEFAULT
 from . import busy
 
 if TYPE_CHECKING:  # the transports are imported when a run starts, not with the CLI
@@ -42,10 +43,9 @@ if TYPE_CHECKING:  # the transports are imported when a run starts, not with the
 
 SIZES = (64, 4096, 65536, 1 << 20)
 STREAMS = ("g2h-stream", "h2g-stream")
-#: the adaptive spin (µs) for the call-rtt "spin" run, chosen by measurement:
-#: with the peers on two vCPUs, 50 µs covers a round trip (8 µs median) while
-#: 10 µs does not (37 µs); see README "Benchmarks".
-DEFAULT_SPIN_US = 50
+#: the adaptive spin's cap (µs) of the hgsmi rows: the library's default, what
+#: a new user gets (docs/performance.md, "The spin cap")
+DEFAULT_SPIN_US = SPIN_US_DEFAULT
 #: coroutines with a call in flight in the hgsmi-async call-concurrent row
 ASYNC_INFLIGHT = 256
 #: hgsmi-async stream sizes under --quick (every spawned Python run costs

@@ -15,7 +15,7 @@ A config file (every key optional)::
     ring_entries = 1024            # power of two
     max_guests = 64
     max_inflight = 0               # per guest; 0: ring_entries
-    spin_us = 50                   # cap of the adaptive spin before sleeping (µs); 0: never
+    spin_us = 200                  # cap of the adaptive spin before sleeping (µs); 0: never
     guest_heap_percent = 50        # share of each segment's heaps for the guest
     max_message = 0                # bytes of data in one guest buffer; 0: what the heap holds
     max_doorbells_per_s = 100000   # per guest; 0: this default; "unlimited": no limit

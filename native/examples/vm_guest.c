@@ -450,7 +450,7 @@ int main(int argc, char **argv)
 			 * once nothing is in flight, so the rings carry on. */
 			drain();
 			hgsmi_guest_detach(g);
-			spin_us = 50;
+			spin_us = HGSMI_SPIN_US_DEFAULT;
 			attach(pci, host);
 			rtt("spin");
 		}

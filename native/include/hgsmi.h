@@ -225,7 +225,7 @@ struct hgsmi_host_config {
  * CPUs are busy), so an idle or loaded machine pays nearly nothing for it.
  * In the config structs 0 means never spin, as it does in Python and TOML.
  */
-#define HGSMI_SPIN_US_DEFAULT 50u
+#define HGSMI_SPIN_US_DEFAULT 200u
 
 /*
  * Instance names: 1 to HGSMI_INSTANCE_NAME_MAX of [A-Za-z0-9_.-], not
