@@ -83,9 +83,11 @@ def test_doorbell_flood_is_throttled_and_others_served(name, runtime_dir, no_lea
 @pytest.mark.timeout(30)
 def test_host_holds_no_more_than_max_inflight(name, runtime_dir, no_leaks):
     kept: list[memoryview] = []
+    handled = [0]
 
     def keep(msg):  # a view that outlives the handler holds the completion
         kept.append(msg.data[:1])
+        handled[0] += 1
 
     with hgsmi.Host(name, size=1 << 20, max_inflight=4) as host:
         host.register(CH_ECHO, keep)
@@ -103,9 +105,10 @@ def test_host_holds_no_more_than_max_inflight(name, runtime_dir, no_leaks):
                 assert st["inflight_guest"] == 4 and st["inflight_guest_peak"] == 4, st
                 assert st["submit_depth"] == 28, st  # the rest wait in the guest's ring
                 assert g.stats()["inflight"] == 32
-                while len(kept) < 32 and time.monotonic() < deadline + 5:
+                while handled[0] < 32 and time.monotonic() < deadline + 5:
                     kept.clear()  # completes the held ones: room for more
                     time.sleep(0.02)
+                assert handled[0] == 32
                 kept.clear()
                 deadline = time.monotonic() + 5
                 while g.stats()["inflight"] and time.monotonic() < deadline:
