@@ -106,9 +106,9 @@ def only_buf_comes_back(g: hgsmi.Guest, buf: hgsmi.Buffer) -> None:
 
 @pytest.mark.timeout(30)
 def test_loans_out_together_keep_their_own_buffers(name, pumped):
-    """Loans made while others are out, of sizes that reuse a settled loan's
-    offsets array (shorter, then longer), published and cancelled out of
-    order: each message is exactly what was written into its own view."""
+    """Loans made while others are out, two of them short enough to take a
+    settled loan's offsets array, published and cancelled out of order:
+    each message is exactly what was written into its own view."""
     _, got = pumped
     with hgsmi.Guest(name) as g:
         want = []

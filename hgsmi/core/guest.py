@@ -409,7 +409,6 @@ class GuestCore:
         if offs is None or len(offs) < n:  # (longer is fine: a loan counts its own)
             offs = ffi.new("uint32_t[]", n)
         rc = lib.hgsmi_guest_loan(g, channel, info, size, n, offs)  # the one crossing into C
-
         if rc > 0:
             ln = Loan(self, wait, offs, rc, size, channel, info)
             self._loans.add(ln)
