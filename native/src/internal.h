@@ -155,10 +155,12 @@ struct hgsmi_spin {
 	uint64_t slept_start_ns;  /* this wait went to sleep: settle measures it */
 	uint64_t sleep_avg_ns;    /* average wait that slept and got work; 0: none yet */
 	uint64_t load_checked_ns; /* when /proc/loadavg was last read */
-	bool busy;                /* then: more tasks runnable than CPUs */
+	bool busy;                /* then: more tasks runnable than CPUs, twice in a row */
+	bool busy_seen;           /* the last reading said so (true before the first) */
+	long nivcsw;              /* this thread's involuntary switches at the last gap */
 	int ncpu;
 	unsigned slow_run;         /* paying spins in a row slower than sleeping */
-	uint64_t spins_paid, spins_missed, spins_failed, spins_preempted; /* counts */
+	uint64_t spins_paid, spins_missed, spins_failed, spins_preempted, spins_stolen; /* counts */
 };
 /*
  * Polled while spinning: >0 work is ready, 0 keep spinning, <0 stop (the

@@ -26,10 +26,15 @@
  *    while (CPUs shared with other work: a woken sleeper is scheduled ahead
  *    of a spinner);
  *  - never while more tasks are runnable than there are CPUs (the running
- *    count in /proc/loadavg, read at most every 10 ms), and never after it
- *    was itself preempted while spinning (a gap in its own
- *    clock): the CPUs are busy, and spinning would steal from the peer.  It
- *    stays off for a backoff that doubles while preemptions keep coming.
+ *    count in /proc/loadavg, read at most every 10 ms, twice in a row: a
+ *    kernel thread runnable for a moment is not a busy machine, and a
+ *    verdict holds for 10 ms), and never after it was itself preempted
+ *    while spinning (a gap in its own clock, and an involuntary context
+ *    switch of its thread since the last gap): the CPUs are busy, and
+ *    spinning would steal from the peer.  It stays off for a backoff that
+ *    doubles while preemptions keep coming.  A gap without such a switch
+ *    is the hypervisor running others on our vCPU (steal time): no task
+ *    here wanted the CPU, so the spin goes on.
  * A machine with one CPU never spins: the peer cannot run meanwhile.
  *
  * Private to one side, one thread: nothing here is shared memory.
@@ -38,6 +43,7 @@
 #include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include "internal.h"
@@ -64,6 +70,14 @@
 #define SPIN_SLOW_RUN 4
 #define SPIN_LOAD_CHECK_NS 10000000ull    /* /proc/loadavg at most every 10 ms */
 
+/* This thread's involuntary context switches so far (-1: unknown). */
+static long involuntary_switches(void)
+{
+	struct rusage ru;
+
+	return getrusage(RUSAGE_THREAD, &ru) ? -1 : ru.ru_nivcsw;
+}
+
 void hgsmi_int_spin_init(struct hgsmi_spin *s, uint32_t cap_us)
 {
 	long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
@@ -72,6 +86,10 @@ void hgsmi_int_spin_init(struct hgsmi_spin *s, uint32_t cap_us)
 	if (cap_us == 0 || ncpu < 2)
 		return;
 	s->ncpu = (int)ncpu;
+	s->nivcsw = involuntary_switches();
+	/* A new waiter trusts its first reading: one started among hogs must
+	 * not spin for 10 ms before the second. */
+	s->busy_seen = true;
 	s->cap_ns = cap_us * 1000ull;
 	s->avg_ns = s->cap_ns / 2;
 	s->budget_ns = s->cap_ns;
@@ -209,10 +227,13 @@ static bool machine_busy(struct hgsmi_spin *s, uint64_t now)
 	buf[n] = '\0';
 	if ((slash = strchr(buf, '/')) != NULL) {
 		char *p = slash;
+		bool over;
 
 		while (p > buf && p[-1] != ' ')
 			p--;
-		s->busy = strtol(p, NULL, 10) > s->ncpu;
+		over = strtol(p, NULL, 10) > s->ncpu;
+		s->busy = over && s->busy_seen;
+		s->busy_seen = over;
 	}
 	return s->busy;
 }
@@ -233,9 +254,16 @@ int hgsmi_int_spin(struct hgsmi_spin *s, hgsmi_spin_poll_fn poll, void *ctx)
 		cpu_relax();
 		now = hgsmi_int_now_ns();
 		if (now - last > SPIN_GAP_NS) {
-			s->spins_preempted++;
-			hgsmi_int_spin_preempted(s, now);
-			return 0;
+			/* Read only here: a syscall, not for every spin. */
+			long n = involuntary_switches();
+
+			if (n < 0 || n != s->nivcsw) {
+				s->nivcsw = n;
+				s->spins_preempted++;
+				hgsmi_int_spin_preempted(s, now);
+				return 0;
+			}
+			s->spins_stolen++;
 		}
 		last = now;
 		if (now - start >= budget) {

@@ -13,13 +13,18 @@
  *  - a spin that ran out is judged after the sleep: work within spin_us is
  *    a near miss (the budget grows to cover it), later or none a failure;
  *  - paying spins slower than the waits that slept, 4 in a row, stop it;
- *  - a poll that reports the peer asleep stops the spin with no verdict.
+ *  - a poll that reports the peer asleep stops the spin with no verdict;
+ *  - a gap in the spinner's clock with no involuntary switch of its thread
+ *    (what the hypervisor's steal time looks like from inside) is not a
+ *    preemption: the spin goes on and pays.
  *
  * Exit 0 pass, 1 fail, 77 skipped (one CPU: the library never spins there).
  */
 #define _GNU_SOURCE
 #include <stdint.h>
 #include <stdio.h>
+#include <sys/resource.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "internal.h"
@@ -169,6 +174,47 @@ static void spins(void)
 	}
 }
 
+/* Sleeps 300 us (a voluntary switch: no involuntary one), then has work. */
+static int poll_after_a_gap(void *ctx)
+{
+	struct timespec ts = {0, 300000};
+
+	(void)ctx;
+	if (polls_left-- > 0) {
+		nanosleep(&ts, NULL);
+		return 0;
+	}
+	return 1;
+}
+
+static long involuntary(void)
+{
+	struct rusage ru;
+
+	return getrusage(RUSAGE_THREAD, &ru) ? -1 : ru.ru_nivcsw;
+}
+
+static void steal_is_not_preemption(void)
+{
+	struct hgsmi_spin s;
+	long before;
+	int rc;
+
+	/* Up to 5 tries: another task may really preempt us meanwhile. */
+	for (int i = 0; i < 5; i++) {
+		before = involuntary();
+		init_quiet(&s, 1000);
+		polls_left = 1;
+		rc = hgsmi_int_spin(&s, poll_after_a_gap, NULL);
+		if (involuntary() != before)
+			continue;
+		CHECK(rc == 1 && s.spins_stolen == 1 && s.spins_preempted == 0);
+		CHECK(s.spins_paid == 1 && hgsmi_int_spin_budget(&s, hgsmi_int_now_ns()) > 0);
+		return;
+	}
+	printf("test_spin: preempted in every try of the steal check: not checked\n");
+}
+
 int main(void)
 {
 	if (sysconf(_SC_NPROCESSORS_ONLN) < 2) {
@@ -181,6 +227,7 @@ int main(void)
 	}
 	rules();
 	spins();
+	steal_is_not_preemption();
 	printf("test_spin: ok\n");
 	return 0;
 }
