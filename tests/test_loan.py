@@ -127,6 +127,26 @@ def test_loans_out_together_keep_their_own_buffers(name, pumped):
 
 
 @pytest.mark.timeout(30)
+def test_a_huge_loan_does_not_pin_its_offsets_array(name, pumped):
+    """The array a settled loan leaves for the next is kept only up to
+    SPARE_OFFS_MAX entries: a loan of many small buffers does not hold its
+    array for the guest's life."""
+    from hgsmi.core.guest import SPARE_OFFS_MAX
+    _, got = pumped
+    with hgsmi.Guest(name) as g:
+        small = g.loan(CH, 0, 8, 4, timeout=5)
+        small.publish(timeout=5)
+        assert len(g._core._spare_offs) == 4
+        big = g.loan(CH, 0, 8, SPARE_OFFS_MAX + 1, timeout=5)
+        for v in big:
+            v[:] = b"12345678"
+        assert big.publish(timeout=5) == len(big) == SPARE_OFFS_MAX + 1
+        assert g._core._spare_offs is None
+        wait_for(lambda: len(got) == 4 + SPARE_OFFS_MAX + 1)
+        wait_for(lambda: used(g) == 0)
+
+
+@pytest.mark.timeout(30)
 def test_publish_revokes_views_and_refuses_a_kept_one(name, pumped):
     host, got = pumped
     with hgsmi.Guest(name) as g:

@@ -42,6 +42,8 @@ from ..reply import HeldBack, StartAsync
 
 #: what the C core returns while the heap (ENOMEM) or the ring (EAGAIN) is full
 NO_ROOM = (-errno.ENOMEM, -errno.EAGAIN)
+#: the longest offsets array a guest keeps from a settled loan for the next (4 KiB)
+SPARE_OFFS_MAX = 1024
 
 
 def left_ms(deadline: float | None) -> int:
@@ -95,7 +97,8 @@ class GuestCore:
         self._held_loans: set[Loan] = set()  # cancelled while a view was in use
         # The offsets array of the last loan settled, for the next loan: an
         # ffi.new a loan was an eighth of its Python (a stream loans, fills
-        # and publishes one loan at a time, so one spare covers it).
+        # and publishes one loan at a time, so one spare covers it).  Up to
+        # SPARE_OFFS_MAX entries: one huge loan does not pin its array.
         self._spare_offs: Any = None
         self._live: dict[int, Message] = {}  # host commands an async handler still serves
         self._done: list[Buffer] = []  # completed Buffers that completed() hands out next
@@ -413,7 +416,7 @@ class GuestCore:
             ln = Loan(self, wait, offs, rc, size, channel, info)
             self._loans.add(ln)
             return ln
-        self._spare_offs = offs
+        self._keep_offs(offs)
         if rc == -errno.ENOMEM:
             return None
         raise error(rc, f"loan of {n} x {size} bytes")
@@ -422,9 +425,14 @@ class GuestCore:
         """``ln`` is all published or given back: forget it, and keep its
         ``offs`` (which it never reads again) for the next loan."""
         self._loans.discard(ln)
-        self._spare_offs = offs
+        self._keep_offs(offs)
         if self._held_loans:  # (a publish's common case: none)
             self._held_loans.discard(ln)
+
+    def _keep_offs(self, offs: Any) -> None:
+        """Keep ``offs`` for the next loan, unless it is longer than SPARE_OFFS_MAX."""
+        if len(offs) <= SPARE_OFFS_MAX:
+            self._spare_offs = offs
 
     def loan_held(self, ln: Loan) -> None:
         """``ln`` was cancelled while a view of it lives: cancel it again later."""
