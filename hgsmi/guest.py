@@ -74,10 +74,12 @@ class Guest:
             self.register(channel, handler)
 
     def _new_reply(self, size: int) -> None:
-        """A reply buffer of ``size`` bytes for :meth:`call`, with its C pointer and
-        view made once (0.2 and 0.08 µs a call otherwise)."""
-        self._reply = bytearray(size)
-        self._reply_ptr, self._reply_view = ffi.from_buffer(self._reply), memoryview(self._reply)
+        """A reply buffer of ``size`` bytes for :meth:`call`, its C memory and a
+        cffi buffer over it made once: a slice of that buffer is the reply's
+        ``bytes`` in one step (0.11 µs, where a memoryview slice then
+        ``bytes`` cost 0.2)."""
+        self._reply_ptr = ffi.new("char[]", size)
+        self._reply = ffi.buffer(self._reply_ptr)
 
     # -- calls ----------------------------------------------------------------
     def call(self, channel: int, info: int, data: Any, reply_size: int = 0,
@@ -116,7 +118,8 @@ class Guest:
             raise call_error(rc, channel, self._reply)
         if rc > cap:
             raise too_long(channel, cap, rc)
-        return bytes(self._reply_view[:rc])
+        reply: bytes = self._reply[0:rc]
+        return reply
 
     def loan(self, channel: int, info: int, size: int, n: int = 1,
              timeout: float | None = None) -> Loan:

@@ -181,7 +181,9 @@ class GuestCore:
         src = data if type(data) is bytes else as_buffer(data)
         if type(reply_size) is not int or reply_size < 0:
             check_int("reply_size", reply_size, 0, 1 << 63)
-        cap = max(len(src), reply_size)
+        cap = len(src)
+        if reply_size > cap:  # (max() is a call: 0.1 µs of a call's RTT)
+            cap = reply_size
         if cap > self.size:
             raise MessageTooLarge(errno.EMSGSIZE, f"call on channel {channel}: "
                                   f"{cap} bytes can never fit in the guest heap")
