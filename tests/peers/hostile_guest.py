@@ -8,7 +8,7 @@ and ack rings, and rings the doorbell at will.  It exits 0 when its time is up
 or the host cuts it off (PeerGone), which is the expected outcome.
 
 With ``index`` it first moves its submit ring's tail half the index space
-ahead and rings: a hostile index, which the host cuts it off for at once.
+ahead and waits until the host cuts it off for that hostile index.
 (Random scribbling may instead hit the epoch word first, and a guest that
 sees the epoch move believes itself reset and hangs up before the host
 counts its garbage: a test that needs a cut-off asks for this one.)
@@ -34,10 +34,22 @@ def main() -> int:
     hdr = ffi.cast("struct hgsmi_segment_header *", base)
     regions = [(hdr.regions[i].offset, hdr.regions[i].size) for i in range(6)]
     deadline = time.monotonic() + seconds
-    if sys.argv[4:] == ["index"]:
-        submit = ffi.cast("struct hgsmi_ring_header *", base + regions[0][0])
-        submit.tail = submit.head + 0x80000000
     try:
+        if sys.argv[4:] == ["index"]:
+            submit = ffi.cast("struct hgsmi_ring_header *", base + regions[0][0])
+            submit.tail = submit.head + 0x80000000
+            # Then wait, scribbling nothing, until the host cuts us off: its
+            # next round over this guest reads the index (a doorbell is not
+            # needed, and a send would store a sane tail over it), while a
+            # scribble could put the index back or move the epoch first, and
+            # then this guest hangs up uncounted.
+            while time.monotonic() < deadline:
+                try:
+                    g.poll(0.05)
+                except hgsmi.PeerGone:
+                    raise
+                except hgsmi.HgsmiError:
+                    time.sleep(0.05)
         while time.monotonic() < deadline:
             what = rng.randrange(6)
             if what == 0:  # random bytes anywhere
