@@ -60,7 +60,8 @@ def test_stat_keeps_what_departed_guests_did(name, runtime_dir, tmp_path):
         flood = subprocess.Popen([sys.executable, str(PEERS / "error_flood.py"), name, "3",
                                   str(hgsmi.CH_BLOB)], stdin=subprocess.PIPE,
                                  stdout=subprocess.PIPE, text=True, env=env)
-        # "index": cut off for certain (see hostile_guest.py), then scribbling
+        # "index": a hostile submit index, for which the host cuts it off for
+        # certain (see hostile_guest.py)
         scribbler = subprocess.Popen([sys.executable, str(PEERS / "hostile_guest.py"), name,
                                       "10", "11", "index"], env=env)
         try:
