@@ -180,6 +180,9 @@ HGSMI_INT uint64_t hgsmi_int_spin_budget(const struct hgsmi_spin *s, uint64_t no
 HGSMI_INT void hgsmi_int_spin_paid(struct hgsmi_spin *s, uint64_t spun_ns, uint64_t now);
 HGSMI_INT void hgsmi_int_spin_failed(struct hgsmi_spin *s, uint64_t now);
 HGSMI_INT void hgsmi_int_spin_preempted(struct hgsmi_spin *s, uint64_t now);
+/* This thread's involuntary context switches so far (-1: unknown): a gap in
+ * the spinner's clock with none since the last is steal, not preemption. */
+HGSMI_INT long hgsmi_int_involuntary_switches(void);
 
 /* ---- sockets and time ------------------------------------------------------ */
 /* 1 if the peer closed the socket, 0 if it is open, <0 on error. */

@@ -70,8 +70,7 @@
 #define SPIN_SLOW_RUN 4
 #define SPIN_LOAD_CHECK_NS 10000000ull    /* /proc/loadavg at most every 10 ms */
 
-/* This thread's involuntary context switches so far (-1: unknown). */
-static long involuntary_switches(void)
+long hgsmi_int_involuntary_switches(void)
 {
 	struct rusage ru;
 
@@ -86,7 +85,7 @@ void hgsmi_int_spin_init(struct hgsmi_spin *s, uint32_t cap_us)
 	if (cap_us == 0 || ncpu < 2)
 		return;
 	s->ncpu = (int)ncpu;
-	s->nivcsw = involuntary_switches();
+	s->nivcsw = hgsmi_int_involuntary_switches();
 	/* A new waiter trusts its first reading: one started among hogs must
 	 * not spin for 10 ms before the second. */
 	s->busy_seen = true;
@@ -255,7 +254,7 @@ int hgsmi_int_spin(struct hgsmi_spin *s, hgsmi_spin_poll_fn poll, void *ctx)
 		now = hgsmi_int_now_ns();
 		if (now - last > SPIN_GAP_NS) {
 			/* Read only here: a syscall, not for every spin. */
-			long n = involuntary_switches();
+			long n = hgsmi_int_involuntary_switches();
 
 			if (n < 0 || n != s->nivcsw) {
 				s->nivcsw = n;

@@ -23,7 +23,6 @@
 #define _GNU_SOURCE
 #include <stdint.h>
 #include <stdio.h>
-#include <sys/resource.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -187,13 +186,6 @@ static int poll_after_a_gap(void *ctx)
 	return 1;
 }
 
-static long involuntary(void)
-{
-	struct rusage ru;
-
-	return getrusage(RUSAGE_THREAD, &ru) ? -1 : ru.ru_nivcsw;
-}
-
 static void steal_is_not_preemption(void)
 {
 	struct hgsmi_spin s;
@@ -202,11 +194,11 @@ static void steal_is_not_preemption(void)
 
 	/* Up to 5 tries: another task may really preempt us meanwhile. */
 	for (int i = 0; i < 5; i++) {
-		before = involuntary();
+		before = hgsmi_int_involuntary_switches();
 		init_quiet(&s, 1000);
 		polls_left = 1;
 		rc = hgsmi_int_spin(&s, poll_after_a_gap, NULL);
-		if (involuntary() != before)
+		if (hgsmi_int_involuntary_switches() != before)
 			continue;
 		CHECK(rc == 1 && s.spins_stolen == 1 && s.spins_preempted == 0);
 		CHECK(s.spins_paid == 1 && hgsmi_int_spin_budget(&s, hgsmi_int_now_ns()) > 0);
