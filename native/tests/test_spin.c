@@ -192,15 +192,18 @@ static void steal_is_not_preemption(void)
 	long before;
 	int rc;
 
-	/* Up to 5 tries: another task may really preempt us meanwhile. */
+	/* Up to 5 tries: another task may really preempt us meanwhile.  A
+	 * 100 ms cap: the hypervisor's own steal may stretch the 300 us sleep
+	 * past a short budget, or add a gap of its own (1 in ~150 runs with a
+	 * 1 ms cap and spins_stolen == 1 on this VM). */
 	for (int i = 0; i < 5; i++) {
 		before = hgsmi_int_involuntary_switches();
-		init_quiet(&s, 1000);
+		init_quiet(&s, 100000);
 		polls_left = 1;
 		rc = hgsmi_int_spin(&s, poll_after_a_gap, NULL);
 		if (hgsmi_int_involuntary_switches() != before)
 			continue;
-		CHECK(rc == 1 && s.spins_stolen == 1 && s.spins_preempted == 0);
+		CHECK(rc == 1 && s.spins_stolen >= 1 && s.spins_preempted == 0);
 		CHECK(s.spins_paid == 1 && hgsmi_int_spin_budget(&s, hgsmi_int_now_ns()) > 0);
 		return;
 	}
