@@ -127,7 +127,7 @@ def test_a_peer_keeps_its_message_from_batch_to_batch(monkeypatch):
     for batch in range(3):
         for i in range(8):
             msgs[i].info = 100 * batch + i
-        assert sliced(8) == 8
+        assert sliced.serve(8) == 8
     assert len(made) == 2  # the first, and one after the kept 107
     assert seen == [100 * b + i for b in range(3) for i in range(8)]
     assert kept[0].info == 107 and kept[0].peer == "peer"

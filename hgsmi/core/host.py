@@ -102,9 +102,10 @@ class ConnCore:
         self._sliced: Sliced | None = None
         self._dispatch: Callable[[int], int] = self._serve_leased
         if self._windows is not None:
-            self._dispatch = self._sliced = Sliced(
+            self._sliced = Sliced(
                 self._msgs, self.base, None, self._handlers, self._start_async, self._failed,
                 self._held, self._windows)
+            self._dispatch = self._sliced.serve
         self._done: list[Any] = []  # finished later (deferred, released), to go back together
         self._live: dict[int, Message] = {}  # deferred handlers running, by offset
         self._closed = False
