@@ -113,10 +113,15 @@ def socket_too_long(name: str, runtime_dir: str | os.PathLike[str] | None) -> st
             "--runtime-dir / $HGSMI_RUNTIME_DIR)")
 
 
+#: ``ffi.from_buffer``, bound once: ``ffi.from_buffer`` makes a bound method
+#: each time (hot paths call this, and catch TypeError to call :func:`as_buffer`)
+from_buffer = ffi.from_buffer
+
+
 def as_buffer(data: Any, what: str = "data") -> Any:
     """``ffi.from_buffer(data)``, with a clear TypeError for non-bytes-like data."""
     try:
-        return ffi.from_buffer(data)
+        return from_buffer(data)
     except TypeError:
         raise TypeError(f"{what} must be bytes-like (bytes, bytearray, memoryview, "
                         f"array), not {type(data).__name__}") from None
