@@ -29,6 +29,10 @@ if TYPE_CHECKING:  # pragma: no cover
 #: how a face waits for room: ``wait(seconds or None)`` (see Guest.wait)
 Wait = Callable[[float | None], bool]
 
+# Looked up once (a stream makes and publishes a loan per batch): an attribute
+# of ``ffi`` is a new bound method each time, one of ``lib`` a lookup
+_buffer, _unpack, _publish = ffi.buffer, ffi.unpack, lib.hgsmi_guest_publish
+
 
 class Loan:
     """Buffers of ``size`` bytes loaned by :meth:`Guest.loan`, to fill and publish.
@@ -50,7 +54,7 @@ class Loan:
         self._sent = 0
         self.size, self.channel, self.info = size, channel, info
         # One region for the whole loan: a view is a slice of it.
-        self._region = _views.Region(ffi.buffer(core.base, core.size))
+        self._region = _views.Region(_buffer(core.base, core.size))
         whole = self._region.views
         #: the buffers' views, in order; revoked by publish and cancel
         self.views: list[memoryview]
@@ -58,7 +62,7 @@ class Loan:
             o = offs[0] + 16
             self.views = [whole[o:o + size]]
         else:
-            self.views = [whole[o + 16:o + 16 + size] for o in ffi.unpack(offs, n)]
+            self.views = [whole[o + 16:o + 16 + size] for o in _unpack(offs, n)]
 
     def __len__(self) -> int:
         return self._n
@@ -101,8 +105,8 @@ class Loan:
             g = core.handle
             if g is None or core.gone is not None:
                 g = core.check_open()  # raises
-            rc = lib.hgsmi_guest_publish(g, self._offs + self._sent if self._sent else self._offs,
-                                         self._n - self._sent)
+            rc = _publish(g, self._offs + self._sent if self._sent else self._offs,
+                          self._n - self._sent)
             if rc > 0:
                 self._sent += rc
                 continue

@@ -44,6 +44,8 @@ from ..reply import HeldBack, StartAsync
 NO_ROOM = (-errno.ENOMEM, -errno.EAGAIN)
 #: the longest offsets array a guest keeps from a settled loan for the next (4 KiB)
 SPARE_OFFS_MAX = 1024
+#: a loan's crossing, looked up once (an attribute of ``lib`` is a lookup each time)
+_loan = lib.hgsmi_guest_loan
 
 
 def left_ms(deadline: float | None) -> int:
@@ -413,7 +415,7 @@ class GuestCore:
         offs, self._spare_offs = self._spare_offs, None
         if offs is None or len(offs) < n:  # (longer is fine: a loan counts its own)
             offs = ffi.new("uint32_t[]", n)
-        rc = lib.hgsmi_guest_loan(g, channel, info, size, n, offs)  # the one crossing into C
+        rc = _loan(g, channel, info, size, n, offs)  # the one crossing into C
         if rc > 0:
             ln = Loan(self, wait, offs, rc, size, channel, info)
             self._loans.add(ln)
