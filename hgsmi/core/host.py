@@ -28,6 +28,7 @@ from .._util import (
     check_channel,
     check_int,
     check_name,
+    from_buffer,
     segment_id,
     socket_too_long,
     struct_dict,
@@ -65,7 +66,7 @@ RoomSteps = Generator[tuple[int, float | None], None, int]
 #: batches one guest may have served per round before the next guest's turn
 _BATCHES_PER_ROUND = 4
 # the C calls of a serving round, looked up once (cffi's lib is fixed once loaded)
-_recv, _complete = lib.hgsmi_conn_recv, lib.hgsmi_conn_complete
+_recv, _complete, _post = lib.hgsmi_conn_recv, lib.hgsmi_conn_complete, lib.hgsmi_conn_post
 #: accept outcomes handled per pass: a flood of connections waits while guests are served
 _ACCEPTS_PER_PASS = 64
 #: lines a burst of guests attaching or leaving logs before thinning to one a second
@@ -216,11 +217,18 @@ class ConnCore:
     # -- posting ------------------------------------------------------------------
     def try_post(self, channel: int, info: int, data: Any) -> int:
         """One post, no waiting: the offset, or ``-errno`` (see ``GuestConn.try_post``)."""
-        check_channel(channel, info)
+        # (GuestConn.post's first try: the checks as tests, no call, unless they fail)
+        if not (type(channel) is int and type(info) is int and 0 < channel < 256
+                and 0 <= info <= 0xFFFF):
+            check_channel(channel, info)
         if self._closed:
             return -errno.EPIPE
-        src = as_buffer(data)
-        return int(lib.hgsmi_conn_post(self.c, channel, info, src, len(src)))
+        try:
+            src = from_buffer(data)
+        except TypeError:
+            src = as_buffer(data)  # raises, naming what data is
+        rc: int = _post(self.c, channel, info, src, len(src))
+        return rc
 
     def post_steps(self, channel: int, info: int, data: Any, timeout: float | None) -> RoomSteps:
         """The post loop (see :meth:`room_steps`): returns the offset; raises as
