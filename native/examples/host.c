@@ -260,6 +260,10 @@ int main(int argc, char **argv)
 	}
 	cfg.name = argv[1];
 	cfg.backend = argc == 3 ? HGSMI_BACKEND_SEMAPHORE : HGSMI_BACKEND_EVENTFD;
+	/* The adaptive spin, as a Python host has it by default: a guest's call
+	 * answered in microseconds, not after a wake-up (in a config struct, 0
+	 * means never spin).  It backs off by itself on an idle or busy machine. */
+	cfg.spin_us = HGSMI_SPIN_US_DEFAULT;
 
 	sigemptyset(&sa.sa_mask);
 	sigaction(SIGINT, &sa, NULL);
