@@ -73,6 +73,16 @@ class Daemon:
     def fds(self) -> int:
         return len(os.listdir(f"/proc/{self.pid}/fd"))
 
+    def fd_targets(self) -> list[str]:
+        """What each open fd is (sockets, memfds, files), for a failure's message."""
+        out = []
+        for fd in sorted(os.listdir(f"/proc/{self.pid}/fd"), key=int):
+            try:
+                out.append(f"{fd}:{os.readlink(f'/proc/{self.pid}/fd/{fd}')}")
+            except OSError:
+                pass
+        return out
+
     def cpu_s(self) -> float:
         with open(f"/proc/{self.pid}/stat") as f:
             fields = f.read().rsplit(")", 1)[1].split()
@@ -194,6 +204,7 @@ def flood_and_measure(daemon: Daemon, g: hgsmi.Guest, c: hgsmi.Guest, mode: str,
     (daemon.store / "big").write_bytes(os.urandom(16 << 20))
     echo_p99(g, c, 300)  # warm up
     rss0, fds0, cpu0, t0 = daemon.rss_kib(), daemon.fds(), daemon.cpu_s(), time.monotonic()
+    fds_start = daemon.fd_targets()
     base, base_ref, n_base, err_base = echo_p99(g, c)
     cpu_base = (daemon.cpu_s() - cpu0) / n_base
     load_base = (daemon.cpu_s() - cpu0) / (time.monotonic() - t0)
@@ -226,6 +237,7 @@ def flood_and_measure(daemon: Daemon, g: hgsmi.Guest, c: hgsmi.Guest, mode: str,
     while daemon.fds() > fds0 and time.monotonic() < deadline:
         time.sleep(0.02)
     fds2 = daemon.fds()
+    fds_left = daemon.fd_targets() if fds2 > fds0 else []  # which, if one stayed
     left = published(daemon.name, lambda st: len(st["guests"]) == 1)
     after, after_ref, _, err_after = echo_p99(g, c)
     return {"taken": int(taken), "busy": int(busy), "other": int(other),
@@ -235,7 +247,8 @@ def flood_and_measure(daemon: Daemon, g: hgsmi.Guest, c: hgsmi.Guest, mode: str,
             "errors": err_base + err_flood + err_after, "cpu_base": cpu_base * 1e6,
             "cpu_flood": cpu_flood * 1e6, "load_base": load_base, "load_flood": load_flood,
             "rss0": rss0, "rss1": rss1, "fds0": fds0, "fds1": fds1, "fds2": fds2,
-            "held_after": left["guests"][0].get("held", {})}
+            "held_after": left["guests"][0].get("held", {}),
+            "fds_start": fds_start if fds_left else [], "fds_left": fds_left}
 
 
 @pytest.mark.timeout(240)
