@@ -114,8 +114,15 @@ def socket_too_long(name: str, runtime_dir: str | os.PathLike[str] | None) -> st
 
 
 #: ``ffi.from_buffer``, bound once: ``ffi.from_buffer`` makes a bound method
-#: each time (hot paths call this, and catch TypeError to call :func:`as_buffer`)
+#: each time (hot paths call this inline, and raise :func:`not_bytes_like` on
+#: its TypeError, without :func:`as_buffer`'s frame)
 from_buffer = ffi.from_buffer
+
+
+def not_bytes_like(data: Any, what: str = "data") -> TypeError:
+    """The TypeError for ``data`` that ``ffi.from_buffer`` refused."""
+    return TypeError(f"{what} must be bytes-like (bytes, bytearray, memoryview, "
+                     f"array), not {type(data).__name__}")
 
 
 def as_buffer(data: Any, what: str = "data") -> Any:
@@ -123,8 +130,7 @@ def as_buffer(data: Any, what: str = "data") -> Any:
     try:
         return from_buffer(data)
     except TypeError:
-        raise TypeError(f"{what} must be bytes-like (bytes, bytearray, memoryview, "
-                        f"array), not {type(data).__name__}") from None
+        raise not_bytes_like(data, what) from None
 
 
 def buffer_arrays(datas: Iterable[Any]) -> tuple[int, Any, Any, list[Any]]:

@@ -12,7 +12,7 @@ from . import _kept
 from ._attach import attach
 from ._call_error import call_error, too_long
 from ._native import ffi, lib
-from ._util import as_buffer, from_buffer, timeout_ms
+from ._util import from_buffer, not_bytes_like, timeout_ms
 from ._wire import SPIN_US_DEFAULT
 from .core.guest import NO_ROOM, GuestCore
 from .errors import PeerGone, Timeout, check, error
@@ -262,7 +262,7 @@ class Guest:
             try:
                 src = from_buffer(data)
             except TypeError:
-                src = as_buffer(data)  # raises, naming what data is
+                raise not_bytes_like(data) from None
             ptr, n = self._send_ptr, self._send_len
             ptr[0] = src
             n[0] = len(src)

@@ -29,6 +29,7 @@ from .._util import (
     check_int,
     check_name,
     from_buffer,
+    not_bytes_like,
     segment_id,
     socket_too_long,
     struct_dict,
@@ -226,7 +227,7 @@ class ConnCore:
         try:
             src = from_buffer(data)
         except TypeError:
-            src = as_buffer(data)  # raises, naming what data is
+            raise not_bytes_like(data) from None
         rc: int = _post(self.c, channel, info, src, len(src))
         return rc
 
