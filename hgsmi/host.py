@@ -67,13 +67,9 @@ class GuestConn:
         :class:`HeapExhausted` / :class:`RingFull` (timeout 0),
         :class:`Timeout`, :class:`PeerGone`, :class:`MessageTooLarge`.
         """
-        # One try first, the common case (room, no timeout): one crossing into
-        # C and no generator; the loop below makes the same try again and
-        # raises or waits as its result says.
-        if timeout is None:
-            rc = self.core.try_post(channel, info, data)
-            if rc >= 0:
-                return rc
+        off = self.core.post_at_once(channel, info, data, timeout)
+        if off is not None:
+            return off
         return self._drive(self.core.post_steps(channel, info, data, timeout))
 
     def post_many(self, channel: int, info: int, datas: Iterable[Any],

@@ -115,6 +115,9 @@ class AsyncHost(LoopDriven, HostFace):
         ``guest``.
         """
         conn = guest.core if guest is not None else self._core.only_guest()
+        off = conn.post_at_once(channel, info, data, timeout)
+        if off is not None:
+            return off
         return await self._drive_post(conn.post_steps(channel, info, data, timeout))
 
     async def post_many(self, channel: int, info: int, datas: Iterable[Any],

@@ -231,6 +231,17 @@ class ConnCore:
         rc: int = _post(self.c, channel, info, src, len(src))
         return rc
 
+    def post_at_once(self, channel: int, info: int, data: Any,
+                     timeout: float | None) -> int | None:
+        """A post's first try, for both faces: the offset if it went at once (room,
+        no timeout: one crossing, no generator), else None: run :meth:`post_steps`,
+        which tries again and raises or waits as its result says."""
+        if timeout is None:
+            rc = self.try_post(channel, info, data)
+            if rc >= 0:
+                return rc
+        return None
+
     def post_steps(self, channel: int, info: int, data: Any, timeout: float | None) -> RoomSteps:
         """The post loop (see :meth:`room_steps`): returns the offset; raises as
         ``GuestConn.post``."""
