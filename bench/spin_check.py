@@ -18,34 +18,16 @@ Run it when the machine is otherwise quiet:
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
-import signal
 import statistics
-import subprocess
 import sys
-import time
-from collections.abc import Iterator
 
 from hgsmi._native import lib
+from hgsmi.bench.hogs import hogs
 from hgsmi.bench.transports.hgsmi_transports import HgsmiCopy
 
 DEFAULT = int(lib.HGSMI_SPIN_US_DEFAULT)
-
-
-@contextlib.contextmanager
-def hogs(n: int) -> Iterator[list[int]]:
-    """``n`` busy-loop processes (one per CPU), killed on the way out."""
-    procs = [subprocess.Popen([sys.executable, "-c", "while 1: pass"]) for _ in range(n)]
-    try:
-        time.sleep(0.5)  # let the scheduler settle them
-        yield [p.pid for p in procs]
-    finally:
-        for p in procs:
-            p.send_signal(signal.SIGKILL)
-        for p in procs:
-            p.wait()
 
 
 def rtt_us(spin: int, count: int) -> tuple[float, float]:

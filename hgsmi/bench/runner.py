@@ -12,7 +12,9 @@ cache; where that cannot be done (no compiler; for hgsmi-c, no libhgsmi)
 their rows are reported as skipped, with the reason, and the run goes on.
 ``hgsmi-async`` runs the workloads with an asyncio guest (hgsmi.aio.AsyncGuest;
 its spin_us is the host's only), including ``call-concurrent``: calls/s with
-ASYNC_INFLIGHT coroutines calling at once.
+ASYNC_INFLIGHT coroutines calling at once.  ``call-rtt-loaded`` is hgsmi-copy's
+call with a busy loop on every CPU, with the spin and without
+(:func:`loaded_rows`).
 
 Every figure is the median of ``--runs`` runs (at least 3; the 64 B c-ceiling
 and hgsmi-c figures at least 5). Ratios (x hgcm, % of c-ceiling) are taken
@@ -36,6 +38,7 @@ from typing import TYPE_CHECKING, Any
 
 from .._wire import SPIN_US_DEFAULT
 from . import busy
+from .hogs import hogs
 
 if TYPE_CHECKING:  # the transports are imported when a run starts, not with the CLI
     from .transports import Transport
@@ -48,6 +51,10 @@ STREAMS = ("g2h-stream", "h2g-stream")
 DEFAULT_SPIN_US = SPIN_US_DEFAULT
 #: coroutines with a call in flight in the hgsmi-async call-concurrent row
 ASYNC_INFLIGHT = 256
+#: runs of each call-rtt-loaded figure (at least): with a hog per CPU one
+#: run's p50 swings 0.35x-2.7x with how the hogs happened to be scheduled
+#: (docs/performance.md, "The spin cap"), so its median takes more
+LOADED_RUNS = 7
 #: hgsmi-async stream sizes under --quick (every spawned Python run costs
 #: ~0.3 s of start-up, more than the 0.1 s it measures)
 QUICK_ASYNC_SIZES = (64, 65536)
@@ -312,6 +319,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             rtt_jobs.append(((t.name, wl, spin), args.runs, rtt_run(t, args)))
     for (name, wl, spin), res in _interleaved(rtt_jobs, "call-rtt", args).items():
         add(rtt_row(res, name, wl), **({} if spin is None else {"spin_us": spin}))
+    # call-rtt-loaded: the same call with every CPU busy, the spin against none.
+    if args.spin_us and runs(hg[0]["hgsmi-copy"], "rtt"):
+        rows += loaded_rows({spin: ts["hgsmi-copy"] for spin, ts in hg.items()}, args)
     # Many calls in flight from one asyncio guest (issue 6): calls/s.
     if runs(hga, "rtt"):
         _log(args, f"call-concurrent: hgsmi-async ({ASYNC_INFLIGHT} in flight)")
@@ -361,6 +371,30 @@ def idle_rows(t: HgsmiTransport, args: argparse.Namespace) -> list[dict[str, Any
     return rows
 
 
+def loaded_rows(ts: dict[int, HgsmiTransport], args: argparse.Namespace) -> list[dict[str, Any]]:
+    """call-rtt-loaded and -nospin: hgsmi-copy's 64 B call with a busy-loop hog
+    on every CPU, with the spin (``args.spin_us``) and without, alternated.
+
+    The adaptive spin must back off under load, so that the spin row's p50
+    stays within 1.2x of the no-spin row's (issue #13): its ``x_nospin``.
+    Raises OSError if a hog cannot start."""
+    n = os.cpu_count() or 1
+    _log(args, f"call-rtt-loaded: hgsmi-copy, a busy loop on each of {n} CPUs")
+    jobs: list[tuple[Any, int, Callable[[], Any]]] = [
+        ((spin, wl), max(args.runs, LOADED_RUNS), rtt_run(ts[spin], args))
+        for spin, wl in ((args.spin_us, "call-rtt-loaded"), (0, "call-rtt-loaded-nospin"))]
+    with hogs(n):
+        res = _interleaved(jobs, "call-rtt-loaded", args)
+    rows = []
+    for (spin, wl), lat in res.items():
+        row = rtt_row(lat, "hgsmi-copy", wl)
+        if row is not None:
+            rows.append({**row, "spin_us": spin, "cpu_hogs": n})
+    if len(rows) == 2:
+        rows[0]["x_nospin"] = round(rows[0]["p50_us"] / rows[1]["p50_us"], 2)
+    return rows
+
+
 def add_ratios(rows: list[dict[str, Any]]) -> None:
     """x_hgcm and pct_c_ceiling for each row, against the same workload and
     size of this run (rtt: hgcm p50 / p50; the no-spin rtt is compared with
@@ -368,6 +402,8 @@ def add_ratios(rows: list[dict[str, Any]]) -> None:
     idx = {(r["transport"], r["workload"], r.get("size")): r for r in rows}
     for r in rows:
         wl, size = r["workload"], r.get("size")
+        if wl.startswith("call-rtt-loaded"):
+            continue  # (x_nospin: the idle references would say nothing of it)
         ref_wl = "call-rtt" if wl.startswith("call-rtt") else wl
         hg = idx.get(("hgcm", ref_wl, size))
         cc = idx.get(("c-ceiling", ref_wl, size))
@@ -434,6 +470,8 @@ def format_matrix(result: dict[str, Any]) -> str:
     other = {"machine": result["machine"],
              "results": [r for r in rows if r["workload"] not in STREAMS]}
     out.append(format_table(other))
+    out += [f"\ncall-rtt-loaded ({r['cpu_hogs']} CPUs, each running a busy loop): the "
+            f"spin's p50 is {r['x_nospin']:.2f}x the no-spin p50" for r in rows if "x_nospin" in r]
     skipped = result["machine"].get("skipped", {})
     out += [""] * bool(skipped) + [f"{name} skipped: {why}" for name, why in skipped.items()]
     return "\n".join(out)
@@ -491,8 +529,8 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
                    help="message sizes of the stream runs")
     p.add_argument("--only", nargs="+", metavar="NAME",
                    help="only these transports (names as in the table, space- or "
-                        "comma-separated); idle-cpu and guests-8 run with hgsmi-copy "
-                        "(guests-8 also with hgsmi-batch)")
+                        "comma-separated); idle-cpu, call-rtt-loaded and guests-8 run "
+                        "with hgsmi-copy (guests-8 also with hgsmi-batch)")
     return p
 
 
