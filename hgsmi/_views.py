@@ -5,9 +5,10 @@ a completion, an ack or a free, the library must know whether a view of the
 buffer, or anything derived from it (a slice, a numpy array), is alive.
 Python has no public "this export is gone" signal for the memoryviews a
 C exporter (a cffi buffer) hands out, so this module picks, once at import,
-one of three mechanisms (:data:`MECHANISM`), each behind the same two
-shapes: a :func:`Region` (many views, one at a time or revoked together)
-and a :class:`Single` (a Lease: one view).
+one of three mechanisms (:data:`MECHANISM`), each behind the same
+shapes: a :func:`Region` (many views, one at a time or revoked together),
+a :func:`BatchRegion` (many views, only revoked together: a loan's) and a
+:class:`Single` (a Lease: one view).
 
 ``refcount`` (CPython 3.11 to 3.13, GIL builds): views are slices of one
     memoryview over the exporter; every live slice holds one reference to
@@ -190,24 +191,41 @@ class _Tracked(_Region):
         raise NotImplementedError
 
 
-class _Counted(_Tracked):
-    """``refcount``: slices of one memoryview; reference counts say what lives."""
+class _CountedBatch(_Tracked):
+    """``refcount``, views revoked together (a loan's): slices of one memoryview;
+    the exporter's reference count says when none is left.  No :meth:`settle`,
+    so none of what it needs is made: a stream makes one of these a loan."""
 
-    __slots__ = ("_exporter", "_mbuf", "_base")
+    __slots__ = ("_exporter",)
 
     def __init__(self, exporter: Any) -> None:
-        # (_Tracked.__init__ inline: a region is made a loan, and a call costs)
+        # (_Tracked.__init__ inline: a call costs, once a loan)
         self.views = self._whole = memoryview(exporter)
         self._stuck: list[memoryview] = []
         self._exporter = exporter
+
+    def view(self, lo: int, hi: int) -> memoryview:
+        return self._whole[lo:hi]
+
+    def _none_left(self) -> bool:
+        # Our slot and getrefcount's argument; the managed buffer drops its
+        # reference when its last view is released.
+        return getrefcount(self._exporter) <= 2
+
+
+class _Counted(_CountedBatch):
+    """``refcount``, views settled one at a time too (a window's): reference
+    counts say what lives."""
+
+    __slots__ = ("_mbuf", "_base")
+
+    def __init__(self, exporter: Any) -> None:
+        super().__init__(exporter)
         # The managed buffer every slice of _whole shares: each live slice,
         # released or not, holds one reference to it.
         self._mbuf = get_referents(self._whole)[0]
         # Its count with one view out: _whole, our slot, getrefcount's argument, the view.
         self._base = getrefcount(self._mbuf) + 1
-
-    def view(self, lo: int, hi: int) -> memoryview:
-        return self._whole[lo:hi]
 
     def settle(self, view: memoryview) -> int:
         try:
@@ -221,11 +239,6 @@ class _Counted(_Tracked):
         # user kept the (released, harmless) view, whose reference to the managed
         # buffer would hide the next view's slice: start a new region.
         return SPENT if getrefcount(view) > 3 else FREE
-
-    def _none_left(self) -> bool:
-        # Our slot and getrefcount's argument; the managed buffer drops its
-        # reference when its last view is released.
-        return getrefcount(self._exporter) <= 2
 
 
 class _Exporter:
@@ -444,16 +457,23 @@ def single_class(buffer: Callable[[Any, int], Any], mechanism: str | None = None
 
 _CLASSES: dict[str, Callable[[Any], _Region]] = {
     "release": _Told, "refcount": _Counted, "copy": _Copied}
+#: the regions whose views are only revoked together (no settle)
+_BATCH_CLASSES: dict[str, Callable[[Any], _Region]] = {
+    "release": _Told, "refcount": _CountedBatch, "copy": _Copied}
 
 #: the mechanism in use (module docstring)
 MECHANISM = choose()
 #: ``Region(exporter)``: the :class:`_Region` of :data:`MECHANISM`
 Region: Callable[[Any], _Region] = _CLASSES[MECHANISM]
+#: ``BatchRegion(exporter)``: a Region whose views are only revoked together
+#: (:meth:`_Region.revoke`, never settled one by one): a loan's
+BatchRegion: Callable[[Any], _Region] = _BATCH_CLASSES[MECHANISM]
 
 
-def region_class(mechanism: str) -> Callable[[Any], _Region]:
-    """The Region of ``mechanism`` (checked as :func:`choose` does), for tests and measurements."""
-    return _CLASSES[choose(mechanism)]
+def region_class(mechanism: str, batch: bool = False) -> Callable[[Any], _Region]:
+    """The Region (``batch``: the BatchRegion) of ``mechanism`` (checked as
+    :func:`choose` does), for tests and measurements."""
+    return (_BATCH_CLASSES if batch else _CLASSES)[choose(mechanism)]
 
 
 def _unknown(obj: object) -> float:

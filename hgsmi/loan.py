@@ -54,7 +54,7 @@ class Loan:
         self._sent = 0
         self.size, self.channel, self.info = size, channel, info
         # One region for the whole loan: a view is a slice of it.
-        self._region = _views.Region(_buffer(core.base, core.size))
+        self._region = _views.BatchRegion(_buffer(core.base, core.size))
         whole = self._region.views
         #: the buffers' views, in order; revoked by publish and cancel
         self.views: list[memoryview]
@@ -78,10 +78,6 @@ class Loan:
         """How many of the buffers the host has (a prefix)."""
         return self._sent
 
-    def _revoke(self) -> bool:
-        """Revoke every view; False while something derived from one lives on (ask again)."""
-        return self._region.revoke(self.views)
-
     def publish(self, timeout: float | None = None) -> int:
         """Hand every buffer to the host, with one doorbell; returns how many.
 
@@ -96,11 +92,20 @@ class Loan:
         core = self._core
         if self._sent == self._n:
             return 0
-        if not self._revoke():
+        if not self._region.revoke(self.views):
             raise BufferError("a view of a loaned buffer is still in use; "
                               "release it before publishing")
+        first, g = self._sent, core.handle
+        if first == 0 and g is not None and core.gone is None:
+            # A stream's case, once a batch: all of it fits at once.
+            rc = _publish(g, self._offs, self._n)
+            if rc == self._n:
+                self._sent = self._n
+                core.loan_settled(self, self._offs)
+                return self._n
+            if rc > 0:
+                self._sent = rc
         deadline = None if timeout is None else time.monotonic() + timeout
-        first = self._sent
         while self._sent < self._n:
             g = core.handle
             if g is None or core.gone is not None:
@@ -129,7 +134,7 @@ class Loan:
         core = self._core
         if self._sent == self._n:
             return True
-        if not self._revoke():
+        if not self._region.revoke(self.views):  # (False: something made from one lives)
             core.loan_held(self)
             return False
         core.unloan(self._offs + self._sent, self._n - self._sent)

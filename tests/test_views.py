@@ -114,6 +114,7 @@ def test_every_mechanism_of_this_interpreter_in_process(mechanism):
         assert mechanism == "release" and sys.version_info < (3, 12)
         pytest.skip("PEP 688 needs 3.12")
     views_check.check(_views, region)
+    views_check.check_batch(_views, _views.region_class(mechanism, batch=True))
     views_check.check_single(_views, mechanism)
 
 

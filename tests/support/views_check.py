@@ -154,7 +154,13 @@ def check(views: Any, region: Callable[[Any], Any]) -> None:
     assert mem.seen[1024:1027] == b"abc"
     r.close()
 
-    # Many views revoked at once (a loan): refused while one has a slice.
+    check_batch(views, region)
+
+
+def check_batch(views: Any, region: Callable[[Any], Any]) -> None:
+    """Many views revoked at once (a loan's): a Region, or a BatchRegion."""
+    mem = Memory()
+    # Refused while one has a slice; free once it is gone.
     r = region(mem.exporter())
     many = [r.view(2048 + 64 * i, 2048 + 64 * i + 16) for i in range(4)]
     for i, w in enumerate(many):
@@ -166,6 +172,27 @@ def check(views: Any, region: Callable[[Any], Any]) -> None:
     del s
     many.clear()
     assert r.free()
+
+    # An export kept (numpy's): refused, asked again once it is gone.
+    r = region(mem.exporter())
+    many = [r.view(2560 + 64 * i, 2560 + 64 * i + 16) for i in range(3)]
+    arr = (ctypes.c_ubyte * 4).from_buffer(many[2], 4)
+    ok = r.revoke(many)
+    assert not ok or not aliases(memoryview(arr).cast("B"), mem, 2692)
+    del arr
+    assert r.revoke(many), "revoked once the export is gone (asked again)"
+
+    # The released views themselves kept (a loop's name, the list): harmless.
+    r = region(mem.exporter())
+    many = [r.view(3072 + 64 * i, 3072 + 64 * i + 16) for i in range(3)]
+    last = many[-1]
+    assert r.revoke(many)
+    try:
+        last[0]
+    except ValueError:
+        pass
+    else:
+        raise AssertionError("a revoked view still reads")
 
 
 def check_single(views: Any, mechanism: str) -> None:
@@ -238,6 +265,7 @@ def main() -> int:
         os.environ["HGSMI_VIEWS"] = sys.argv[1]
     views = load_views()
     check(views, views.Region)
+    check_batch(views, views.BatchRegion)
     check_single(views, views.MECHANISM)
     print("ok", views.MECHANISM)
     return 0
