@@ -134,7 +134,7 @@ def test_runs_are_interleaved_so_drift_hits_every_figure_alike():
     assert got == {"a": [1, 4, 7], "b": [2], "c": [3, 6, 8]}
 
 
-def test_loaded_rows_run_under_a_hog_per_cpu_and_give_the_ratio():
+def test_loaded_rows_run_under_a_hog_per_cpu_and_give_the_ratio(monkeypatch):
     """call-rtt-loaded: the spin's and the no-spin's calls are measured while a
     busy loop runs on every CPU (seen from here as processes of ours using
     CPU), alternated, and the spin row carries its p50 over the no-spin p50;
@@ -142,14 +142,14 @@ def test_loaded_rows_run_under_a_hog_per_cpu_and_give_the_ratio():
     import argparse
     import time
 
-    from hgsmi.bench import hogs as hogs_mod
     from hgsmi.bench.transports.hgsmi_transports import hgsmi_transports
 
     seen: list[list[int]] = []
-    real = hogs_mod.hogs
+    cpu: list[float] = []
+    real = bench.hogs
 
     class Watching:
-        """The real hogs; records their pids and that each is running."""
+        """The real hogs; records their pids, and the CPU each used before its kill."""
 
         def __init__(self, n):
             self._cm = real(n)
@@ -159,34 +159,28 @@ def test_loaded_rows_run_under_a_hog_per_cpu_and_give_the_ratio():
             return seen[-1]
 
         def __exit__(self, *exc):
-            for pid in seen[-1]:  # utime + stime, before the kill
-                with open(f"/proc/{pid}/stat") as f:
+            for pid in seen[-1]:
+                with open(f"/proc/{pid}/stat") as f:  # utime + stime
                     ticks = sum(int(x) for x in f.read().split(") ")[1].split()[11:13])
-                hz = os.sysconf("SC_CLK_TCK")
-                cpu.append(ticks / hz)
+                cpu.append(ticks / os.sysconf("SC_CLK_TCK"))
             return self._cm.__exit__(*exc)
 
-    cpu: list[float] = []
+    monkeypatch.setattr(bench, "hogs", Watching)
+    monkeypatch.setattr(bench, "LOADED_RUNS", 2)  # two runs a figure: a few seconds
     args = argparse.Namespace(silent=True, runs=1, rtt_count=200, cpus=PIN, spin_us=200)
     ts = {spin: {t.name: t for t in hgsmi_transports(spin)}["hgsmi-copy"] for spin in (0, 200)}
-    old = bench.hogs, bench.LOADED_RUNS
-    bench.hogs, bench.LOADED_RUNS = Watching, 2  # two runs a figure: a few seconds
-    try:
-        t0 = time.monotonic()
-        rows = bench.loaded_rows(ts, args)
-        took = time.monotonic() - t0
-    finally:
-        bench.hogs, bench.LOADED_RUNS = old
+    t0 = time.monotonic()
+    rows = bench.loaded_rows(ts, args)
+    took = time.monotonic() - t0
     assert len(seen) == 1 and len(seen[0]) == (os.cpu_count() or 1)
     # each hog ran through the rows (about half a CPU each beside the calls'
     # two processes: 0.55 measured), not only started
     assert all(c > 0.2 * took for c in cpu), (cpu, took)
+    for pid in seen[0]:  # killed and reaped
+        assert not os.path.exists(f"/proc/{pid}"), f"hog {pid} outlived the rows"
     assert [(r["workload"], r["spin_us"], r["runs"]) for r in rows] == [
         ("call-rtt-loaded", 200, 2), ("call-rtt-loaded-nospin", 0, 2)]
     assert rows[0]["x_nospin"] == round(rows[0]["p50_us"] / rows[1]["p50_us"], 2)
-    time.sleep(0.1)
-    for pid in seen[0]:
-        assert not os.path.exists(f"/proc/{pid}"), f"hog {pid} outlived the rows"
     bench.add_ratios(rows)  # no idle reference is taken for them
     assert all("x_hgcm" not in r for r in rows)
     text = bench.format_matrix({"machine": {}, "results": rows})
