@@ -8,6 +8,7 @@ run is a few thousand messages, so the file takes a few seconds.
 from __future__ import annotations
 
 import os
+import time
 
 import pytest
 
@@ -140,7 +141,6 @@ def test_loaded_rows_run_under_a_hog_per_cpu_and_give_the_ratio(monkeypatch):
     CPU), alternated, and the spin row carries its p50 over the no-spin p50;
     no hog outlives the rows."""
     import argparse
-    import time
 
     from hgsmi.bench.transports.hgsmi_transports import hgsmi_transports
 
@@ -185,3 +185,24 @@ def test_loaded_rows_run_under_a_hog_per_cpu_and_give_the_ratio(monkeypatch):
     assert all("x_hgcm" not in r for r in rows)
     text = bench.format_matrix({"machine": {}, "results": rows})
     assert f"the spin's p50 is {rows[0]['x_nospin']:.2f}x the no-spin p50" in text
+
+
+def test_loaded_rows_are_left_out_not_the_run_when_no_hog_starts(monkeypatch):
+    """A busy loop that cannot start (OSError) costs the loaded rows only: no
+    row, no call made without the load, and the bench goes on."""
+    import argparse
+    import contextlib
+
+    from hgsmi.bench.transports.hgsmi_transports import hgsmi_transports
+
+    @contextlib.contextmanager
+    def no_hogs(n):
+        raise OSError(11, "fork: resource temporarily unavailable")
+        yield []
+
+    monkeypatch.setattr(bench, "hogs", no_hogs)
+    args = argparse.Namespace(silent=True, runs=3, rtt_count=10, cpus=PIN, spin_us=200)
+    ts = {spin: {t.name: t for t in hgsmi_transports(spin)}["hgsmi-copy"] for spin in (0, 200)}
+    t0 = time.monotonic()
+    assert bench.loaded_rows(ts, args) == []
+    assert time.monotonic() - t0 < 1, "a run was made without the load"
